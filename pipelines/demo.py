@@ -1,0 +1,28 @@
+"""The main job: embed -> train -> evaluate on one BEIR folder (bundled SciFact-mini default)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from smec.config import Config
+from smec.data import BeirPaths
+
+from pipelines.embed import run_embed
+from pipelines.evaluate import record_timing, run_evaluate
+from pipelines.train import run_train
+
+
+def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
+    start = time.perf_counter()
+    echo(f"[1/3] embed {paths.root} with {cfg.model.name} (Ray Data)")
+    summary = run_embed(paths, out, cfg)
+    record_timing(out, "embed", time.perf_counter() - start)
+    echo(f"      corpus {summary['corpus']['rows']} docs at {summary['corpus']['rows_per_s']}"
+         f" docs/s, {summary['queries']['rows']} queries")
+    start = time.perf_counter()
+    echo(f"[2/3] train SMEC stages {cfg.train.stages} (Ray Train)")
+    trained = run_train(paths, out, cfg)
+    record_timing(out, "train", time.perf_counter() - start)
+    echo(f"      stages {trained['stages']}")
+    echo("[3/3] evaluate")
+    return run_evaluate(paths, out, cfg)

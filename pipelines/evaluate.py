@@ -1,0 +1,61 @@
+"""Evaluate raw, truncation, PCA and SMEC at every level; write results.json, table and plot."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from smec.compare import baselines, compare
+from smec.config import Config
+from smec.data import BeirPaths, load_qrels
+from smec.errors import SmecError
+from smec.io import atomic_path, write_json
+from smec.report import markdown_table, plot_ndcg_vs_bytes
+from smec.results import read_results, write_results
+from smec.store import read_embeddings
+from smec.train import stage_dims
+
+TIMINGS = "timings.json"
+
+
+def record_timing(out: Path, phase: str, seconds: float) -> dict:
+    """Keep each phase's wall time in ``out/timings.json`` so results.json can report all."""
+    path = out / TIMINGS
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[phase] = round(seconds, 2)
+    write_json(path, timings)
+    return timings
+
+
+def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
+    start = time.perf_counter()
+    emb = out / "embeddings"
+    doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
+    query_ids, query_vecs, _ = read_embeddings(emb / "queries")
+    qrels = load_qrels(paths.test_qrels)
+    missing = [q for q in qrels if q not in set(query_ids)]
+    if missing:
+        raise SmecError(f"{paths.test_qrels}: query '{missing[0]}' has no embedding in {emb}; "
+                        "re-run `smec embed` on this data folder")
+    input_dim = doc_vecs.shape[1]
+    methods = cfg.eval.methods
+    compressors = {}
+    smec = None
+    if "smec" in methods:
+        from pipelines.train import load_trained
+        smec = load_trained(out)
+    dims = [d for d in (smec.dims if smec else stage_dims(cfg.train, input_dim)) if d < input_dim]
+    compressors.update(baselines(input_dim, dims, doc_vecs, methods))
+    if smec is not None:
+        compressors["smec"] = smec
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
+                   include_raw="raw" in methods, seed=cfg.train.seed)
+    timings = record_timing(out, "evaluate", time.perf_counter() - start)
+    write_results(out / "results.json", paths.name, meta.get("model", "?"),
+                  paths.test_qrels.stem, rows, timings)
+    results = read_results(out / "results.json")
+    table = markdown_table(results)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(table + "\n")
+    plot_ndcg_vs_bytes(results, out / "ndcg_vs_bytes.png")
+    return results

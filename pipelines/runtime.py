@@ -1,0 +1,34 @@
+"""Starting or joining Ray, and turning failures inside Ray into one-line SmecErrors."""
+from __future__ import annotations
+
+import logging
+import os
+
+from smec.errors import SmecError
+
+
+def init_ray(num_cpus: int | None = None, object_store_gib: float = 2.0) -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (set inside `ray job submit`), else start locally."""
+    import ray
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             object_store_memory=int(object_store_gib * 1024**3),
+             logging_level=logging.WARNING, log_to_driver=True)
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error message of a (Ray-wrapped) exception chain, on one line."""
+    while True:
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or inner is exc:
+            break
+        exc = inner
+    if isinstance(exc, SmecError):
+        return str(exc)
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()

@@ -1,0 +1,138 @@
+"""``smec …``: parse, validate, call the pipelines. Errors end as one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from smec.errors import SmecError
+
+DESCRIPTION = """smec — compress retrieval embeddings (SMEC: SMRL + ADS + S-XBM) on Ray.
+
+Every job reads and writes one run folder (--out, default runs/<dataset>):
+  embeddings/{corpus,queries}/part-*.parquet   (smec embed)
+  compressor/                                   (smec train)
+  results.json, results.md, ndcg_vs_bytes.png   (smec evaluate)
+`smec demo` runs the three in a row on the bundled SciFact-mini set."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/); "
+                             "default: the bundled SciFact-mini")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default: runs/<dataset name>)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML config (default: the bundled one; see `smec config`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smec", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in [
+        ("demo", "embed, train and evaluate in a row; prints the table"),
+        ("embed", "embed corpus and queries with Ray Data into Parquet"),
+        ("train", "train the SMEC compressor with Ray Train on the embeddings"),
+        ("evaluate", "nDCG@10 of raw, truncation, PCA and SMEC; results.json + plot"),
+    ]:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _common(command)
+        if name == "train":
+            command.add_argument("--resume", action="store_true",
+                                 help="continue from the last finished stage of this run "
+                                      "folder instead of starting over")
+    sub.add_parser("config", help="print the default config (YAML) to start your own from",
+                   description="print the default config (YAML) to start your own from")
+    report = sub.add_parser("report", help="print the table and redraw the plot of a "
+                            "results.json", description="print the table and redraw the plot")
+    report.add_argument("results", type=Path, help="a results.json file")
+    return parser
+
+
+def _prepare(args: argparse.Namespace):
+    from smec.config import load_config
+    from smec.data import resolve_beir_dir
+    cfg = load_config(args.config)
+    paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split)
+    out = args.out if args.out is not None else Path("runs") / paths.name
+    if out.exists() and not out.is_dir():
+        raise SmecError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, paths, out
+
+
+def _print_results(results: dict, out: Path) -> None:
+    from smec.report import markdown_table
+    print()
+    print(markdown_table(results))
+    print()
+    print("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
+    print(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "config":
+        from smec.config import default_config_path
+        sys.stdout.write(default_config_path().read_text())
+        return 0
+    if args.command == "report":
+        from smec.report import markdown_table, plot_ndcg_vs_bytes
+        from smec.results import read_results
+        results = read_results(args.results)
+        print(markdown_table(results))
+        print(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
+        return 0
+
+    cfg, paths, out = _prepare(args)
+    if args.command == "demo":
+        from pipelines.demo import run_demo
+        _print_results(run_demo(paths, out, cfg), out)
+        print(f"output folder: {out.resolve()}")
+    elif args.command == "embed":
+        from pipelines.embed import run_embed
+        from pipelines.evaluate import record_timing
+        start = time.perf_counter()
+        summary = run_embed(paths, out, cfg)
+        record_timing(out, "embed", time.perf_counter() - start)
+        print(f"embedded {summary['corpus']['rows']} docs ({summary['corpus']['rows_per_s']} "
+              f"docs/s) and {summary['queries']['rows']} queries into {out / 'embeddings'}")
+    elif args.command == "train":
+        from pipelines.evaluate import record_timing
+        from pipelines.train import run_train
+        start = time.perf_counter()
+        trained = run_train(paths, out, cfg, resume=args.resume)
+        record_timing(out, "train", time.perf_counter() - start)
+        print(f"trained stages {trained['stages']} into {out / 'compressor'}")
+    elif args.command == "evaluate":
+        from pipelines.evaluate import run_evaluate
+        _print_results(run_evaluate(paths, out, cfg), out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Models are local folders; never let a library try the hub (it cannot be reached).
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    try:
+        code = run(argv)
+    except SmecError as exc:
+        print(f"smec: error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("smec: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("SMEC_DEBUG"):
+            raise
+        print(f"smec: error: {type(exc).__name__}: {exc} (set SMEC_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

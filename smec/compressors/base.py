@@ -1,0 +1,84 @@
+"""One interface for every compressor: ``fit`` where it learns, ``encode(vectors, dim)``.
+
+``encode`` returns L2-normalised float32 vectors of width ``dim``. A compressor folder holds
+``compressor.json`` (kind, input dim, levels, settings) and the tensors its kind needs; it is
+written atomically, and :func:`load_compressor` rebuilds any kind from it.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from smec.errors import SmecError
+from smec.io import atomic_dir
+
+REGISTRY: dict[str, type["Compressor"]] = {}
+
+
+class Compressor(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, input_dim: int, dims: list[int]) -> None:
+        self.input_dim = int(input_dim)
+        self.dims = sorted({int(d) for d in dims}, reverse=True)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.kind] = cls
+
+    def fit(self, corpus: np.ndarray) -> "Compressor":
+        """Learn from corpus vectors; a no-op for compressors that learn nothing."""
+        return self
+
+    @abstractmethod
+    def encode(self, vectors: np.ndarray, dim: int) -> np.ndarray:
+        """Compress ``vectors`` ``[n, input_dim]`` to ``[n, dim]``, L2-normalised float32."""
+
+    def _check(self, vectors: np.ndarray, dim: int) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.input_dim:
+            raise ValueError(f"{self.kind}: expected vectors [n, {self.input_dim}], "
+                             f"got {vectors.shape}")
+        if dim not in self.dims:
+            raise ValueError(f"{self.kind}: no level {dim}; available {self.dims}")
+        return vectors
+
+    # --- persistence -------------------------------------------------------------------
+    def settings(self) -> dict:
+        """Constructor settings beyond input_dim/dims, stored in compressor.json."""
+        return {}
+
+    def write_tensors(self, directory: Path) -> None:
+        """Write this kind's tensors into ``directory``."""
+
+    @classmethod
+    def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
+             ) -> "Compressor":
+        return cls(input_dim, dims, **settings)
+
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self.write_tensors(tmp)
+            meta = {"kind": self.kind, "input_dim": self.input_dim, "dims": self.dims,
+                    "settings": self.settings()}
+            (tmp / "compressor.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+
+def load_compressor(path: Path | str) -> Compressor:
+    path = Path(path)
+    meta_path = path / "compressor.json"
+    if not meta_path.is_file():
+        raise SmecError(f"{meta_path}: not found; run `smec train` first or pass the folder "
+                        "it wrote")
+    meta = json.loads(meta_path.read_text())
+    kind = meta.get("kind")
+    if kind not in REGISTRY:
+        raise SmecError(f"{meta_path}: unknown compressor kind {kind!r}; known: "
+                        f"{sorted(REGISTRY)}")
+    return REGISTRY[kind].read(path, meta["input_dim"], meta["dims"], meta.get("settings", {}))

@@ -1,0 +1,81 @@
+"""SMEC: one adapter snapshot and one selected-dimension set per level (METHOD.md §2.2, R-snap).
+
+Level ``d_s`` is served by ``normalize(f_s(e)[I_s])``; training a later stage never touches an
+earlier snapshot, so adding a level (continued training) leaves the existing levels unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smec.compressors.base import Compressor
+from smec.modules.adapter import build_adapter
+
+
+@dataclass
+class Stage:
+    """A finished SMRL stage: its level, the kept dims of f(e), and the adapter weights."""
+
+    dim: int
+    indices: torch.Tensor          # long [dim], sorted, into the input_dim outputs of f
+    adapter_state: dict[str, torch.Tensor]
+
+
+class SMECCompressor(Compressor):
+    kind = "smec"
+
+    def __init__(self, input_dim: int, dims: list[int], adapter: str = "residual_mlp",
+                 adapter_hidden: int = 512, stages: list[Stage] | None = None) -> None:
+        super().__init__(input_dim, dims)
+        self.adapter, self.adapter_hidden = adapter, adapter_hidden
+        self.stages: list[Stage] = list(stages or [])
+        self._nets: dict[int, torch.nn.Module] = {}
+
+    def add_stage(self, stage: Stage) -> None:
+        if self.stages and stage.dim >= self.stages[-1].dim:
+            raise ValueError(f"stage dims must decrease: {stage.dim} after {self.stages[-1].dim}")
+        self.stages.append(stage)
+        self.dims = sorted({*self.dims, stage.dim}, reverse=True)
+
+    def stage_for(self, dim: int) -> Stage:
+        for stage in self.stages:
+            if stage.dim == dim:
+                return stage
+        raise ValueError(f"smec: no trained level {dim}; available {[s.dim for s in self.stages]}")
+
+    def network(self, dim: int) -> torch.nn.Module:
+        if dim not in self._nets:
+            net = build_adapter(self.adapter, self.input_dim, self.adapter_hidden)
+            net.load_state_dict(self.stage_for(dim).adapter_state)
+            self._nets[dim] = net.eval()
+        return self._nets[dim]
+
+    @torch.no_grad()
+    def encode(self, vectors: np.ndarray, dim: int, batch_size: int = 8192) -> np.ndarray:
+        vectors = self._check(vectors, dim)
+        net, index = self.network(dim), self.stage_for(dim).indices
+        out = [F.normalize(net(torch.from_numpy(vectors[i:i + batch_size]))[:, index], dim=-1)
+               for i in range(0, len(vectors), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
+
+    def settings(self) -> dict:
+        return {"adapter": self.adapter, "adapter_hidden": self.adapter_hidden}
+
+    def write_tensors(self, directory: Path) -> None:
+        for i, stage in enumerate(self.stages):
+            torch.save({"dim": stage.dim, "indices": stage.indices,
+                        "adapter": stage.adapter_state}, directory / f"stage_{i}_{stage.dim}.pt")
+
+    @classmethod
+    def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
+             ) -> "SMECCompressor":
+        files = sorted(directory.glob("stage_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        stages = []
+        for path in files:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            stages.append(Stage(int(blob["dim"]), blob["indices"], blob["adapter"]))
+        return cls(input_dim, dims, stages=stages, **settings)

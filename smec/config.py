@@ -1,0 +1,145 @@
+"""The one config schema, validated at the edge (CLI) and passed down as one object.
+
+``smec config`` prints the bundled default (``smec/configs/default.yaml``); copy it, edit it and
+pass it with ``--config``. Unknown keys are rejected, so a typo never silently falls back to a
+default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from smec.errors import SmecError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    name: str = Field("all-MiniLM-L6-v2", description="registry name or a local "
+                      "sentence-transformers folder")
+    query_prompt: str = ""
+    document_prompt: str = ""
+    max_seq_length: int | None = Field(None, gt=0)
+    encode_batch_size: int = Field(64, gt=0)
+
+
+class EmbedConfig(_Section):
+    num_actors: int = Field(1, gt=0, description="encoder actors in the Ray Data actor pool")
+    num_cpus_per_actor: float = Field(1.0, gt=0, description="fractional is fine; keep the sum "
+                                      "below the cluster's CPUs so read/write tasks can run")
+    num_gpus_per_actor: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, gt=0, description="rows per Ray Data batch")
+    rows_per_part: int = Field(50_000, gt=0, description="rows per output Parquet part")
+
+
+class TrainConfig(_Section):
+    stages: list[int] = Field([192, 96, 48], min_length=1)
+    full_dim_stage: bool = True
+    adapter: Literal["residual_mlp", "linear_identity"] = "residual_mlp"
+    adapter_hidden: int = Field(512, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    ads_lr_mult: float = Field(10.0, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    max_epochs_per_stage: int = Field(10, gt=0)
+    patience: int = Field(2, gt=0)
+    batch_queries: int = Field(64, gt=0)
+    batch_unlabelled: int = Field(256, gt=1)
+    rank_scale: float = Field(1.0, gt=0)
+    rank_reduction: Literal["sum", "mean_query", "mean_pair"] = "mean_query"
+    positives_per_query: int = Field(8, gt=0)
+    hard_negatives: int = Field(8, ge=0)
+    hard_pool: int = Field(100, gt=0)
+    hard_neg_skip_top: int = Field(3, ge=0)
+    random_negatives: int = Field(8, ge=0)
+    use_ads: bool = True
+    ads_init: Literal["positional", "zeros"] = "positional"
+    ads_init_scale: float = Field(1.0, ge=0)
+    tau0: float = Field(1.0, gt=0)
+    tau_min: float = Field(0.1, gt=0)
+    use_sxbm: bool = True
+    alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
+    memory_size: int = Field(5000, gt=0)
+    neighbours: int = Field(10, gt=0)
+    holdout_frac: float = Field(0.1, gt=0, lt=1, description="train queries held out for "
+                                "early stopping (never test)")
+    seed: int = 0
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (DDP)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if any(d <= 0 for d in self.stages):
+            raise ValueError(f"stages must be positive dims, got {self.stages}")
+        if any(a <= b for a, b in zip(self.stages, self.stages[1:])):
+            raise ValueError(f"stages must strictly decrease, got {self.stages}")
+        if self.tau_min > self.tau0:
+            raise ValueError(f"tau_min ({self.tau_min}) must be <= tau0 ({self.tau0})")
+        return self
+
+
+class EvalConfig(_Section):
+    methods: list[Literal["raw", "truncation", "pca", "smec"]] = ["raw", "truncation", "pca",
+                                                                   "smec"]
+
+
+class DataConfig(_Section):
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    embed: EmbedConfig = EmbedConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def default_config_path() -> Path:
+    return Path(__file__).resolve().parent / "configs" / "default.yaml"
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load and validate a YAML config; any problem becomes one SmecError line."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SmecError(f"{path}: config file not found; `smec config > my.yaml` writes the "
+                        "default to start from") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SmecError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SmecError(f"{path}: the config must be a YAML mapping of sections")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
+        msg = "unknown key; check the spelling against `smec config`" \
+            if err["type"] == "extra_forbidden" else err["msg"]
+        raise SmecError(f"{path}: {field}: {msg}{got}") from None
+
+
+def check_stages(cfg: TrainConfig, input_dim: int) -> None:
+    """Stages can only be checked once the embedding dim is known."""
+    if cfg.stages[0] >= input_dim:
+        raise SmecError(f"train.stages: first stage {cfg.stages[0]} must be below the embedding "
+                        f"dim {input_dim}")

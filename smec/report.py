@@ -1,0 +1,73 @@
+"""Tables and plots from results.json files only (no training code here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+METHOD_ORDER = ["raw", "truncation", "pca", "smec"]
+
+
+def _method_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def markdown_table(results: dict) -> str:
+    """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several)."""
+    import numpy as np
+    cells: dict[tuple[str, str], dict[int, list[float]]] = {}
+    dims_bytes: dict[int, int] = {}
+    for row in results["rows"]:
+        key = (row["method"], row["precision"])
+        cells.setdefault(key, {}).setdefault(row["dims"], []).append(row["ndcg_at_10"])
+        dims_bytes.setdefault(row["dims"], row["bytes_per_vector"])
+    dims = sorted(dims_bytes, reverse=True)
+    header = "| method | precision | " + " | ".join(
+        f"{d} d ({dims_bytes[d]} B)" for d in dims) + " |"
+    lines = [f"nDCG@10 — {results['dataset']} / {results['model']} / {results['split']}", "",
+             header, "|" + "---|" * (len(dims) + 2)]
+    for method, precision in sorted(cells, key=lambda k: (_method_key(k[0]), k[1])):
+        values = cells[(method, precision)]
+        row = []
+        for d in dims:
+            v = values.get(d)
+            if not v:
+                row.append("")
+            elif len(v) == 1:
+                row.append(f"{v[0]:.4f}")
+            else:
+                row.append(f"{np.mean(v):.4f} ± {np.std(v):.4f}")
+        lines.append(f"| {method} | {precision} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
+    """nDCG@10 against bytes per vector (log x), one line per method and precision."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from smec.io import atomic_path
+
+    series: dict[str, dict[int, list[float]]] = {}
+    for row in results["rows"]:
+        label = row["method"] if row["precision"] == "float32" else \
+            f"{row['method']} ({row['precision']})"
+        series.setdefault(label, {}).setdefault(row["bytes_per_vector"], []).append(
+            row["ndcg_at_10"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in sorted(series, key=_method_key):
+        xs = sorted(series[label])
+        ys = [float(np.mean(series[label][x])) for x in xs]
+        ax.plot(xs, ys, marker="o" if len(xs) > 1 else "*", markersize=6 if len(xs) > 1 else 12,
+                label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(f"{results['dataset']} — {results['model']} ({results['split']})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,58 @@
+"""The one results schema shared by every job and benchmark (``OUT/results.json``).
+
+``{"dataset", "model", "split", "rows": [{"method", "dims", "precision",
+"bytes_per_vector", "ndcg_at_10", "recall_at_100", "seed"}], "timings_s": {phase: seconds}}``
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from smec.errors import SmecError
+from smec.io import write_json
+
+PRECISION_BITS = {"float32": 32, "int8": 8, "binary": 1}
+
+
+def bytes_per_vector(dims: int, precision: str = "float32") -> int:
+    if precision not in PRECISION_BITS:
+        raise ValueError(f"precision must be one of {sorted(PRECISION_BITS)}, got {precision!r}")
+    return math.ceil(dims * PRECISION_BITS[precision] / 8)
+
+
+@dataclass
+class ResultRow:
+    method: str
+    dims: int
+    ndcg_at_10: float
+    recall_at_100: float
+    precision: str = "float32"
+    seed: int = 0
+    bytes_per_vector: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.bytes_per_vector:
+            self.bytes_per_vector = bytes_per_vector(self.dims, self.precision)
+
+
+def write_results(path: Path | str, dataset: str, model: str, split: str,
+                  rows: list[ResultRow], timings_s: dict[str, float]) -> None:
+    write_json(path, {"dataset": dataset, "model": model, "split": split,
+                      "rows": [asdict(r) for r in rows],
+                      "timings_s": {k: round(v, 2) for k, v in timings_s.items()}})
+
+
+def read_results(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SmecError(f"{path}: results file not found") from None
+    except json.JSONDecodeError as exc:
+        raise SmecError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    for key in ("dataset", "model", "split", "rows", "timings_s"):
+        if key not in results:
+            raise SmecError(f"{path}: missing key '{key}' of the results schema")
+    return results

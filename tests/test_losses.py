@@ -1,0 +1,69 @@
+"""Loss values on tiny cases computed by hand."""
+import math
+
+import pytest
+import torch
+
+from smec.losses import MatryoshkaLoss, RankLoss, SimilarityPreservationLoss
+
+
+def sp(x):
+    return math.log1p(math.exp(x))
+
+
+def test_rank_loss_binary_by_hand():
+    scores = torch.tensor([[0.9, 0.2, 0.5]])
+    labels = torch.tensor([[1.0, 0.0, 0.0]])
+    # pairs (0 > 1) and (0 > 2), gap 1: softplus(0.2-0.9) + softplus(0.5-0.9)
+    expected = sp(-0.7) + sp(-0.4)
+    assert RankLoss()(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_loss_graded_weights_and_scale():
+    scores = torch.tensor([[0.1, 0.3, 0.8]])
+    labels = torch.tensor([[2.0, 1.0, 0.0]])
+    # (0>1) gap 1, (0>2) gap 2, (1>2) gap 1; scale 5 multiplies s_ik - s_ij
+    expected = 1 * sp(5 * (0.3 - 0.1)) + 2 * sp(5 * (0.8 - 0.1)) + 1 * sp(5 * (0.8 - 0.3))
+    assert RankLoss(scale=5.0)(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rank_loss_reductions():
+    scores = torch.tensor([[0.9, 0.2], [0.1, 0.4]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    per_query = [sp(0.2 - 0.9), sp(0.4 - 0.1)]
+    assert RankLoss(reduction="sum")(scores, labels).item() == pytest.approx(sum(per_query))
+    assert RankLoss()(scores, labels).item() == pytest.approx(sum(per_query) / 2)
+    assert RankLoss(reduction="mean_pair")(scores, labels).item() == pytest.approx(
+        sum(per_query) / 2)
+
+
+def test_rank_loss_no_positive_is_zero_with_grad():
+    scores = torch.rand(2, 3, requires_grad=True)
+    loss = RankLoss()(scores, torch.zeros(2, 3))
+    loss.backward()
+    assert loss.item() == 0.0
+
+
+def test_rank_loss_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="reduction"):
+        RankLoss(reduction="avg")
+    with pytest.raises(ValueError, match="scale"):
+        RankLoss(scale=0)
+
+
+def test_similarity_preservation_by_hand():
+    teacher = torch.tensor([[0.9, 0.5], [0.7, 0.1]])
+    student = torch.tensor([[0.8, 0.7], [0.7, 0.4]])
+    # row 0: 0.1 + 0.2, row 1: 0 + 0.3 -> mean 0.3
+    assert SimilarityPreservationLoss()(teacher, student).item() == pytest.approx(0.3)
+
+
+def test_matryoshka_sums_levels():
+    q = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    c = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0]])
+    loss = MatryoshkaLoss(RankLoss(), dims=[2, 4], weights=[1.0, 0.5])(q, c, labels)
+    # dim 2: cos = [1, 0] -> sp(-1); dim 4: cos = [0.5, 0.5] -> sp(0)
+    assert loss.item() == pytest.approx(sp(-1.0) + 0.5 * sp(0.0), rel=1e-6)
+    with pytest.raises(ValueError, match="one weight per dim"):
+        MatryoshkaLoss(RankLoss(), dims=[2, 4], weights=[1.0])

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from smec.modules import SXBM, AdaptiveDimensionSelection, ResidualAdapter, anneal_tau
+
+
+def test_sxbm_wraps_around_fifo():
+    memory = SXBM(size=5, dim=2)
+    memory.enqueue(torch.ones(3, 2), torch.tensor([0, 1, 2]))
+    assert memory.filled == 3 and memory.ptr == 3
+    memory.enqueue(2 * torch.ones(4, 2), torch.tensor([3, 4, 5, 6]))
+    feats, ids = memory.get()
+    assert memory.filled == 5 and memory.ptr == 2
+    # slots 0,1 were overwritten by the two newest (5, 6); oldest surviving is id 2
+    assert ids.tolist() == [5, 6, 2, 3, 4]
+    assert feats[0].tolist() == [2.0, 2.0] and feats[2].tolist() == [1.0, 1.0]
+
+
+def test_sxbm_batch_larger_than_memory_keeps_newest():
+    memory = SXBM(size=3, dim=1)
+    memory.enqueue(torch.arange(7.0)[:, None], torch.arange(7))
+    assert sorted(memory.get()[1].tolist()) == [4, 5, 6]
+
+
+def test_sxbm_neighbours_exclude_self_and_same_id_duplicates():
+    memory = SXBM(size=10, dim=2)
+    e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    memory.enqueue(e, torch.tensor([0, 1, 2]))           # the batch items are also in memory
+    pool, index, teacher = memory.neighbours(e[:2], torch.tensor([0, 1]), k=2)
+    pool_ids = torch.cat([torch.tensor([0, 1, 2]), torch.tensor([0, 1])])
+    assert (pool_ids[index[0]] != 0).all() and (pool_ids[index[1]] != 1).all()
+    assert pool_ids[index[0, 0]].item() == 1          # nearest other item of 0 is 1
+    assert teacher[0, 0].item() == pytest.approx((e[0] @ e[1]).item())
+
+
+def test_ads_hard_selection_has_k_distinct_dims_and_grad_reaches_logits():
+    torch.manual_seed(0)
+    ads = AdaptiveDimensionSelection(in_dim=16, k=5)
+    index, gate = ads.sample(tau=0.5)
+    assert len(set(index.tolist())) == 5 and index.tolist() == sorted(index.tolist())
+    assert torch.allclose(gate, torch.ones(5))         # forward value exactly 1
+    x = torch.randn(3, 16)
+    (x[:, index] * gate).sum().backward()
+    assert ads.logits.grad is not None and ads.logits.grad.abs().sum() > 0
+
+
+def test_ads_inference_is_truncation_at_init():
+    ads = AdaptiveDimensionSelection(in_dim=8, k=3)
+    assert ads.selected().tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="k must be"):
+        AdaptiveDimensionSelection(4, 5)
+
+
+def test_anneal_tau():
+    assert anneal_tau(0, 100, 1.0, 0.1) == 1.0
+    assert anneal_tau(100, 100, 1.0, 0.1) == pytest.approx(0.1)
+    assert anneal_tau(50, 100, 1.0, 0.1) == pytest.approx(0.1 ** 0.5)
+
+
+def test_residual_adapter_starts_as_identity():
+    adapter = ResidualAdapter(8, hidden=4)
+    x = torch.randn(5, 8)
+    assert torch.equal(adapter(x), x)
