@@ -70,7 +70,7 @@ def embed_texts(rows: Iterable[tuple[str, str]], out_dir: Path, cfg: Config, mod
     start = time.perf_counter()
     ecfg = cfg.embed
     with atomic_dir(out_dir) as tmp:
-        staging = tmp / ".staging"
+        staging = tmp / "staging"
         n_rows = _stage(rows, staging)
         if n_rows == 0:
             raise SmecError(f"{out_dir.name}: no rows to embed")

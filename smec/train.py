@@ -229,7 +229,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         val = validate(data, adapter, index)
         overlap = len(set(index.tolist()) & set(in_index[:dim].tolist())) / dim
         log({"stage": stage_no, "dim": dim, "epoch": epoch, "step": step,
-             "loss_rank": float(loss_rank), "loss_unsup": float(loss_unsup), "tau": tau,
+             "loss_rank": loss_rank.item(), "loss_unsup": loss_unsup.item(), "tau": tau,
              "lr": lr, "val_ndcg_at_10": val, "ads_overlap_truncation": overlap,
              "memory_fill": memory.filled if memory is not None else 0})
         if val > best[0]:

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from smec.compressors import PCA, SMECCompressor, Stage, Truncation, load_compressor
+from smec.config import TrainConfig
+from smec.errors import SmecError
+from smec.train import prepare_data, train_smec
+
+
+def corpus(n=200, d=16, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def test_truncation_and_pca_roundtrip(tmp_path):
+    x = corpus()
+    for comp in (Truncation(16, [8, 4]), PCA(16, [8, 4]).fit(x)):
+        comp.save(tmp_path / comp.kind)
+        loaded = load_compressor(tmp_path / comp.kind)
+        for dim in (8, 4):
+            out = loaded.encode(x, dim)
+            assert out.shape == (200, dim)
+            np.testing.assert_array_equal(out, comp.encode(x, dim))
+            np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_pca_first_component_has_most_variance():
+    x = corpus()
+    x[:, 3] *= 10
+    pca = PCA(16, [1]).fit(x)
+    assert abs(pca.components[0, 3]) > 0.99
+
+
+def test_smec_saved_and_loaded_gives_identical_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(120, 16)).astype(np.float32)
+    queries = docs[:30] + 0.3 * rng.normal(size=(30, 16)).astype(np.float32)
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(30)}
+    cfg = TrainConfig(stages=[8, 4], max_epochs_per_stage=2, batch_queries=8,
+                      batch_unlabelled=16, memory_size=50, neighbours=3, hard_pool=10,
+                      adapter_hidden=8, lr=1e-3)
+    data = prepare_data([f"d{i}" for i in range(120)], docs, [f"q{i}" for i in range(30)],
+                        queries, qrels, cfg)
+    comp = train_smec(data, cfg)
+    assert [s.dim for s in comp.stages] == [16, 8, 4]
+    comp.save(tmp_path / "smec")
+    loaded = load_compressor(tmp_path / "smec")
+    assert isinstance(loaded, SMECCompressor)
+    for dim in (16, 8, 4):
+        np.testing.assert_array_equal(loaded.encode(docs, dim), comp.encode(docs, dim))
+        assert torch.equal(loaded.stage_for(dim).indices, comp.stage_for(dim).indices)
+
+
+def test_smec_levels_are_independent_snapshots():
+    adapter_state = {"w": torch.zeros(1)}
+    comp = SMECCompressor(8, [], adapter="residual_mlp", adapter_hidden=4)
+    comp.add_stage(Stage(4, torch.arange(4), adapter_state))
+    with pytest.raises(ValueError, match="must decrease"):
+        comp.add_stage(Stage(6, torch.arange(6), adapter_state))
+
+
+def test_load_missing_compressor_is_one_line(tmp_path):
+    with pytest.raises(SmecError, match="compressor.json: not found"):
+        load_compressor(tmp_path)

@@ -1,0 +1,29 @@
+import pytest
+
+from smec.config import Config, load_config
+from smec.errors import SmecError
+
+
+def test_default_config_loads_and_equals_schema_defaults():
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  lr: -1\n", "train.lr: Input should be greater than 0 (got -1)"),
+    ("train:\n  stages: [96, 192]\n", "train: Value error, stages must strictly decrease"),
+    ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
+    ("model: [1, 2\n", "invalid YAML"),
+    ("eval:\n  methods: [raw, magic]\n", "eval.methods.1: Input should be"),
+])
+def test_invalid_config_is_one_line_naming_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SmecError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SmecError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,86 @@
+"""End to end on a cut of SciFact-mini: real Ray (Data + Train), the real MiniLM model."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SMALL = """\
+train:
+  max_epochs_per_stage: 2
+  memory_size: 500
+  batch_unlabelled: 64
+"""
+
+
+def smec(*args):
+    return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def demo_run(mini_cut, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = root / "small.yaml"
+    config.write_text(SMALL)
+    out = root / "run"
+    result = smec("demo", "--data-dir", mini_cut, "--out", out, "--config", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, config, result
+
+
+def test_demo_writes_results_table_and_plot(demo_run):
+    out, _, result = demo_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "scifact-cut" and results["split"] == "test"
+    assert results["model"] == "all-MiniLM-L6-v2"
+    assert set(results["timings_s"]) == {"embed", "train", "evaluate"}
+    got = {(r["method"], r["dims"]) for r in results["rows"]}
+    assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca") for d in (192, 96, 48)} \
+        | {("smec", d) for d in (384, 192, 96, 48)}
+    for row in results["rows"]:
+        assert set(row) == {"method", "dims", "precision", "bytes_per_vector", "ndcg_at_10",
+                            "recall_at_100", "seed"}
+        assert row["precision"] == "float32" and row["bytes_per_vector"] == 4 * row["dims"]
+        assert 0.0 < row["ndcg_at_10"] <= 1.0 and 0.0 < row["recall_at_100"] <= 1.0
+    raw = next(r for r in results["rows"] if r["method"] == "raw")
+    # a cut with ~300 docs is easy; the frozen model must do clearly better than chance
+    assert raw["ndcg_at_10"] > 0.4
+    assert (out / "ndcg_vs_bytes.png").stat().st_size > 10_000
+    assert "| smec | float32 |" in result.stdout and "output folder:" in result.stdout
+    history = json.loads((out / "compressor" / "history.json").read_text())
+    assert {h["dim"] for h in history if "dim" in h} == {384, 192, 96, 48}
+
+
+def test_embeddings_schema(demo_run, mini_cut):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    out, _, _ = demo_run
+    table = pq.read_table(next((out / "embeddings" / "corpus").glob("part-*.parquet")))
+    assert table.schema.field("id").type == pa.string()
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    meta = json.loads(table.schema.metadata[b"smec"])
+    assert meta["model"] == "all-MiniLM-L6-v2" and meta["dim"] == 384
+    ids = table.column("id").to_pylist()
+    n_docs = sum(1 for line in open(mini_cut / "corpus.jsonl") if line.strip())
+    assert len(ids) == len(set(ids)) == n_docs
+
+
+def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_path):
+    out, config, _ = demo_run
+    alone = tmp_path / "alone"
+    shutil.copytree(out / "embeddings", alone / "embeddings")
+    trained = smec("train", "--data-dir", mini_cut, "--out", alone, "--config", config)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    evaluated = smec("evaluate", "--data-dir", mini_cut, "--out", alone, "--config", config)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    a = json.loads((out / "results.json").read_text())["rows"]
+    b = json.loads((alone / "results.json").read_text())["rows"]
+    # same embeddings, same seed, one worker: the same numbers
+    key = lambda r: (r["method"], r["dims"])
+    for ra, rb in zip(sorted(a, key=key), sorted(b, key=key)):
+        assert key(ra) == key(rb)
+        assert ra["ndcg_at_10"] == pytest.approx(rb["ndcg_at_10"], abs=1e-6)
