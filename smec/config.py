@@ -42,7 +42,7 @@ class TrainConfig(_Section):
     full_dim_stage: bool = True
     adapter: Literal["residual_mlp", "linear_identity"] = "residual_mlp"
     adapter_hidden: int = Field(512, gt=0)
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     ads_lr_mult: float = Field(10.0, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_frac: float = Field(0.05, ge=0, lt=1)
@@ -51,7 +51,7 @@ class TrainConfig(_Section):
     patience: int = Field(2, gt=0)
     batch_queries: int = Field(64, gt=0)
     batch_unlabelled: int = Field(256, gt=1)
-    rank_scale: float = Field(1.0, gt=0)
+    rank_scale: float = Field(20.0, gt=0)
     rank_reduction: Literal["sum", "mean_query", "mean_pair"] = "mean_query"
     positives_per_query: int = Field(8, gt=0)
     hard_negatives: int = Field(8, ge=0)
@@ -60,7 +60,7 @@ class TrainConfig(_Section):
     random_negatives: int = Field(8, ge=0)
     use_ads: bool = True
     ads_init: Literal["positional", "zeros"] = "positional"
-    ads_init_scale: float = Field(1.0, ge=0)
+    ads_init_scale: float = Field(10.0, ge=0)
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
     use_sxbm: bool = True
