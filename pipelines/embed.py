@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from itertools import islice
 from pathlib import Path
@@ -105,7 +106,6 @@ def embed_texts(rows: Iterable[tuple[str, str]], out_dir: Path, cfg: Config, mod
             written += buffered
         if written != n_rows:
             raise SmecError(f"{out_dir.name}: embedded {written} rows but staged {n_rows}")
-        import shutil
         shutil.rmtree(staging)
     seconds = time.perf_counter() - start
     return {"rows": n_rows, "seconds": round(seconds, 2), "rows_per_s": round(n_rows / seconds, 1)}

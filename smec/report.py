@@ -60,6 +60,9 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
         ax.plot(xs, ys, marker="o" if len(xs) > 1 else "*", markersize=6 if len(xs) > 1 else 12,
                 label=label)
     ax.set_xscale("log", base=2)
+    ticks = sorted({x for values in series.values() for x in values})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("bytes per vector")
     ax.set_ylabel("nDCG@10")
     ax.set_title(f"{results['dataset']} — {results['model']} ({results['split']})")

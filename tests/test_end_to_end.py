@@ -69,6 +69,18 @@ def test_embeddings_schema(demo_run, mini_cut):
     assert len(ids) == len(set(ids)) == n_docs
 
 
+def test_two_ray_train_workers_run_the_same_code(demo_run, mini_cut, tmp_path):
+    out, _, _ = demo_run
+    config = tmp_path / "ddp.yaml"
+    config.write_text(SMALL + "  num_workers: 2\n  stages: [96]\n")
+    ddp = tmp_path / "ddp"
+    shutil.copytree(out / "embeddings", ddp / "embeddings")
+    trained = smec("train", "--data-dir", mini_cut, "--out", ddp, "--config", config)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    from smec.compressors import load_compressor
+    assert [s.dim for s in load_compressor(ddp / "compressor").stages] == [384, 96]
+
+
 def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_path):
     out, config, _ = demo_run
     alone = tmp_path / "alone"
