@@ -63,6 +63,11 @@ def _stage(rows: Iterable[tuple[str, str]], directory: Path) -> int:
     return total
 
 
+def _read_chunks(batch: pa.Table) -> pa.Table:
+    """Ray Data task: a batch of staged chunk paths -> their (id, text) rows."""
+    return pa.concat_tables([pq.read_table(path) for path in batch.column("path").to_pylist()])
+
+
 def embed_texts(rows: Iterable[tuple[str, str]], out_dir: Path, cfg: Config, model_path: Path,
                 prompt: str, metadata: dict) -> dict:
     """Embed (id, text) rows into the store ``out_dir``; returns a summary."""
@@ -77,7 +82,12 @@ def embed_texts(rows: Iterable[tuple[str, str]], out_dir: Path, cfg: Config, mod
             raise SmecError(f"{out_dir.name}: no rows to embed")
         threads = ecfg.num_cpus_per_actor if ecfg.num_gpus_per_actor else \
             max(1, (os.cpu_count() or 1) // ecfg.num_actors)
-        dataset = ray.data.read_parquet(str(staging)).map_batches(
+        chunks = sorted(str(p) for p in staging.glob("chunk-*.parquet"))
+        # One block per staged chunk: actors share the work, results stream back as they come.
+        dataset = ray.data.from_items([{"path": p} for p in chunks],
+                                      override_num_blocks=len(chunks))
+        dataset = dataset.map_batches(_read_chunks, batch_size=1, batch_format="pyarrow",
+                                      num_cpus=0.25).map_batches(
             EncoderActor,
             fn_constructor_kwargs={"model_path": str(model_path), "prompt": prompt,
                                    "batch_size": cfg.model.encode_batch_size,

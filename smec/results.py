@@ -13,6 +13,8 @@ from pathlib import Path
 from smec.errors import SmecError
 from smec.io import write_json
 
+ROW_KEYS = ("method", "dims", "precision", "bytes_per_vector", "ndcg_at_10", "recall_at_100",
+            "seed")
 PRECISION_BITS = {"float32": 32, "int8": 8, "binary": 1}
 
 
@@ -40,7 +42,7 @@ class ResultRow:
 def write_results(path: Path | str, dataset: str, model: str, split: str,
                   rows: list[ResultRow], timings_s: dict[str, float]) -> None:
     write_json(path, {"dataset": dataset, "model": model, "split": split,
-                      "rows": [asdict(r) for r in rows],
+                      "rows": [{key: asdict(r)[key] for key in ROW_KEYS} for r in rows],
                       "timings_s": {k: round(v, 2) for k, v in timings_s.items()}})
 
 
