@@ -20,7 +20,7 @@ def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
     echo(f"      corpus {summary['corpus']['rows']} docs at {summary['corpus']['rows_per_s']}"
          f" docs/s, {summary['queries']['rows']} queries")
     start = time.perf_counter()
-    echo(f"[2/3] train SMEC stages {cfg.train.stages} (Ray Train)")
+    echo(f"[2/3] train {cfg.train.method}, stages {cfg.train.stages} (Ray Train)")
     trained = run_train(paths, out, cfg)
     record_timing(out, "train", time.perf_counter() - start)
     echo(f"      stages {trained['stages']}")

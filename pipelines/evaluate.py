@@ -15,6 +15,8 @@ from smec.results import read_results, write_results
 from smec.store import read_embeddings
 from smec.train import stage_dims
 
+from pipelines.train import load_trained
+
 TIMINGS = "timings.json"
 
 
@@ -39,15 +41,12 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
                         "re-run `smec embed` on this data folder")
     input_dim = doc_vecs.shape[1]
     methods = cfg.eval.methods
-    compressors = {}
-    smec = None
-    if "smec" in methods:
-        from pipelines.train import load_trained
-        smec = load_trained(out)
-    dims = [d for d in (smec.dims if smec else stage_dims(cfg.train, input_dim)) if d < input_dim]
-    compressors.update(baselines(input_dim, dims, doc_vecs, methods))
-    if smec is not None:
-        compressors["smec"] = smec
+    trained = load_trained(out) if "trained" in methods else None
+    dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
+            if d < input_dim]
+    compressors = baselines(input_dim, dims, doc_vecs, methods)
+    if trained is not None:
+        compressors[trained.method] = trained
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
                    include_raw="raw" in methods, seed=cfg.train.seed)
     timings = record_timing(out, "evaluate", time.perf_counter() - start)

@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from smec.compressors import SMECCompressor, load_compressor
+from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages
 from smec.data import BeirPaths, load_qrels
 from smec.errors import SmecError
 from smec.store import read_embeddings
-from smec.train import prepare_data, train_smec
+from smec.train import prepare_data, train_method
 
 
 def train_func(config: dict) -> None:
@@ -56,7 +56,7 @@ def train_func(config: dict) -> None:
         elif rank == 0:
             print(json.dumps(metrics), flush=True)
 
-    def on_stage_end(compressor: SMECCompressor) -> None:
+    def on_stage_end(compressor: AdapterCompressor) -> None:
         if not use_ray:
             compressor.save(Path(config["out"]) / "compressor")
             return
@@ -69,7 +69,7 @@ def train_func(config: dict) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({"stage_done": compressor.stages[-1].dim}, checkpoint=ckpt)
 
-    train_smec(data, cfg, log=log, on_stage_end=on_stage_end, resume=resume)
+    train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume)
 
 
 def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) -> dict:
@@ -118,9 +118,9 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) ->
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def load_trained(out: Path) -> SMECCompressor:
+def load_trained(out: Path) -> AdapterCompressor:
     compressor = load_compressor(out / "compressor")
-    if not isinstance(compressor, SMECCompressor):
-        raise SmecError(f"{out / 'compressor'}: expected a SMEC compressor, got "
+    if not isinstance(compressor, AdapterCompressor):
+        raise SmecError(f"{out / 'compressor'}: expected a trained adapter compressor, got "
                         f"{compressor.kind}")
     return compressor

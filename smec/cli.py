@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in [
         ("demo", "embed, train and evaluate in a row; prints the table"),
         ("embed", "embed corpus and queries with Ray Data into Parquet"),
-        ("train", "train the SMEC compressor with Ray Train on the embeddings"),
-        ("evaluate", "nDCG@10 of raw, truncation, PCA and SMEC; results.json + plot"),
+        ("train", "train the compressor (SMEC by default) with Ray Train on the embeddings"),
+        ("evaluate", "nDCG@10 of raw, truncation, PCA and the trained compressor; "
+                     "results.json + plot"),
     ]:
         command = sub.add_parser(name, help=help_text, description=help_text)
         _common(command)
@@ -46,6 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
                                       "folder instead of starting over")
     sub.add_parser("config", help="print the default config (YAML) to start your own from",
                    description="print the default config (YAML) to start your own from")
+    bench = sub.add_parser("bench", help="benchmarks that write results.json + PNG + table",
+                           description="benchmarks that write results.json + PNG + table")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    compression = bench_sub.add_parser(
+        "compression", help="every method at D/2..D/16 over seeds (mean ± std)",
+        description="Train every method on the same cached embeddings and budget; score "
+                    "nDCG@10 at each level over several seeds. Embeds first when --out has "
+                    "no embeddings.")
+    _common(compression)
+    compression.add_argument("--model", default=None,
+                             help="model name or local folder (overrides model.name)")
+    compression.add_argument("--dims", type=int, nargs="+", default=None,
+                             help="target dims (default D/2 D/4 D/8 D/16)")
+    compression.add_argument("--seeds", type=int, default=3, help="seeds per method")
+    compression.add_argument("--methods", nargs="+", default=None,
+                             help="methods to train (default: all)")
+    compression.add_argument("--quick", action="store_true",
+                             help="one seed, 3 epochs per stage: a smoke run, not a result")
     report = sub.add_parser("report", help="print the table and redraw the plot of a "
                             "results.json", description="print the table and redraw the plot")
     report.add_argument("results", type=Path, help="a results.json file")
@@ -88,6 +107,19 @@ def run(argv: list[str] | None = None) -> int:
         return 0
 
     cfg, paths, out = _prepare(args)
+    if args.command == "bench":
+        from pipelines.bench import DEFAULT_METHODS, check_methods, run_compression_bench
+        if args.model:
+            cfg.model.name = args.model
+        seeds = args.seeds
+        if args.quick:
+            cfg.train.max_epochs_per_stage, seeds = 3, 1
+        if seeds < 1:
+            raise SmecError(f"--seeds must be >= 1, got {seeds}")
+        methods = check_methods(args.methods or DEFAULT_METHODS)
+        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds)
+        _print_results(results, out)
+        return 0
     if args.command == "demo":
         from pipelines.demo import run_demo
         _print_results(run_demo(paths, out, cfg), out)

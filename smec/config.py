@@ -37,7 +37,12 @@ class EmbedConfig(_Section):
     rows_per_part: int = Field(50_000, gt=0, description="rows per output Parquet part")
 
 
+METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "matryoshka_adaptor",
+                "search_adaptor")
+
+
 class TrainConfig(_Section):
+    method: Literal[METHOD_NAMES] = Field("smec", description="what `smec train` trains")
     stages: list[int] = Field([192, 96, 48], min_length=1)
     full_dim_stage: bool = True
     adapter: Literal["residual_mlp", "linear_identity"] = "residual_mlp"
@@ -86,8 +91,9 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    methods: list[Literal["raw", "truncation", "pca", "smec"]] = ["raw", "truncation", "pca",
-                                                                   "smec"]
+    methods: list[Literal["raw", "truncation", "pca", "trained"]] = Field(
+        ["raw", "truncation", "pca", "trained"],
+        description="baselines to score, and 'trained' for the compressor `smec train` wrote")
 
 
 class DataConfig(_Section):

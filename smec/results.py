@@ -40,10 +40,11 @@ class ResultRow:
 
 
 def write_results(path: Path | str, dataset: str, model: str, split: str,
-                  rows: list[ResultRow], timings_s: dict[str, float]) -> None:
+                  rows: list[ResultRow], timings_s: dict[str, float], **extra) -> None:
+    """Write the schema; ``extra`` keys (e.g. a benchmark's checks) go beside the rows."""
     write_json(path, {"dataset": dataset, "model": model, "split": split,
                       "rows": [{key: asdict(r)[key] for key in ROW_KEYS} for r in rows],
-                      "timings_s": {k: round(v, 2) for k, v in timings_s.items()}})
+                      "timings_s": {k: round(v, 2) for k, v in timings_s.items()}, **extra})
 
 
 def read_results(path: Path | str) -> dict:

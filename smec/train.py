@@ -20,12 +20,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from smec.compressors.smec import SMECCompressor, Stage
+from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
 from smec.data import Qrels
 from smec.eval import evaluate_vectors
 from smec.losses import RankLoss, SimilarityPreservationLoss
-from smec.modules import SXBM, AdaptiveDimensionSelection, anneal_tau, build_adapter
+from smec.modules import SXBM, anneal_tau, build_adapter
+from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 
 Logger = Callable[[dict], None]
 
@@ -136,60 +137,68 @@ def _average_grads(params: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def validate(data: TrainingData, adapter: torch.nn.Module, index: torch.Tensor) -> float:
-    """nDCG@10 of the hold-out queries at the level given by ``index`` (no noise)."""
+def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.Module]
+             ) -> float:
+    """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise)."""
     was_training = adapter.training
     adapter.eval()
-    docs = F.normalize(adapter(data.corpus)[:, index], dim=-1).numpy()
-    queries = F.normalize(adapter(torch.from_numpy(data.val_queries))[:, index], dim=-1).numpy()
+    h_docs, h_queries = adapter(data.corpus), adapter(torch.from_numpy(data.val_queries))
     adapter.train(was_training)
-    return evaluate_vectors(queries, data.val_query_ids, docs, data.doc_ids, data.val_qrels,
-                            k=10)["ndcg_at_10"]
+    scores = [evaluate_vectors(head(h_queries).numpy(), data.val_query_ids,
+                               head(h_docs).numpy(), data.doc_ids, data.val_qrels,
+                               k=10)["ndcg_at_10"] for head in heads]
+    return float(np.mean(scores))
+
+
+def matryoshka_adaptor_unsup(e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
+                             k: int) -> torch.Tensor:
+    """Matryoshka-Adaptor's unsupervised terms at one level (METHOD.md §1.3 (a)(b)(c)).
+
+    (a) mean over all in-batch pairs of |cos(e_i, e_j) − cos(z_i, z_j)|, (b) the same summed
+    over each item's top-``k`` in-batch neighbours by the original cosine (mean over items),
+    (c) reconstruction ``mean |e − f(e)|`` that keeps the adapted embedding near the original.
+    """
+    teacher = e @ e.T
+    student = z @ z.T
+    off_diag = ~torch.eye(len(e), dtype=torch.bool)
+    pairwise = (teacher - student).abs()[off_diag].mean()
+    nbr = teacher.masked_fill(~off_diag, float("-inf")).topk(min(k, len(e) - 1), dim=1).indices
+    neighbours = SimilarityPreservationLoss()(teacher.gather(1, nbr), student.gather(1, nbr))
+    return pairwise + neighbours + (e - h).abs().mean()
 
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
-                in_index: torch.Tensor, dim: int, stage_no: int,
-                memory: SXBM | None, log: Logger) -> Stage:
-    """One SMRL stage: train ``adapter`` (a copy of the previous snapshot) at level ``dim``.
+                heads: list[torch.nn.Module], unsup: str, memory: SXBM | None,
+                stage_no: int, max_epochs: int, log: Logger
+                ) -> tuple[dict[str, torch.Tensor], list[tuple], float]:
+    """Train ``adapter`` and ``heads`` jointly on ``Σ_heads L_rank + α · L_unsup``.
 
-    The loss is ``L_rank^(dim) + α · L_unsup^(dim)`` only — no other level (SMEC Eq. 5). ADS
-    learns which ``dim`` of the previous level's dims to keep. Early stopping on the hold-out
-    keeps the best epoch; the returned stage is that snapshot.
+    One head is one SMRL stage (SMEC Eq. 5: no other level's loss); several heads are the
+    parallel Matryoshka schedule (MRL, Eq. 4). ``unsup`` is ``none``, ``sxbm`` (top-K
+    neighbours from the memory, Eq. 7) or ``matryoshka_adaptor``. Early stopping on the
+    hold-out keeps the best epoch: returns its adapter state, each head's export, and its score.
     """
     rank, world = _world()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_no * 100 + rank)
-    ads = None
-    if dim < len(in_index) and cfg.use_ads:
-        ads = AdaptiveDimensionSelection(len(in_index), dim, cfg.ads_init, cfg.ads_init_scale)
     groups = [{"params": list(adapter.parameters()), "lr_mult": 1.0}]
-    if ads is not None:
-        groups.append({"params": [ads.logits], "lr_mult": cfg.ads_lr_mult, "weight_decay": 0.0})
+    for head in heads:
+        if isinstance(head, ADSHead):
+            groups.append({"params": list(head.parameters()), "lr_mult": cfg.ads_lr_mult,
+                           "weight_decay": 0.0})
+        elif any(True for _ in head.parameters()):
+            groups.append({"params": list(head.parameters()), "lr_mult": 1.0})
     params = [p for g in groups for p in g["params"]]
     _sync_params(params)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank_loss = RankLoss(cfg.rank_scale, cfg.rank_reduction)
     unsup_loss = SimilarityPreservationLoss()
 
-    def level_index() -> torch.Tensor:     # noiseless selection into f(e)'s dims
-        if ads is not None:
-            return in_index[ads.selected()]
-        return in_index[:dim]
-
-    def embed(e: torch.Tensor, sample: tuple | None) -> torch.Tensor:
-        h = adapter(e)[:, in_index]
-        if sample is not None:
-            h = h[:, sample[0]] * sample[1]
-        elif ads is None:
-            h = h[:, :dim]
-        return F.normalize(h, dim=-1)
-
     n_train = len(data.queries)
-    per_rank = math.ceil(n_train / world)
-    steps_per_epoch = math.ceil(per_rank / cfg.batch_queries)
-    total = steps_per_epoch * cfg.max_epochs_per_stage
-    best = (-1.0, None, None)
+    steps_per_epoch = math.ceil(math.ceil(n_train / world) / cfg.batch_queries)
+    total = steps_per_epoch * max_epochs
+    best: tuple[float, dict | None, list | None] = (-1.0, None, None)
     bad_epochs, step = 0, 0
-    for epoch in range(cfg.max_epochs_per_stage):
+    for epoch in range(max_epochs):
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
             cfg.seed * 7919 + stage_no * 131 + epoch))[rank::world]
         for start in range(0, len(perm), cfg.batch_queries):
@@ -198,22 +207,28 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             tau = anneal_tau(step, total, cfg.tau0, cfg.tau_min)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            sample = ads.sample(tau, gen) if ads is not None else None
+            samples = [head.sample(tau, gen) for head in heads]
 
             candidates, labels = sample_batch(data, rows, cfg, gen)
-            zq = embed(data.queries[rows], sample)
-            zc = embed(data.corpus[candidates], sample)
-            loss_rank = rank_loss(zq @ zc.T, labels)
+            hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
+            loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
+                            for head, s in zip(heads, samples))
             loss_unsup = torch.zeros(())
             unlabelled = torch.randint(len(data.corpus), (cfg.batch_unlabelled,), generator=gen)
-            if memory is not None and memory.filled >= cfg.neighbours:
-                pool, nbr, teacher = memory.neighbours(data.corpus[unlabelled], unlabelled,
-                                                       cfg.neighbours)
+            e_u = data.corpus[unlabelled]
+            if unsup == "sxbm" and memory.filled >= cfg.neighbours:
+                pool, nbr, teacher = memory.neighbours(e_u, unlabelled, cfg.neighbours)
                 used, inverse = torch.unique(nbr, return_inverse=True)
-                z_self = embed(data.corpus[unlabelled], sample)
-                z_nbr = embed(pool[used], sample)[inverse]              # [B_u, K, d]
-                student = (z_self[:, None, :] * z_nbr).sum(-1)
-                loss_unsup = unsup_loss(teacher, student)
+                h_self, h_nbr = adapter(e_u), adapter(pool[used])
+                for head, s in zip(heads, samples):
+                    z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
+                    loss_unsup = loss_unsup + unsup_loss(
+                        teacher, (z_self[:, None, :] * z_nbr).sum(-1))
+            elif unsup == "matryoshka_adaptor":
+                h_u = adapter(e_u)
+                for head, s in zip(heads, samples):
+                    loss_unsup = loss_unsup + matryoshka_adaptor_unsup(e_u, h_u, head(h_u, s),
+                                                                       cfg.neighbours)
             loss = loss_rank + cfg.alpha * loss_unsup
 
             opt.zero_grad(set_to_none=True)
@@ -222,53 +237,126 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if memory is not None:
-                memory.enqueue(data.corpus[unlabelled], unlabelled)
+                memory.enqueue(e_u, unlabelled)
             step += 1
 
-        index = level_index()
-        val = validate(data, adapter, index)
-        overlap = len(set(index.tolist()) & set(in_index[:dim].tolist())) / dim
-        log({"stage": stage_no, "dim": dim, "epoch": epoch, "step": step,
-             "loss_rank": loss_rank.item(), "loss_unsup": loss_unsup.item(), "tau": tau,
-             "lr": lr, "val_ndcg_at_10": val, "ads_overlap_truncation": overlap,
+        val = validate(data, adapter, heads)
+        exports = [head.export() for head in heads]
+        log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
+             "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
+             "tau": tau,
+             "lr": lr, "val_ndcg_at_10": val,
+             "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
         if val > best[0]:
-            best = (val, copy.deepcopy(adapter.state_dict()), index.clone())
+            best = (val, copy.deepcopy(adapter.state_dict()), exports)
             bad_epochs = 0
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
                 break
-    return Stage(dim, best[2], best[1])
+    return best[1], best[2], best[0]
+
+
+def _overlap_with_truncation(heads: list[torch.nn.Module]) -> float:
+    """Share of ADS-selected dims that plain truncation would also keep (1.0 without ADS)."""
+    overlaps = [len(set(h.export()[0].tolist()) & set(h.in_index[:h.dim].tolist())) / h.dim
+                for h in heads if isinstance(h, ADSHead)]
+    return float(np.mean(overlaps)) if overlaps else 1.0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method = schedule × level head × unsupervised term (METHOD.md §3)."""
+
+    schedule: str   # sequential (SMRL) | parallel (MRL) | per_level (one model per level)
+    head: str       # prefix | ads | projection
+    unsup: str      # none | sxbm | matryoshka_adaptor
+
+
+METHODS: dict[str, MethodSpec] = {
+    "smec": MethodSpec("sequential", "ads", "sxbm"),
+    "mrl": MethodSpec("parallel", "prefix", "none"),
+    "mrl+smrl": MethodSpec("sequential", "prefix", "none"),
+    "mrl+ads": MethodSpec("parallel", "ads", "none"),
+    "mrl+sxbm": MethodSpec("parallel", "prefix", "sxbm"),
+    "matryoshka_adaptor": MethodSpec("parallel", "prefix", "matryoshka_adaptor"),
+    "search_adaptor": MethodSpec("per_level", "projection", "none"),
+}
 
 
 def stage_dims(cfg: TrainConfig, input_dim: int) -> list[int]:
     return ([input_dim] if cfg.full_dim_stage else []) + list(cfg.stages)
 
 
-def train_smec(data: TrainingData, cfg: TrainConfig,
-               log: Logger = lambda metrics: None,
-               on_stage_end: Callable[[SMECCompressor], None] = lambda compressor: None,
-               resume: SMECCompressor | None = None) -> SMECCompressor:
-    """Run the SMRL stages in order; finished stages (from ``resume``) are kept as they are."""
+def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
+          cfg: TrainConfig) -> torch.nn.Module:
+    if dim == len(in_index) or kind == "prefix":
+        return PrefixHead(in_index, dim)
+    if kind == "ads":
+        return ADSHead(in_index, dim, cfg.ads_init, cfg.ads_init_scale)
+    return ProjectionHead(data.corpus, dim)
+
+
+def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
+                 log: Logger = lambda metrics: None,
+                 on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
+                 resume: AdapterCompressor | None = None) -> AdapterCompressor:
+    """Train one method at the levels ``stage_dims(cfg)``, under one epoch budget.
+
+    Every method gets the same total budget: ``max_epochs_per_stage`` × number of levels.
+    Sequential methods spend it stage by stage, each warm-started from the previous snapshot,
+    which stays fixed; parallel methods spend it in one stage over all levels; per-level
+    methods train one model per level. Finished stages in ``resume`` are kept as they are.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    spec = METHODS[method]
+    cfg = cfg.model_copy(update={"use_ads": spec.head == "ads",
+                                 "use_sxbm": spec.unsup == "sxbm"})
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
     dims = stage_dims(cfg, input_dim)
-    compressor = resume or SMECCompressor(input_dim, [], cfg.adapter, cfg.adapter_hidden)
-    adapter = build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden)
-    in_index = torch.arange(input_dim)
-    if compressor.stages:
-        last = compressor.stages[-1]
-        adapter.load_state_dict(last.adapter_state)
-        in_index = last.indices
-    memory = SXBM(cfg.memory_size, input_dim) if cfg.use_sxbm and cfg.alpha > 0 else None
+    budget = cfg.max_epochs_per_stage * len(dims)
+    compressor = resume or AdapterCompressor(input_dim, [], cfg.adapter, cfg.adapter_hidden,
+                                             method)
+    memory = SXBM(cfg.memory_size, input_dim) if spec.unsup == "sxbm" and cfg.alpha > 0 \
+        else None
+    unsup = spec.unsup if cfg.alpha > 0 else "none"
+
+    def fresh_adapter() -> torch.nn.Module:
+        return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden)
+
+    if spec.schedule == "parallel":
+        adapter, full = fresh_adapter(), torch.arange(input_dim)
+        heads = [_head(spec.head, full, d, data, cfg) for d in dims]
+        state, exports, _ = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log)
+        for dim, (index, proj) in zip(dims, exports):
+            compressor.add_stage(Stage(dim, index, state, proj))
+        on_stage_end(compressor)
+        return compressor
+
+    adapter, in_index = fresh_adapter(), torch.arange(input_dim)
+    if compressor.stages and spec.schedule == "sequential":
+        adapter.load_state_dict(compressor.stages[-1].adapter_state)
+        in_index = compressor.stages[-1].indices
     for stage_no, dim in enumerate(dims):
-        if stage_no < len(compressor.stages) or (compressor.stages and
-                                                 dim >= compressor.stages[-1].dim):
+        if compressor.stages and dim >= compressor.stages[-1].dim:
             continue
-        stage = train_stage(data, cfg, adapter, in_index, dim, stage_no, memory, log)
-        compressor.add_stage(stage)
-        adapter.load_state_dict(stage.adapter_state)   # next stage warm-starts from the best
-        in_index = stage.indices
+        if spec.schedule == "per_level":
+            adapter, in_index = fresh_adapter(), torch.arange(input_dim)
+        head = _head(spec.head, in_index, dim, data, cfg)
+        state, [(index, proj)], _ = train_stage(data, cfg, adapter, [head], unsup, memory,
+                                                stage_no, cfg.max_epochs_per_stage, log)
+        compressor.add_stage(Stage(dim, index, state, proj))
+        adapter.load_state_dict(state)       # the next stage warm-starts from the best epoch
+        in_index = index if index is not None else torch.arange(input_dim)
         on_stage_end(compressor)
     return compressor
+
+
+def train_smec(data: TrainingData, cfg: TrainConfig, log: Logger = lambda metrics: None,
+               on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
+               resume: AdapterCompressor | None = None) -> AdapterCompressor:
+    """SMEC: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2)."""
+    return train_method(data, cfg, "smec", log, on_stage_end, resume)

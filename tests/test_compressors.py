@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from smec.compressors import PCA, SMECCompressor, Stage, Truncation, load_compressor
+from smec.compressors import PCA, AdapterCompressor, Stage, Truncation, load_compressor
 from smec.config import TrainConfig
 from smec.errors import SmecError
 from smec.train import prepare_data, train_smec
@@ -45,7 +45,7 @@ def test_smec_saved_and_loaded_gives_identical_vectors(tmp_path):
     assert [s.dim for s in comp.stages] == [16, 8, 4]
     comp.save(tmp_path / "smec")
     loaded = load_compressor(tmp_path / "smec")
-    assert isinstance(loaded, SMECCompressor)
+    assert isinstance(loaded, AdapterCompressor)
     for dim in (16, 8, 4):
         np.testing.assert_array_equal(loaded.encode(docs, dim), comp.encode(docs, dim))
         assert torch.equal(loaded.stage_for(dim).indices, comp.stage_for(dim).indices)
@@ -53,7 +53,7 @@ def test_smec_saved_and_loaded_gives_identical_vectors(tmp_path):
 
 def test_smec_levels_are_independent_snapshots():
     adapter_state = {"w": torch.zeros(1)}
-    comp = SMECCompressor(8, [], adapter="residual_mlp", adapter_hidden=4)
+    comp = AdapterCompressor(8, [], adapter="residual_mlp", adapter_hidden=4)
     comp.add_stage(Stage(4, torch.arange(4), adapter_state))
     with pytest.raises(ValueError, match="must decrease"):
         comp.add_stage(Stage(6, torch.arange(6), adapter_state))

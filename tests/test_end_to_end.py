@@ -52,7 +52,7 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert (out / "ndcg_vs_bytes.png").stat().st_size > 10_000
     assert "| smec | float32 |" in result.stdout and "output folder:" in result.stdout
     history = json.loads((out / "compressor" / "history.json").read_text())
-    assert {h["dim"] for h in history if "dim" in h} == {384, 192, 96, 48}
+    assert {d for h in history if "dims" in h for d in h["dims"]} == {384, 192, 96, 48}
 
 
 def test_embeddings_schema(demo_run, mini_cut):

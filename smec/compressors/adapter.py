@@ -1,7 +1,10 @@
-"""SMEC: one adapter snapshot and one selected-dimension set per level (METHOD.md §2.2, R-snap).
+"""Adapter compressors: per level, an adapter snapshot plus the dims it keeps (or a projection).
 
-Level ``d_s`` is served by ``normalize(f_s(e)[I_s])``; training a later stage never touches an
-earlier snapshot, so adding a level (continued training) leaves the existing levels unchanged.
+Every trained method (SMEC, MRL and its ablations, Matryoshka-Adaptor, Search-Adaptor) is
+served the same way: level ``d`` is ``normalize(f_d(e)[I_d])``, or ``normalize(W_d f_d(e) + b_d)``
+for a projection head. In SMEC (METHOD.md §2.2, R-snap) each level has its own snapshot, so
+training a later stage never touches an earlier one and adding a level (continued training)
+leaves the existing levels unchanged; parallel methods store the same adapter for every level.
 """
 from __future__ import annotations
 
@@ -21,17 +24,19 @@ class Stage:
     """A finished SMRL stage: its level, the kept dims of f(e), and the adapter weights."""
 
     dim: int
-    indices: torch.Tensor          # long [dim], sorted, into the input_dim outputs of f
+    indices: torch.Tensor | None   # long [dim], into the input_dim outputs of f; or None and
     adapter_state: dict[str, torch.Tensor]
+    projection: dict[str, torch.Tensor] | None = None   # {"weight" [dim, D], "bias" [dim]}
 
 
-class SMECCompressor(Compressor):
-    kind = "smec"
+class AdapterCompressor(Compressor):
+    kind = "adapter"
 
     def __init__(self, input_dim: int, dims: list[int], adapter: str = "residual_mlp",
-                 adapter_hidden: int = 512, stages: list[Stage] | None = None) -> None:
+                 adapter_hidden: int = 512, method: str = "smec",
+                 stages: list[Stage] | None = None) -> None:
         super().__init__(input_dim, dims)
-        self.adapter, self.adapter_hidden = adapter, adapter_hidden
+        self.adapter, self.adapter_hidden, self.method = adapter, adapter_hidden, method
         self.stages: list[Stage] = list(stages or [])
         self._nets: dict[int, torch.nn.Module] = {}
 
@@ -45,7 +50,7 @@ class SMECCompressor(Compressor):
         for stage in self.stages:
             if stage.dim == dim:
                 return stage
-        raise ValueError(f"smec: no trained level {dim}; available {[s.dim for s in self.stages]}")
+        raise ValueError(f"{self.method}: no trained level {dim}; available {[s.dim for s in self.stages]}")
 
     def network(self, dim: int) -> torch.nn.Module:
         if dim not in self._nets:
@@ -57,25 +62,33 @@ class SMECCompressor(Compressor):
     @torch.no_grad()
     def encode(self, vectors: np.ndarray, dim: int, batch_size: int = 8192) -> np.ndarray:
         vectors = self._check(vectors, dim)
-        net, index = self.network(dim), self.stage_for(dim).indices
-        out = [F.normalize(net(torch.from_numpy(vectors[i:i + batch_size]))[:, index], dim=-1)
-               for i in range(0, len(vectors), batch_size)]
+        net, stage = self.network(dim), self.stage_for(dim)
+        out = []
+        for start in range(0, len(vectors), batch_size):
+            h = net(torch.from_numpy(vectors[start:start + batch_size]))
+            if stage.projection is not None:
+                h = F.linear(h, stage.projection["weight"], stage.projection["bias"])
+            else:
+                h = h[:, stage.indices]
+            out.append(F.normalize(h, dim=-1))
         return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
 
     def settings(self) -> dict:
-        return {"adapter": self.adapter, "adapter_hidden": self.adapter_hidden}
+        return {"adapter": self.adapter, "adapter_hidden": self.adapter_hidden,
+                "method": self.method}
 
     def write_tensors(self, directory: Path) -> None:
         for i, stage in enumerate(self.stages):
-            torch.save({"dim": stage.dim, "indices": stage.indices,
-                        "adapter": stage.adapter_state}, directory / f"stage_{i}_{stage.dim}.pt")
+            torch.save({"dim": stage.dim, "indices": stage.indices, "adapter": stage.adapter_state,
+                        "projection": stage.projection}, directory / f"stage_{i}_{stage.dim}.pt")
 
     @classmethod
     def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
-             ) -> "SMECCompressor":
+             ) -> "AdapterCompressor":
         files = sorted(directory.glob("stage_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         stages = []
         for path in files:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-            stages.append(Stage(int(blob["dim"]), blob["indices"], blob["adapter"]))
+            stages.append(Stage(int(blob["dim"]), blob["indices"], blob["adapter"],
+                                blob.get("projection")))
         return cls(input_dim, dims, stages=stages, **settings)

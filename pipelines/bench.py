@@ -1,0 +1,96 @@
+"""`smec bench compression`: every method at every level, several seeds, one results.json.
+
+All methods train on the same cached embeddings, with the same adapter family and the same
+epoch budget (``max_epochs_per_stage`` × number of levels), and pick their best epoch on a
+hold-out of *train* queries; test qrels are only read for the final scores.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smec.compare import baselines, compare
+from smec.config import Config
+from smec.data import BeirPaths, load_qrels
+from smec.io import atomic_path
+from smec.report import markdown_table, plot_ndcg_vs_bytes
+from smec.results import read_results, write_results
+from smec.store import read_embeddings
+from smec.train import METHODS, prepare_data, train_method
+
+DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "mrl+ads",
+                   "mrl+sxbm", "smec"]
+
+
+def continued_training_check(data, cfg, dims: list[int]) -> dict:
+    """Train SMEC down to ``dims[-2]``, then add ``dims[-1]`` without retraining the rest."""
+    short = cfg.model_copy(update={"stages": dims[:-1]})
+    compressor = train_method(data, short, "smec")
+    before = compressor.encode(data.corpus.numpy(), dims[-2])
+    train_method(data, cfg.model_copy(update={"stages": dims}), "smec", resume=compressor)
+    after = compressor.encode(data.corpus.numpy(), dims[-2])
+    return {"kept_level": dims[-2], "added_level": dims[-1],
+            "max_abs_change_of_kept_level": float(np.abs(after - before).max())}
+
+
+def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
+                          dims: list[int] | None, seeds: int, echo=print) -> dict:
+    import torch
+
+    if not (out / "embeddings" / "embed.json").is_file():
+        from pipelines.embed import run_embed
+        start = time.perf_counter()
+        echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
+        run_embed(paths, out, cfg)
+        embed_s = time.perf_counter() - start
+    else:
+        embed_s = None
+    doc_ids, doc_vecs, meta = read_embeddings(out / "embeddings" / "corpus")
+    query_ids, query_vecs, _ = read_embeddings(out / "embeddings" / "queries")
+    train_qrels, test_qrels = load_qrels(paths.train_qrels), load_qrels(paths.test_qrels)
+    input_dim = doc_vecs.shape[1]
+    dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
+    base = cfg.train.model_copy(update={"stages": dims, "full_dim_stage": True})
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
+                   baselines(input_dim, dims, doc_vecs, ["truncation", "pca"]))
+    train_s: dict[str, list[float]] = {}
+    extra: dict = {}
+    for seed in range(seeds):
+        tcfg = base.model_copy(update={"seed": seed})
+        data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, tcfg)
+        for method in methods:
+            start = time.perf_counter()
+            compressor = train_method(data, tcfg, method)
+            train_s.setdefault(method, []).append(time.perf_counter() - start)
+            new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
+                          {method: compressor}, include_raw=False, seed=seed)
+            rows += new
+            echo(f"seed {seed} {method:>18}: " + "  ".join(
+                f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new) +
+                f"  ({train_s[method][-1]:.0f} s)")
+        if seed == 0 and "smec" in methods:
+            extra["continued_training"] = continued_training_check(data, tcfg, dims)
+            echo(f"continued training: {extra['continued_training']}")
+    timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
+    if embed_s is not None:
+        timings["embed"] = embed_s
+    write_results(out / "results.json", paths.name, meta.get("model", "?"),
+                  paths.test_qrels.stem, rows, timings, seeds=seeds, **extra)
+    results = read_results(out / "results.json")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(markdown_table(results) + "\n")
+    plot_ndcg_vs_bytes(results, out / "ndcg_vs_bytes.png")
+    return results
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    from smec.errors import SmecError
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SmecError(f"--methods: unknown method '{unknown[0]}'; choose from "
+                        f"{', '.join(sorted(METHODS))}")
+    return methods
