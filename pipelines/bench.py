@@ -35,8 +35,22 @@ def continued_training_check(data, cfg, dims: list[int]) -> dict:
             "max_abs_change_of_kept_level": float(np.abs(after - before).max())}
 
 
+def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
+                    compressors: dict) -> dict:
+    """MTEB's nDCG@10 for raw and every seed-0 level, next to ours; MTEB's JSON under out/mteb."""
+    from pipelines.mteb_check import mteb_scores
+    encoders = [("raw", None, embeddings[1].shape[1])]
+    encoders += [(name, c, dim) for name, c in compressors.items() for dim in c.dims]
+    scores = mteb_scores(paths, *embeddings, encoders, out / "mteb")
+    ours = {f"{r.method}@{r.dims}": r.ndcg_at_10 for r in rows if r.seed == 0}
+    table = {key: {"mteb": value, "ours": round(ours[key], 6),
+                   "abs_diff": round(abs(value - ours[key]), 6)} for key, value in scores.items()}
+    return {"levels": table, "max_abs_diff": max(v["abs_diff"] for v in table.values())}
+
+
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
-                          dims: list[int] | None, seeds: int, echo=print) -> dict:
+                          dims: list[int] | None, seeds: int, mteb: bool = False,
+                          echo=print) -> dict:
     import torch
 
     if not (out / "embeddings" / "embed.json").is_file():
@@ -55,10 +69,11 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     base = cfg.train.model_copy(update={"stages": dims, "full_dim_stage": True})
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
-                   baselines(input_dim, dims, doc_vecs, ["truncation", "pca"]))
+    fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed)
     train_s: dict[str, list[float]] = {}
     extra: dict = {}
+    seed0: dict = {}
     for seed in range(seeds):
         tcfg = base.model_copy(update={"seed": seed})
         data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, tcfg)
@@ -66,6 +81,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             start = time.perf_counter()
             compressor = train_method(data, tcfg, method)
             train_s.setdefault(method, []).append(time.perf_counter() - start)
+            if seed == 0:
+                seed0[method] = compressor
             new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
                           {method: compressor}, include_raw=False, seed=seed)
             rows += new
@@ -75,6 +92,14 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         if seed == 0 and "smec" in methods:
             extra["continued_training"] = continued_training_check(data, tcfg, dims)
             echo(f"continued training: {extra['continued_training']}")
+    if mteb:
+        start = time.perf_counter()
+        extra["mteb_crosscheck"] = mteb_crosscheck(
+            paths, out, (doc_ids, doc_vecs, query_ids, query_vecs), rows,
+            {**fixed, **seed0})
+        echo(f"MTEB cross-check: max |MTEB - ours| nDCG@10 = "
+             f"{extra['mteb_crosscheck']['max_abs_diff']} "
+             f"({time.perf_counter() - start:.0f} s)")
     timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
     if embed_s is not None:
         timings["embed"] = embed_s

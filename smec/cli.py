@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     compression.add_argument("--seeds", type=int, default=3, help="seeds per method")
     compression.add_argument("--methods", nargs="+", default=None,
                              help="methods to train (default: all)")
+    compression.add_argument("--mteb", action="store_true",
+                             help="also score raw and every seed-0 level through MTEB "
+                                  "(its result JSON under OUT/mteb) and report |MTEB - ours|")
     compression.add_argument("--quick", action="store_true",
                              help="one seed, 3 epochs per stage: a smoke run, not a result")
     report = sub.add_parser("report", help="print the table and redraw the plot of a "
@@ -117,7 +120,7 @@ def run(argv: list[str] | None = None) -> int:
         if seeds < 1:
             raise SmecError(f"--seeds must be >= 1, got {seeds}")
         methods = check_methods(args.methods or DEFAULT_METHODS)
-        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds)
+        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb)
         _print_results(results, out)
         return 0
     if args.command == "demo":
