@@ -48,9 +48,59 @@ def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
     return {"levels": table, "max_abs_diff": max(v["abs_diff"] for v in table.values())}
 
 
+def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
+    """Adapter-gradient variance per epoch, SMRL vs MRL (SMEC Fig. 6a/7), as a plot + means."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    means = {}
+    for method, history in histories.items():
+        values = [h["grad_var"] for h in history]
+        means[method] = float(np.mean(values))
+        ax.plot(range(1, len(values) + 1), values, marker=".", label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (all stages in a row)")
+    ax.set_ylabel("variance of the adapter gradient")
+    ax.set_title("gradient variance: sequential (SMRL) vs parallel (MRL)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    result = {f"mean_{m}": v for m, v in means.items()}
+    if "mrl" in means and "mrl+smrl" in means:
+        result["mrl_over_smrl"] = means["mrl"] / means["mrl+smrl"]
+    return result
+
+
+def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, query_vecs,
+                 test_qrels, echo) -> dict:
+    """SMEC with S-XBM memories of several sizes (SMEC Table 3): nDCG@10 and step time."""
+    def run(update: dict) -> tuple[list, float]:
+        history: list[dict] = []
+        compressor = train_method(data, cfg.model_copy(update=update), "smec",
+                                  log=history.append)
+        rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
+                       {"smec": compressor}, include_raw=False)
+        return rows, float(np.mean([h["step_time_s"] for h in history]))
+
+    _, base_step = run({"alpha": 0.0})
+    table = []
+    for size in sizes:
+        rows, step = run({"memory_size": size})
+        table.append({"memory_size": size, "step_time_s": round(step, 4),
+                      "step_time_vs_no_memory": round(step / base_step, 3),
+                      "ndcg_at_10": {r.dims: round(r.ndcg_at_10, 4) for r in rows}})
+        echo(f"S-XBM M={size}: step {step * 1000:.0f} ms ({step / base_step:.2f}x no memory), "
+             + "  ".join(f"{r.dims}d {r.ndcg_at_10:.4f}" for r in rows))
+    return {"no_memory_step_time_s": round(base_step, 4), "sizes": table}
+
+
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
-                          echo=print) -> dict:
+                          memory: list[int] | None = None, echo=print) -> dict:
     import torch
 
     if not (out / "embeddings" / "embed.json").is_file():
@@ -74,12 +124,16 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     train_s: dict[str, list[float]] = {}
     extra: dict = {}
     seed0: dict = {}
+    histories: dict[str, list[dict]] = {}
     for seed in range(seeds):
         tcfg = base.model_copy(update={"seed": seed})
         data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, tcfg)
         for method in methods:
             start = time.perf_counter()
-            compressor = train_method(data, tcfg, method)
+            history: list[dict] = []
+            compressor = train_method(data, tcfg, method, log=history.append)
+            if seed == 0:
+                histories[method] = history
             train_s.setdefault(method, []).append(time.perf_counter() - start)
             if seed == 0:
                 seed0[method] = compressor
@@ -92,6 +146,13 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         if seed == 0 and "smec" in methods:
             extra["continued_training"] = continued_training_check(data, tcfg, dims)
             echo(f"continued training: {extra['continued_training']}")
+        if seed == 0 and memory:
+            extra["sxbm_memory"] = memory_sizes(data, tcfg, memory, doc_ids, doc_vecs,
+                                                query_ids, query_vecs, test_qrels, echo)
+    compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
+    if compared:
+        extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")
+        echo(f"gradient variance: {extra['gradient_variance']}")
     if mteb:
         start = time.perf_counter()
         extra["mteb_crosscheck"] = mteb_crosscheck(

@@ -66,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     compression.add_argument("--mteb", action="store_true",
                              help="also score raw and every seed-0 level through MTEB "
                                   "(its result JSON under OUT/mteb) and report |MTEB - ours|")
+    compression.add_argument("--memory-sizes", type=int, nargs="*", default=[1000, 2000, 5000,
+                                                                              10000],
+                             help="S-XBM sizes to time and score with SMEC, seed 0 "
+                                  "(default 1000 2000 5000 10000; none to skip)")
     compression.add_argument("--quick", action="store_true",
-                             help="one seed, 3 epochs per stage: a smoke run, not a result")
+                             help="one seed, 3 epochs per stage, no memory-size sweep: "
+                                  "a smoke run, not a result")
     report = sub.add_parser("report", help="print the table and redraw the plot of a "
                             "results.json", description="print the table and redraw the plot")
     report.add_argument("results", type=Path, help="a results.json file")
@@ -115,12 +120,14 @@ def run(argv: list[str] | None = None) -> int:
         if args.model:
             cfg.model.name = args.model
         seeds = args.seeds
+        memory = args.memory_sizes
         if args.quick:
-            cfg.train.max_epochs_per_stage, seeds = 3, 1
+            cfg.train.max_epochs_per_stage, seeds, memory = 3, 1, []
         if seeds < 1:
             raise SmecError(f"--seeds must be >= 1, got {seeds}")
         methods = check_methods(args.methods or DEFAULT_METHODS)
-        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb)
+        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
+                                        memory)
         _print_results(results, out)
         return 0
     if args.command == "demo":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -198,7 +199,12 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     total = steps_per_epoch * max_epochs
     best: tuple[float, dict | None, list | None] = (-1.0, None, None)
     bad_epochs, step = 0, 0
+    adapter_params = list(adapter.parameters())
     for epoch in range(max_epochs):
+        # Per-epoch gradient statistics of the adapter (SMEC Fig. 6a/7: SMRL vs MRL variance).
+        grad_sum = [torch.zeros_like(p) for p in adapter_params]
+        grad_sq = [torch.zeros_like(p) for p in adapter_params]
+        epoch_start, epoch_steps = time.perf_counter(), 0
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
             cfg.seed * 7919 + stage_no * 131 + epoch))[rank::world]
         for start in range(0, len(perm), cfg.batch_queries):
@@ -234,18 +240,27 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _average_grads(params)
+            for p, g_sum, g_sq in zip(adapter_params, grad_sum, grad_sq):
+                if p.grad is not None:
+                    g_sum += p.grad
+                    g_sq += p.grad ** 2
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if memory is not None:
                 memory.enqueue(e_u, unlabelled)
             step += 1
+            epoch_steps += 1
+        step_time = (time.perf_counter() - epoch_start) / max(epoch_steps, 1)
+        n = max(epoch_steps, 1)
+        grad_var = float(sum(((sq / n) - (sm / n) ** 2).sum() for sm, sq in zip(grad_sum, grad_sq))
+                         / sum(p.numel() for p in adapter_params))
 
         val = validate(data, adapter, heads)
         exports = [head.export() for head in heads]
         log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
              "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
              "tau": tau,
-             "lr": lr, "val_ndcg_at_10": val,
+             "lr": lr, "val_ndcg_at_10": val, "grad_var": grad_var, "step_time_s": step_time,
              "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
         if val > best[0]:

@@ -39,20 +39,26 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
                                            "batch_unlabelled": 16, "memory_size": 40,
                                            "neighbours": 3, "hard_pool": 10,
                                            "adapter_hidden": 8}})
-    results = run_compression_bench(paths, out, cfg, ["mrl", "smec"], [8, 4], seeds=2,
-                                    mteb=True, echo=lambda *a: None)
+    results = run_compression_bench(paths, out, cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
+                                    seeds=2, mteb=True, memory=[20, 40], echo=lambda *a: None)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == 2 and on_disk["model"] == "synthetic"
     keys = {(r["method"], r["dims"], r["seed"]) for r in on_disk["rows"]}
-    for method in ("mrl", "smec"):
+    for method in ("mrl", "mrl+smrl", "smec"):
         for seed in (0, 1):
             assert {(method, d, seed) for d in (16, 8, 4)} <= keys
     assert {("pca", 8, 0), ("truncation", 4, 0)} <= keys
-    assert set(on_disk["timings_s"]) == {"train:mrl", "train:smec"}
+    assert set(on_disk["timings_s"]) == {"train:mrl", "train:mrl+smrl", "train:smec"}
+    assert on_disk["gradient_variance"]["mrl_over_smrl"] > 0
+    assert (out / "gradient_variance.png").is_file()
+    memory = on_disk["sxbm_memory"]
+    assert [m["memory_size"] for m in memory["sizes"]] == [20, 40]
+    assert memory["sizes"][0]["step_time_s"] > 0 and set(memory["sizes"][0]["ndcg_at_10"]) == \
+        {"16", "8", "4"}
     # the 8-d level kept its vectors when a 4-d level was added later
     assert on_disk["continued_training"]["max_abs_change_of_kept_level"] == 0.0
     # MTEB, through its own retrieval evaluator, agrees with our nDCG@10 everywhere
     check = on_disk["mteb_crosscheck"]
-    assert len(check["levels"]) == 1 + 2 * 2 + 2 * 3   # raw, trunc/pca x2, mrl/smec x3
+    assert len(check["levels"]) == 1 + 2 * 2 + 3 * 3   # raw, trunc/pca x2, 3 methods x3
     assert check["max_abs_diff"] < 1e-4
     assert (out / "ndcg_vs_bytes.png").is_file() and "±" in (out / "results.md").read_text()
