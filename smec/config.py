@@ -53,7 +53,7 @@ class TrainConfig(_Section):
     warmup_frac: float = Field(0.05, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
     max_epochs_per_stage: int = Field(10, gt=0)
-    patience: int = Field(2, gt=0)
+    patience: int = Field(4, gt=0)
     batch_queries: int = Field(64, gt=0)
     batch_unlabelled: int = Field(256, gt=1)
     rank_scale: float = Field(20.0, gt=0)
