@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from smec.compressors import Compressor
-from smec.data import BeirPaths, document_text, iter_corpus, load_qrels, load_queries
+from smec.data import BeirPaths, iter_corpus, load_qrels, load_queries
 from smec.errors import SmecError
 
 

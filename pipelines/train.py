@@ -79,7 +79,6 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) ->
     unless ``resume`` is set, the previous run's folder is cleared so a changed config starts
     over.
     """
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

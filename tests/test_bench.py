@@ -39,8 +39,8 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
                                            "batch_unlabelled": 16, "memory_size": 40,
                                            "neighbours": 3, "hard_pool": 10,
                                            "adapter_hidden": 8}})
-    results = run_compression_bench(paths, out, cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
-                                    seeds=2, mteb=True, memory=[20, 40], echo=lambda *a: None)
+    run_compression_bench(paths, out, cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
+                          seeds=2, mteb=True, memory=[20, 40], echo=lambda *a: None)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == 2 and on_disk["model"] == "synthetic"
     keys = {(r["method"], r["dims"], r["seed"]) for r in on_disk["rows"]}

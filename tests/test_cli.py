@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import pytest
 
 
 def smec(*args, cwd=None):

@@ -57,3 +57,8 @@ def test_matryoshka_adaptor_terms_vanish_at_identity():
 def test_unknown_method():
     with pytest.raises(ValueError, match="method must be one of"):
         train_method(None, TrainConfig(**TINY), "magic")
+
+
+def test_config_knows_every_method():
+    from smec.config import METHOD_NAMES
+    assert set(METHOD_NAMES) == set(METHODS)
