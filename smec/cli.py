@@ -73,18 +73,56 @@ def build_parser() -> argparse.ArgumentParser:
     compression.add_argument("--quick", action="store_true",
                              help="one seed, 3 epochs per stage, no memory-size sweep: "
                                   "a smoke run, not a result")
+    cluster = sub.add_parser("cluster", help="start / stop / show a local Ray head for jobs",
+                             description="A real Ray head node (`ray start --head`) with the "
+                                         "dashboard and Jobs API on 127.0.0.1 and token auth on.")
+    cluster_sub = cluster.add_subparsers(dest="cluster", metavar="ACTION", required=True)
+    cluster_up = cluster_sub.add_parser("up", help="start a head node",
+                                        description="start a head node")
+    cluster_up.add_argument("--num-cpus", type=int, default=None, help="default: all cores")
+    cluster_up.add_argument("--object-store-gib", type=float, default=2.0)
+    cluster_up.add_argument("--port", type=int, default=6379, help="GCS port")
+    cluster_up.add_argument("--dashboard-port", type=int, default=8265)
+    cluster_sub.add_parser("down", help="stop the head node `smec cluster up` started (only it)",
+                           description="stop only what `smec cluster up` started")
+    cluster_sub.add_parser("status", help="show the head node smec started",
+                           description="show the head node smec started")
+    submit = sub.add_parser(
+        "submit", help="run any smec command as a Ray job: smec submit -- smec demo ...",
+        description="Submit a command as a Ray job (Jobs SDK), print its id, stream its logs and "
+                    "exit with its status. Relative paths in the command resolve against this "
+                    "folder. Example: smec submit -- smec demo --out runs/demo")
+    submit.add_argument("--address", default=None,
+                        help="Jobs API URL (default: the head `smec cluster up` started)")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("--working-dir", type=Path, default=None,
+                        help="code folder to upload (default: the smec checkout, if any)")
+    submit.add_argument("entrypoint", nargs=argparse.REMAINDER,
+                        help="-- then the command to run")
+    jobs = sub.add_parser("jobs", help="list the cluster's jobs", description="list jobs")
+    jobs.add_argument("--address", default=None)
     report = sub.add_parser("report", help="print the table and redraw the plot of a "
                             "results.json", description="print the table and redraw the plot")
     report.add_argument("results", type=Path, help="a results.json file")
     return parser
 
 
+def _submitted_path(path: Path | None) -> Path | None:
+    """Inside `smec submit`, relative paths mean the submitter's folder, not the job's copy."""
+    base = os.environ.get("SMEC_SUBMIT_CWD")
+    if path is None or base is None or path.is_absolute():
+        return path
+    return Path(base) / path
+
+
 def _prepare(args: argparse.Namespace):
     from smec.config import load_config
     from smec.data import resolve_beir_dir
+    for name in ("data_dir", "out", "config"):
+        setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
     paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split)
-    out = args.out if args.out is not None else Path("runs") / paths.name
+    out = args.out if args.out is not None else _submitted_path(Path("runs")) / paths.name
     if out.exists() and not out.is_dir():
         raise SmecError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +150,30 @@ def run(argv: list[str] | None = None) -> int:
         results = read_results(args.results)
         print(markdown_table(results))
         print(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
+        return 0
+
+    if args.command == "cluster":
+        from cluster import head
+        if args.cluster == "up":
+            state = head.up(args.num_cpus, args.object_store_gib, args.port, args.dashboard_port)
+            print(f"Ray head started: address {state['address']}, dashboard/Jobs API "
+                  f"{state['dashboard']} (token auth on). Stop it with `smec cluster down`.")
+        elif args.cluster == "down":
+            print(f"stopped {head.down()} processes of the smec-started head")
+        else:
+            state = head.status()
+            print("no cluster started by smec" if state is None else
+                  f"{'running' if state['running'] else 'not running'}: {state['dashboard']} "
+                  f"(since {state['started_at']})")
+        return 0
+    if args.command == "submit":
+        from cluster.jobs import submit
+        entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+        return submit(entrypoint, args.address, not args.no_wait, args.working_dir)
+    if args.command == "jobs":
+        from cluster.jobs import list_jobs
+        for job in list_jobs(args.address):
+            print(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
         return 0
 
     cfg, paths, out = _prepare(args)

@@ -1,0 +1,1 @@
+"""Cluster start/stop and job submission (`smec cluster`, `smec submit`, `smec jobs`)."""

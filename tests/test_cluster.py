@@ -1,0 +1,50 @@
+"""A real Ray head on loopback: submit the demo as a job, wait for SUCCEEDED, stop the head."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def smec(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def raylets_of(temp_dir):
+    out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout
+    return [p for p in out.split() if p]
+
+
+def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
+    env = {**os.environ, "SMEC_HOME": str(tmp_path / "home")}
+    up = smec("cluster", "up", "--port", "6391", "--dashboard-port", "8291", env=env)
+    assert up.returncode == 0, up.stderr[-2000:]
+    state = json.loads((tmp_path / "home" / "cluster.json").read_text())
+    assert state["dashboard"] == "http://127.0.0.1:8291"
+    try:
+        again = smec("cluster", "up", "--port", "6392", "--dashboard-port", "8292", env=env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        config = tmp_path / "small.yaml"
+        config.write_text("train:\n  max_epochs_per_stage: 1\n  memory_size: 300\n"
+                          "  batch_unlabelled: 64\n")
+        out = tmp_path / "job-out"
+        job = smec("submit", "--", "smec", "demo", "--data-dir", mini_cut, "--out", out,
+                   "--config", config, env=env)
+        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
+        assert "submitted job" in job.stdout and "SUCCEEDED" in job.stdout
+        results = json.loads((out / "results.json").read_text())
+        assert {r["method"] for r in results["rows"]} == {"raw", "truncation", "pca", "smec"}
+        listed = smec("jobs", env=env)
+        assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout
+        failing = smec("submit", "--", "smec", "train", "--data-dir", tmp_path / "nope",
+                       env=env)
+        assert failing.returncode == 1 and "FAILED" in failing.stdout
+    finally:
+        down = smec("cluster", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert raylets_of(state["temp_dir"]) == []
+    assert not (tmp_path / "home" / "cluster.json").exists()
