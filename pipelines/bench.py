@@ -101,8 +101,6 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=print) -> dict:
-    import torch
-
     if not (out / "embeddings" / "embed.json").is_file():
         from pipelines.embed import run_embed
         start = time.perf_counter()
@@ -117,7 +115,6 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     input_dim = doc_vecs.shape[1]
     dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
     base = cfg.train.model_copy(update={"stages": dims, "full_dim_stage": True})
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed)
@@ -132,11 +129,9 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             start = time.perf_counter()
             history: list[dict] = []
             compressor = train_method(data, tcfg, method, log=history.append)
-            if seed == 0:
-                histories[method] = history
             train_s.setdefault(method, []).append(time.perf_counter() - start)
             if seed == 0:
-                seed0[method] = compressor
+                histories[method], seed0[method] = history, compressor
             new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
                           {method: compressor}, include_raw=False, seed=seed)
             rows += new
