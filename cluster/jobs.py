@@ -22,6 +22,7 @@ def dashboard_address(address: str | None) -> str:
 
 
 def _client(address: str | None):
+    # Ray reads RAY_AUTH_MODE when it is first imported: set it before any ray import.
     os.environ.update({k: v for k, v in ray_env().items() if k.startswith("RAY_")})
     from ray.job_submission import JobSubmissionClient
     url = dashboard_address(address)
@@ -46,8 +47,8 @@ def submit(entrypoint: list[str], address: str | None = None, wait: bool = True,
     if not entrypoint:
         raise SmecError("nothing to submit: give the command after --, e.g. "
                         "`smec submit -- smec demo --out runs/demo`")
-    from ray.job_submission import JobStatus
     client = _client(address)
+    from ray.job_submission import JobStatus
     env_vars = {k: v for k, v in ray_env().items()
                 if k.startswith(("HF_", "TRANSFORMERS_", "RAY_AUTH")) or k == "PATH"}
     env_vars["SMEC_SUBMIT_CWD"] = str(Path.cwd())
