@@ -82,7 +82,8 @@ def load_model(path: Path | str, device: str = "cpu", max_seq_length: int | None
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    if max_seq_length is not None:
+    static = model.max_seq_length in (None, float("inf"))   # static models have no limit
+    if max_seq_length is not None and not static:
         model.max_seq_length = max_seq_length
     return model
 
