@@ -1,0 +1,181 @@
+"""Scalar (int8) and binary quantisation of any compressor's output, with rescoring (METHOD.md §5.3).
+
+* ``int8``: per-dimension ranges ``lo, hi`` calibrated on *corpus* embeddings (never test
+  queries); ``code = clip(round((x − lo)/(hi − lo) · 255) − 128, −128, 127)`` and
+  ``x̂ = (code + 128)/255 · (hi − lo) + lo``. Ranges come from percentiles (default 0.1/99.9)
+  or the min/max (what sentence-transformers' ``quantize_embeddings`` does with
+  ``calibration_embeddings``).
+* ``binary``: ``bit = x > t`` with ``t = 0`` (sentence-transformers' convention) or the
+  per-dimension calibration median; bits are packed with ``np.packbits`` (``d/8`` bytes).
+
+Search (:func:`quantized_search`) ranks by the quantised index alone — dequantised query ·
+dequantised codes for int8, Hamming distance for binary — and, with ``rescore_multiplier r``,
+re-ranks its top ``k·r`` with the float query against the dequantised candidates (``±1`` for
+binary), as sentence-transformers' rescoring does; rescoring dequantised codes rather than raw
+integer codes keeps each dimension's scale (their PR #4058).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from smec.eval import Run
+
+PRECISIONS = ("float32", "int8", "binary")
+BITS = {"float32": 32, "int8": 8, "binary": 1}
+MIN_CALIBRATION = 100
+
+
+def bytes_per_vector(dim: int, precision: str) -> int:
+    """Storage of one ``dim``-wide vector: ``ceil(dim · bits / 8)`` bytes."""
+    if precision not in BITS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return -(-dim * BITS[precision] // 8)
+
+
+def compression_factor(ref_dim: int, dim: int, precision: str) -> float:
+    """CF = bytes(float32 reference of ``ref_dim``) / bytes(compressed), METHOD.md §5.4."""
+    return bytes_per_vector(ref_dim, "float32") / bytes_per_vector(dim, precision)
+
+
+def _check_float(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{what}: expected a [n, dim] array, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{what}: got {x.dtype} values, which look already quantised; "
+                         "quantise float embeddings")
+    return x.astype(np.float32, copy=False)
+
+
+@dataclass
+class Quantizer:
+    """A fitted quantiser: ``params`` holds ``lo``/``hi`` (int8) or ``threshold`` (binary)."""
+
+    precision: str
+    dim: int
+    params: dict[str, np.ndarray]
+
+    @classmethod
+    def fit(cls, precision: str, calibration: np.ndarray, ranges: str = "percentile",
+            percentile: float = 0.1, threshold: str = "zero") -> Quantizer:
+        """Calibrate on corpus embeddings (``ranges``: percentile|minmax, ``threshold``:
+        zero|median); float32 is the identity."""
+        calibration = _check_float(calibration, "calibration embeddings")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision != "float32" and len(calibration) < MIN_CALIBRATION:
+            warnings.warn(f"calibrating {precision} on {len(calibration)} vectors (< "
+                          f"{MIN_CALIBRATION}); ranges will be noisy", stacklevel=2)
+        dim = calibration.shape[1]
+        if precision == "int8":
+            if ranges == "percentile":
+                lo, hi = np.percentile(calibration, [percentile, 100 - percentile], axis=0)
+            elif ranges == "minmax":
+                lo, hi = calibration.min(axis=0), calibration.max(axis=0)
+            else:
+                raise ValueError(f"ranges must be percentile or minmax, got {ranges!r}")
+            hi = np.maximum(hi, lo + 1e-6)   # a constant dim still gets a valid range
+            return cls(precision, dim, {"lo": lo.astype(np.float32),
+                                        "hi": hi.astype(np.float32)})
+        if precision == "binary":
+            if threshold == "zero":
+                t = np.zeros(dim, np.float32)
+            elif threshold == "median":
+                t = np.median(calibration, axis=0).astype(np.float32)
+            else:
+                raise ValueError(f"threshold must be zero or median, got {threshold!r}")
+            return cls(precision, dim, {"threshold": t})
+        return cls(precision, dim, {})
+
+    def bytes_per_vector(self) -> int:
+        return bytes_per_vector(self.dim, self.precision)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Float ``[n, dim]`` → codes: int8 ``[n, dim]``, packed uint8 ``[n, dim/8]``."""
+        x = _check_float(x, f"{self.precision} encode")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"{self.precision} quantiser was fitted on {self.dim} dims, "
+                             f"got {x.shape[1]}")
+        if self.precision == "int8":
+            lo, hi = self.params["lo"], self.params["hi"]
+            codes = np.rint((x - lo) / (hi - lo) * 255.0) - 128.0
+            return np.clip(codes, -128, 127).astype(np.int8)
+        if self.precision == "binary":
+            return np.packbits(x > self.params["threshold"], axis=1)
+        return x
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes → float32 ``[n, dim]``: dequantised values (int8) or ``±1`` (binary)."""
+        if self.precision == "int8":
+            lo, hi = self.params["lo"], self.params["hi"]
+            return ((codes.astype(np.float32) + 128.0) / 255.0 * (hi - lo) + lo).astype(
+                np.float32)
+        if self.precision == "binary":
+            bits = np.unpackbits(codes, axis=1, count=self.dim)
+            return bits.astype(np.float32) * 2.0 - 1.0
+        return np.asarray(codes, np.float32)
+
+    # --- persistence: saved beside the compressor it quantises -------------------------
+    def save(self, path: Path | str) -> None:
+        from smec.io import atomic_path
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, precision=np.array(self.precision), dim=np.array(self.dim),
+                     **self.params)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Quantizer:
+        with np.load(path) as blob:
+            params = {k: blob[k] for k in blob.files if k not in ("precision", "dim")}
+            return cls(str(blob["precision"]), int(blob["dim"]), params)
+
+    def describe(self) -> str:
+        return json.dumps({"precision": self.precision, "dim": self.dim,
+                           "bytes_per_vector": self.bytes_per_vector()})
+
+
+def _hamming(query_bits: np.ndarray, doc_bits: np.ndarray) -> np.ndarray:
+    """Hamming distances ``[nq, nd]`` between packed bit arrays."""
+    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+    out = np.empty((len(query_bits), len(doc_bits)), np.int32)
+    for i, q in enumerate(query_bits):
+        out[i] = table[np.bitwise_xor(doc_bits, q)].sum(1)
+    return out
+
+
+def quantized_scores(quantizer: Quantizer, query_codes: np.ndarray,
+                     doc_codes: np.ndarray) -> np.ndarray:
+    """First-pass similarity on the quantised index alone (higher is better)."""
+    if quantizer.precision == "binary":
+        return -_hamming(query_codes, doc_codes).astype(np.float32)
+    return quantizer.decode(query_codes) @ quantizer.decode(doc_codes).T
+
+
+def quantized_search(quantizer: Quantizer, query_vecs: np.ndarray, query_ids: list[str],
+                     doc_codes: np.ndarray, doc_ids: list[str], k: int = 100,
+                     rescore_multiplier: int = 0, batch_size: int = 256) -> Run:
+    """Top-``k`` per query from the quantised index; with ``rescore_multiplier`` r > 0, the
+    top ``k·r`` are re-ranked by float query · dequantised candidates."""
+    if rescore_multiplier < 0:
+        raise ValueError(f"rescore_multiplier must be >= 0, got {rescore_multiplier}")
+    query_vecs = _check_float(query_vecs, "queries")
+    n_docs = len(doc_ids)
+    first_k = min(n_docs, k * rescore_multiplier if rescore_multiplier else k)
+    run: Run = {}
+    for start in range(0, len(query_ids), batch_size):
+        q = query_vecs[start:start + batch_size]
+        scores = quantized_scores(quantizer, quantizer.encode(q), doc_codes)
+        top = np.argpartition(-scores, first_k - 1, axis=1)[:, :first_k]
+        for row, qid in enumerate(query_ids[start:start + batch_size]):
+            cand = top[row]
+            if rescore_multiplier:
+                cand_scores = quantizer.decode(doc_codes[cand]) @ q[row]
+                keep = np.argsort(-cand_scores, kind="stable")[:k]
+                run[qid] = {doc_ids[cand[j]]: float(cand_scores[j]) for j in keep}
+            else:
+                run[qid] = {doc_ids[j]: float(scores[row, j]) for j in cand[:k]}
+    return run
