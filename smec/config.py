@@ -79,6 +79,13 @@ class TrainConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
 
+    memory_backend: Literal["local", "actor"] = Field(
+        "local", description="S-XBM: a ring buffer per worker, or one Ray actor shared by all "
+        "Ray Train workers")
+    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every K steps "
+                                        "inside a stage (0: only at stage ends)")
+    max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last "
+                              "checkpoint before the run fails (-1: no limit)")
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if any(d <= 0 for d in self.stages):
@@ -102,12 +109,64 @@ class DataConfig(_Section):
 
 
 class Config(_Section):
+TUNABLE = ("tau0", "tau_min", "memory_size", "neighbours", "stages", "max_epochs_per_stage",
+           "lr", "ads_lr_mult", "alpha", "batch_queries", "rank_scale", "patience",
+           "weight_decay")
+
+
+class SearchDim(_Section):
+    """One searched setting: exactly one of ``choice`` / ``uniform`` / ``loguniform``."""
+
+    choice: list | None = Field(None, min_length=1)
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SearchDim":
+        given = [k for k in ("choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform (got {given})")
+        if self.loguniform is not None and min(self.loguniform) <= 0:
+            raise ValueError(f"loguniform bounds must be > 0, got {list(self.loguniform)}")
+        return self
+
+
+class TuneConfig(_Section):
+    """``smec tune``: Ray Tune over ``train`` settings, ASHA on the train-query hold-out."""
+
+    space: dict[str, SearchDim] = Field(default_factory=lambda: {
+        "tau0": SearchDim(choice=[0.5, 1.0, 2.0]),
+        "tau_min": SearchDim(choice=[0.05, 0.1, 0.2]),
+        "memory_size": SearchDim(choice=[1000, 5000]),
+        "neighbours": SearchDim(choice=[5, 10, 20]),
+        "stages": SearchDim(choice=[[192, 96, 48], [96, 48], [192, 48]]),
+        "max_epochs_per_stage": SearchDim(choice=[4, 8]),
+        "lr": SearchDim(loguniform=(3e-4, 3e-3)),
+        "alpha": SearchDim(uniform=(0.25, 2.0))})
+    num_samples: int = Field(8, gt=0, description="trials (the first is the train section "
+                             "itself when include_default)")
+    include_default: bool = Field(True, description="run the `train` section as one trial")
+    max_concurrent_trials: int = Field(2, gt=0)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    grace_period: int = Field(2, gt=0, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: int = Field(2, gt=1)
+    seed: int = Field(0, description="search-algorithm seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TuneConfig":
+        unknown = sorted(set(self.space) - set(TUNABLE))
+        if unknown:
+            raise ValueError(f"space: cannot search {unknown}; tunable: {list(TUNABLE)}")
+        return self
+
+
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     embed: EmbedConfig = EmbedConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
+    tune: TuneConfig = TuneConfig()
 
 def default_config_path() -> Path:
     return Path(__file__).resolve().parent / "configs" / "default.yaml"

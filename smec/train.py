@@ -5,11 +5,14 @@ Read top to bottom: :func:`prepare_data` turns cached embeddings and qrels into 
 and :func:`train_smec` runs the stages in a row, each warm-started from the previous snapshot.
 Runs in a plain process; when a ``torch.distributed`` process group exists (Ray Train's
 ``TorchTrainer``), gradients are averaged over the workers and each worker takes its own
-share of the queries.
+share of the queries. The S-XBM memory is injected (:class:`smec.modules.memory.Memory`: the
+local ring buffer by default, a Ray actor shared by all workers from ``pipelines/``), and an
+``on_step`` hook gets a snapshot of the stage in progress for mid-stage checkpoints.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import zlib
@@ -28,8 +31,13 @@ from smec.eval import evaluate_vectors
 from smec.losses import RankLoss, SimilarityPreservationLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
+from smec.modules.memory import Memory
 
 Logger = Callable[[dict], None]
+#: ``on_step(step, snapshot)``: called after every optimiser step of a stage; ``snapshot()``
+#: builds the stage's full state (weights, optimiser, RNG, position, best epoch, memory), which
+#: ``train_method(..., resume_partial=...)`` continues from.
+StepHook = Callable[[int, Callable[[], dict]], None]
 
 
 @dataclass
@@ -138,17 +146,43 @@ def _average_grads(params: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.Module]
-             ) -> float:
-    """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise)."""
+def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.Module],
+             target_dim: int | None = None) -> float | tuple[float, float]:
+    """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise).
+
+    With ``target_dim``, also the hold-out nDCG@10 of the smallest head cut to ``target_dim``
+    dims (its top ADS logits, or its prefix): one number every stage of every schedule can be
+    compared on (what Ray Tune's scheduler ranks trials by); ``nan`` for projection heads.
+    """
     was_training = adapter.training
     adapter.eval()
     h_docs, h_queries = adapter(data.corpus), adapter(torch.from_numpy(data.val_queries))
     adapter.train(was_training)
-    scores = [evaluate_vectors(head(h_queries).numpy(), data.val_query_ids,
-                               head(h_docs).numpy(), data.doc_ids, data.val_qrels,
-                               k=10)["ndcg_at_10"] for head in heads]
-    return float(np.mean(scores))
+
+    def score(index_or_head) -> float:
+        if isinstance(index_or_head, torch.Tensor):
+            q = F.normalize(h_queries[:, index_or_head], dim=-1)
+            d = F.normalize(h_docs[:, index_or_head], dim=-1)
+        else:
+            q, d = index_or_head(h_queries), index_or_head(h_docs)
+        return evaluate_vectors(q.numpy(), data.val_query_ids, d.numpy(), data.doc_ids,
+                                data.val_qrels, k=10)["ndcg_at_10"]
+
+    mean = float(np.mean([score(head) for head in heads]))
+    if target_dim is None:
+        return mean
+    view = _target_view(min(heads, key=lambda h: h.dim), target_dim)
+    return mean, (float("nan") if view is None else score(view))
+
+
+def _target_view(head: torch.nn.Module, target_dim: int) -> torch.Tensor | None:
+    """Indices into f(e) of ``head`` cut to ``target_dim`` dims (None: not a dim selection)."""
+    if isinstance(head, ADSHead):
+        keep = head.ads.logits.detach().topk(min(target_dim, head.dim)).indices.sort().values
+        return head.in_index[keep]
+    if isinstance(head, PrefixHead):
+        return head.index[:target_dim]
+    return None
 
 
 def matryoshka_adaptor_unsup(e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
@@ -169,8 +203,9 @@ def matryoshka_adaptor_unsup(e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
 
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
-                heads: list[torch.nn.Module], unsup: str, memory: SXBM | None,
-                stage_no: int, max_epochs: int, log: Logger
+                heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
+                stage_no: int, max_epochs: int, log: Logger,
+                on_step: StepHook | None = None, partial: dict | None = None
                 ) -> tuple[dict[str, torch.Tensor], list[tuple], float]:
     """Train ``adapter`` and ``heads`` jointly on ``Σ_heads L_rank + α · L_unsup``.
 
@@ -178,9 +213,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     parallel Matryoshka schedule (MRL, Eq. 4). ``unsup`` is ``none``, ``sxbm`` (top-K
     neighbours from the memory, Eq. 7) or ``matryoshka_adaptor``. Early stopping on the
     hold-out keeps the best epoch: returns its adapter state, each head's export, and its score.
+    ``partial`` (a snapshot given to ``on_step``) continues a stage where it stopped.
     """
     rank, world = _world()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_no * 100 + rank)
+    target_dim = min(stage_dims(cfg, data.corpus.shape[1]))
     groups = [{"params": list(adapter.parameters()), "lr_mult": 1.0}]
     for head in heads:
         if isinstance(head, ADSHead):
@@ -189,25 +226,53 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         elif any(True for _ in head.parameters()):
             groups.append({"params": list(head.parameters()), "lr_mult": 1.0})
     params = [p for g in groups for p in g["params"]]
-    _sync_params(params)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank_loss = RankLoss(cfg.rank_scale, cfg.rank_reduction)
     unsup_loss = SimilarityPreservationLoss()
 
+    # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
     n_train = len(data.queries)
-    steps_per_epoch = math.ceil(math.ceil(n_train / world) / cfg.batch_queries)
+    n_used = n_train - n_train % world if n_train >= world else n_train
+    steps_per_epoch = math.ceil(math.ceil(n_used / world) / cfg.batch_queries)
     total = steps_per_epoch * max_epochs
     best: tuple[float, dict | None, list | None] = (-1.0, None, None)
-    bad_epochs, step = 0, 0
+    bad_epochs, step, start_epoch, start_batch = 0, 0, 0, 0
     adapter_params = list(adapter.parameters())
-    for epoch in range(max_epochs):
+    grad_sum = [torch.zeros_like(p) for p in adapter_params]
+    grad_sq = [torch.zeros_like(p) for p in adapter_params]
+    epoch_steps, epoch_time = 0, 0.0
+    if partial is not None:
+        adapter.load_state_dict(partial["adapter"])
+        for head, state in zip(heads, partial["heads"]):
+            head.load_state_dict(state)
+        opt.load_state_dict(partial["opt"])
+        best = (partial["best_val"], partial["best_state"], partial["best_exports"])
+        bad_epochs, step = partial["bad_epochs"], partial["step"]
+        start_epoch, start_batch = partial["epoch"], partial["batch"]
+        grad_sum, grad_sq = partial["grad_sum"], partial["grad_sq"]
+        epoch_steps, epoch_time = partial["epoch_steps"], partial["epoch_time"]
+        if rank == 0:
+            gen.set_state(partial["gen"])
+        else:   # only rank 0's generator is saved; the others restart theirs reproducibly
+            gen.manual_seed(cfg.seed * 1000 + stage_no * 100 + rank + 7919 * step)
+        if memory is not None and partial.get("memory") is not None and rank == 0:
+            memory.load_state_dict(partial["memory"])
+    _sync_params(params)
+    loss_rank = loss_unsup = torch.zeros(())
+    lr, tau = lr_at(step, total, cfg.lr, cfg.warmup_frac), anneal_tau(step, total, cfg.tau0,
+                                                                        cfg.tau_min)
+    for epoch in range(start_epoch, max_epochs):
         # Per-epoch gradient statistics of the adapter (SMEC Fig. 6a/7: SMRL vs MRL variance).
-        grad_sum = [torch.zeros_like(p) for p in adapter_params]
-        grad_sq = [torch.zeros_like(p) for p in adapter_params]
-        epoch_start, epoch_steps = time.perf_counter(), 0
+        if epoch != start_epoch or partial is None:
+            grad_sum = [torch.zeros_like(p) for p in adapter_params]
+            grad_sq = [torch.zeros_like(p) for p in adapter_params]
+            epoch_steps, epoch_time = 0, 0.0
+        epoch_start = time.perf_counter()
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
-            cfg.seed * 7919 + stage_no * 131 + epoch))[rank::world]
-        for start in range(0, len(perm), cfg.batch_queries):
+            cfg.seed * 7919 + stage_no * 131 + epoch))[:n_used][rank::world]
+        first = start_batch if (partial is not None and epoch == start_epoch) else 0
+        for batch_no in range(first, math.ceil(len(perm) / cfg.batch_queries)):
+            start = batch_no * cfg.batch_queries
             rows = perm[start:start + cfg.batch_queries]
             lr = lr_at(step, total, cfg.lr, cfg.warmup_frac)
             tau = anneal_tau(step, total, cfg.tau0, cfg.tau_min)
@@ -222,10 +287,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             loss_unsup = torch.zeros(())
             unlabelled = torch.randint(len(data.corpus), (cfg.batch_unlabelled,), generator=gen)
             e_u = data.corpus[unlabelled]
-            if unsup == "sxbm" and memory.filled >= cfg.neighbours:
-                pool, nbr, teacher = memory.neighbours(e_u, unlabelled, cfg.neighbours)
-                used, inverse = torch.unique(nbr, return_inverse=True)
-                h_self, h_nbr = adapter(e_u), adapter(pool[used])
+            found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
+                if unsup == "sxbm" and memory is not None else None   # query, then enqueue
+            if found is not None:
+                nbr_feats, inverse, teacher = found
+                h_self, h_nbr = adapter(e_u), adapter(nbr_feats)
                 for head, s in zip(heads, samples):
                     z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
                     loss_unsup = loss_unsup + unsup_loss(
@@ -246,21 +312,29 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                     g_sq += p.grad ** 2
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            if memory is not None:
-                memory.enqueue(e_u, unlabelled)
             step += 1
             epoch_steps += 1
-        step_time = (time.perf_counter() - epoch_start) / max(epoch_steps, 1)
+            if on_step is not None:
+                position = {"stage_no": stage_no, "epoch": epoch, "batch": batch_no + 1,
+                            "step": step, "best_val": best[0], "best_state": best[1],
+                            "best_exports": best[2], "bad_epochs": bad_epochs,
+                            "grad_sum": grad_sum, "grad_sq": grad_sq,
+                            "epoch_steps": epoch_steps,
+                            "epoch_time": epoch_time + time.perf_counter() - epoch_start}
+                on_step(step, functools.partial(_snapshot, position, adapter, heads, opt, gen,
+                                                memory))
+        epoch_time += time.perf_counter() - epoch_start
+        step_time = epoch_time / max(epoch_steps, 1)
         n = max(epoch_steps, 1)
         grad_var = float(sum(((sq / n) - (sm / n) ** 2).sum() for sm, sq in zip(grad_sum, grad_sq))
                          / sum(p.numel() for p in adapter_params))
 
-        val = validate(data, adapter, heads)
+        val, val_target = validate(data, adapter, heads, target_dim)
         exports = [head.export() for head in heads]
         log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
              "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
-             "tau": tau,
-             "lr": lr, "val_ndcg_at_10": val, "grad_var": grad_var, "step_time_s": step_time,
+             "tau": tau, "lr": lr, "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
+             "target_dim": target_dim, "grad_var": grad_var, "step_time_s": step_time,
              "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
         if val > best[0]:
@@ -271,6 +345,16 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             if bad_epochs >= cfg.patience:
                 break
     return best[1], best[2], best[0]
+
+
+def _snapshot(position: dict, adapter: torch.nn.Module, heads: list[torch.nn.Module],
+              opt: torch.optim.Optimizer, gen: torch.Generator, memory: Memory | None) -> dict:
+    """A stage in progress, copied: what ``train_stage(..., partial=...)`` continues from."""
+    return copy.deepcopy(position) | {
+        "adapter": copy.deepcopy(adapter.state_dict()),
+        "heads": [copy.deepcopy(h.state_dict()) for h in heads],
+        "opt": copy.deepcopy(opt.state_dict()), "gen": gen.get_state(),
+        "memory": memory.state_dict() if memory is not None else None}
 
 
 def _overlap_with_truncation(heads: list[torch.nn.Module]) -> float:
@@ -316,13 +400,17 @@ def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
 def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
                  log: Logger = lambda metrics: None,
                  on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
-                 resume: AdapterCompressor | None = None) -> AdapterCompressor:
+                 resume: AdapterCompressor | None = None,
+                 memory: Memory | None = None, on_step: StepHook | None = None,
+                 resume_partial: dict | None = None) -> AdapterCompressor:
     """Train one method at the levels ``stage_dims(cfg)``, under one epoch budget.
 
     Every method gets the same total budget: ``max_epochs_per_stage`` × number of levels.
     Sequential methods spend it stage by stage, each warm-started from the previous snapshot,
     which stays fixed; parallel methods spend it in one stage over all levels; per-level
-    methods train one model per level. Finished stages in ``resume`` are kept as they are.
+    methods train one model per level. Finished stages in ``resume`` are kept as they are;
+    ``resume_partial`` (an ``on_step`` snapshot) continues the unfinished stage it came from.
+    ``memory`` replaces the local S-XBM ring buffer (e.g. one shared by several workers).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -335,8 +423,14 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     budget = cfg.max_epochs_per_stage * len(dims)
     compressor = resume or AdapterCompressor(input_dim, [], cfg.adapter, cfg.adapter_hidden,
                                              method)
-    memory = SXBM(cfg.memory_size, input_dim) if spec.unsup == "sxbm" and cfg.alpha > 0 \
-        else None
+    if spec.unsup != "sxbm" or cfg.alpha <= 0:
+        memory = None
+    elif memory is None:
+        memory = SXBM(cfg.memory_size, input_dim)
+
+    def partial_for(stage_no: int) -> dict | None:
+        return resume_partial if resume_partial is not None \
+            and resume_partial["stage_no"] == stage_no else None
     unsup = spec.unsup if cfg.alpha > 0 else "none"
 
     def fresh_adapter() -> torch.nn.Module:
@@ -345,7 +439,8 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if spec.schedule == "parallel":
         adapter, full = fresh_adapter(), torch.arange(input_dim)
         heads = [_head(spec.head, full, d, data, cfg) for d in dims]
-        state, exports, _ = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log)
+        state, exports, _ = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log,
+                                        on_step, partial_for(0))
         for dim, (index, proj) in zip(dims, exports):
             compressor.add_stage(Stage(dim, index, state, proj))
         on_stage_end(compressor)
@@ -362,7 +457,8 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
             adapter, in_index = fresh_adapter(), torch.arange(input_dim)
         head = _head(spec.head, in_index, dim, data, cfg)
         state, [(index, proj)], _ = train_stage(data, cfg, adapter, [head], unsup, memory,
-                                                stage_no, cfg.max_epochs_per_stage, log)
+                                                stage_no, cfg.max_epochs_per_stage, log,
+                                                on_step, partial_for(stage_no))
         compressor.add_stage(Stage(dim, index, state, proj))
         adapter.load_state_dict(state)       # the next stage warm-starts from the best epoch
         in_index = index if index is not None else torch.arange(input_dim)
@@ -372,6 +468,6 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
 
 def train_smec(data: TrainingData, cfg: TrainConfig, log: Logger = lambda metrics: None,
                on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
-               resume: AdapterCompressor | None = None) -> AdapterCompressor:
+               resume: AdapterCompressor | None = None, **kwargs) -> AdapterCompressor:
     """SMEC: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2)."""
-    return train_method(data, cfg, "smec", log, on_stage_end, resume)
+    return train_method(data, cfg, "smec", log, on_stage_end, resume, **kwargs)

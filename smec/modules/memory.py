@@ -1,7 +1,30 @@
 """S-XBM: a FIFO memory of frozen embeddings that serves top-K neighbours (SMEC §3.4)."""
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
+
+#: What :meth:`SXBM.exchange` returns once the memory holds at least ``k`` rows:
+#: ``(neighbour feats [U, D], index [B, k] into them, teacher cosine [B, k])``.
+Neighbours = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Memory(Protocol):
+    """What the trainer needs from an S-XBM memory; :class:`SXBM` is the local one.
+
+    One call per step (:meth:`exchange`: query, then enqueue) so a remote memory shared by
+    several workers (``pipelines/memory_actor.py``) costs one round trip per step.
+    """
+
+    @property
+    def filled(self) -> int: ...
+
+    def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int) -> Neighbours | None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class SXBM:
@@ -45,3 +68,29 @@ class SXBM:
         sim.masked_fill_(ids[:, None] == pool_ids[None, :], float("-inf"))
         teacher, index = sim.topk(k, dim=1)
         return pool, index, teacher
+
+    def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int) -> Neighbours | None:
+        """Top-``k`` neighbours of the batch (``None`` while fewer than ``k`` rows are stored),
+        then enqueue the batch: one step's whole use of the memory, in one call.
+
+        Only the neighbour rows actually used are returned (``[U, D]``, ``U <= B·k``), which
+        keeps the answer of a remote memory small.
+        """
+        out = None
+        if self.filled >= k:
+            pool, index, teacher = self.neighbours(feats, ids, k)
+            used, inverse = torch.unique(index, return_inverse=True)
+            out = (pool[used], inverse, teacher)
+        self.enqueue(feats, ids)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"feats": self.feats.clone(), "ids": self.ids.clone(), "ptr": self.ptr,
+                "filled": self.filled}
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["feats"].shape) != tuple(self.feats.shape):
+            raise ValueError(f"memory state has shape {tuple(state['feats'].shape)}, "
+                             f"expected {tuple(self.feats.shape)}")
+        self.feats, self.ids = state["feats"].clone(), state["ids"].clone()
+        self.ptr, self.filled = int(state["ptr"]), int(state["filled"])

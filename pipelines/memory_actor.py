@@ -1,0 +1,82 @@
+"""S-XBM as one Ray actor shared by every Ray Train worker (METHOD.md §2.4).
+
+The actor holds the same FIFO ring buffer as the local memory (:class:`smec.modules.SXBM`:
+frozen original embeddings with integer ids, size M, top-K neighbours excluding the same id),
+so all workers see one queue. Each training step costs one round trip: :meth:`exchange` asks
+for the batch's neighbours and enqueues the batch in the same call, and only the neighbour rows
+actually used come back (``U <= B·K`` rows, not the whole memory).
+
+:class:`ActorMemory` is the worker-side client; it satisfies :class:`smec.modules.memory.Memory`,
+so ``smec/train.py`` gets it injected and never imports Ray.
+"""
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+
+from smec.modules import SXBM
+
+
+@ray.remote(num_cpus=0)
+class MemoryActor:
+    """The shared ring buffer. ``num_cpus=0``: it must not take a core from the trainers."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        torch.set_num_threads(1)
+        self.memory = SXBM(size, dim)
+        self.calls = 0
+
+    def exchange(self, feats: np.ndarray, ids: np.ndarray, k: int):
+        """Neighbours of the batch (or None while the memory holds < k rows), then enqueue.
+
+        Returns ``(answer, filled)``; ``answer`` is ``(feats [U, D], index [B, k], teacher
+        [B, k])`` as numpy arrays.
+        """
+        self.calls += 1
+        found = self.memory.exchange(torch.from_numpy(feats), torch.from_numpy(ids), k)
+        answer = None if found is None else tuple(t.numpy() for t in found)
+        return answer, self.memory.filled
+
+    def filled(self) -> int:
+        return self.memory.filled
+
+    def stats(self) -> dict:
+        return {"calls": self.calls, "filled": self.memory.filled, "size": self.memory.size}
+
+    def state_dict(self) -> dict:
+        return self.memory.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.load_state_dict(state)
+
+
+class ActorMemory:
+    """A worker's handle on the shared memory, with the local memory's interface."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+        self._filled = 0
+
+    @classmethod
+    def create(cls, size: int, dim: int) -> ActorMemory:
+        return cls(MemoryActor.remote(size, dim))
+
+    @property
+    def filled(self) -> int:
+        """The fill level seen at the last exchange (no extra round trip)."""
+        return self._filled
+
+    def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int):
+        answer, self._filled = ray.get(self.actor.exchange.remote(
+            feats.detach().to(torch.float32).numpy(), ids.numpy(), k))
+        if answer is None:
+            return None
+        return tuple(torch.from_numpy(np.array(a)) for a in answer)   # copies: writable
+
+    def state_dict(self) -> dict:
+        return ray.get(self.actor.state_dict.remote())
+
+    def load_state_dict(self, state: dict) -> None:
+        ray.get(self.actor.load_state_dict.remote(state))
+        self._filled = int(state["filled"])
