@@ -28,6 +28,63 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="YAML config (default: the bundled one; see `smec config`)")
 
 
+def _embed_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--corpus", type=Path, default=None,
+                         help="embed this one file instead of a BEIR folder: a corpus.jsonl, any "
+                              "JSONL or a Parquet file; --out is then the store folder "
+                              "(part-*.parquet, manifest.json, bad_rows.jsonl)")
+    command.add_argument("--model", default=None,
+                         help="model name or local folder (overrides model.name)")
+    command.add_argument("--id-field", default=None,
+                         help="--corpus: the id field (default: '_id', else 'id')")
+    command.add_argument("--text-field", default="text",
+                         help="--corpus: the text field (default: text; a non-empty 'title' "
+                              "is joined before it, as BEIR does)")
+    command.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                         help="skip the input shards an earlier (killed) run finished "
+                              "(default: on)")
+    command.add_argument("--on-bad-row", choices=["stop", "quarantine"], default="stop",
+                         help="stop at the first bad row (file:line: reason), or write bad rows "
+                              "to bad_rows.jsonl and carry on (default: stop)")
+
+
+def _embed_file(args: argparse.Namespace) -> int:
+    """`smec embed --corpus FILE --out DIR`: one file into one store folder."""
+    from pipelines.embed import run_embed_corpus
+    from smec.config import load_config
+    from smec.corpus import DEFAULT_ID_FIELDS, Source
+    for name in ("corpus", "out", "config"):
+        setattr(args, name, _submitted_path(getattr(args, name)))
+    if args.out is None:
+        raise SmecError("--corpus needs --out DIR (the folder the embeddings go to)")
+    if args.data_dir is not None:
+        raise SmecError("pass either --corpus FILE or --data-dir DIR, not both")
+    if not args.corpus.is_file():
+        raise SmecError(f"--corpus {args.corpus}: file not found")
+    cfg = load_config(args.config)
+    if args.model:
+        cfg.model.name = args.model
+    source = Source(args.corpus, (args.id_field,) if args.id_field else DEFAULT_ID_FIELDS,
+                    args.text_field)
+    summary = run_embed_corpus(source, args.out, cfg, resume=args.resume,
+                               on_bad_row=args.on_bad_row, progress=sys.stderr.isatty())
+    print(_embed_line(summary, args.out))
+    return 0
+
+
+def _embed_line(summary: dict, where: Path) -> str:
+    """The final summary line: rows, bytes written, docs/s."""
+    if summary.get("skipped"):
+        return f"{where}: already complete ({summary['rows']} rows); nothing to do"
+    bad = f", {summary['bad_rows']} bad rows in {where / 'bad_rows.jsonl'}" \
+        if summary["bad_rows"] else ""
+    resumed = f", {summary['shards_resumed']} of {summary['shards']} shards resumed" \
+        if summary["shards_resumed"] else ""
+    return (f"embedded {summary['new_rows']} rows in {summary['seconds']} s "
+            f"({summary['rows_per_s']} docs/s), {summary['bytes_written'] / 1e6:.1f} MB written"
+            f"{resumed}{bad}; {summary['rows']} rows in {where}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smec", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--resume", action="store_true",
                                  help="continue from the last finished stage of this run "
                                       "folder instead of starting over")
+        if name == "embed":
+            _embed_options(command)
     sub.add_parser("config", help="print the default config (YAML) to start your own from",
                    description="print the default config (YAML) to start your own from")
     bench = sub.add_parser("bench", help="benchmarks that write results.json + PNG + table",
@@ -176,6 +235,8 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
         return 0
 
+    if args.command == "embed" and args.corpus is not None:
+        return _embed_file(args)
     cfg, paths, out = _prepare(args)
     if args.command == "bench":
         from pipelines.bench import DEFAULT_METHODS, check_methods, run_compression_bench
@@ -199,11 +260,14 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "embed":
         from pipelines.embed import run_embed
         from pipelines.evaluate import record_timing
+        if args.model:
+            cfg.model.name = args.model
         start = time.perf_counter()
-        summary = run_embed(paths, out, cfg)
+        summary = run_embed(paths, out, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
+                            progress=sys.stderr.isatty())
         record_timing(out, "embed", time.perf_counter() - start)
-        print(f"embedded {summary['corpus']['rows']} docs ({summary['corpus']['rows_per_s']} "
-              f"docs/s) and {summary['queries']['rows']} queries into {out / 'embeddings'}")
+        for kind in ("corpus", "queries"):
+            print(f"{kind}: {_embed_line(summary[kind], out / 'embeddings' / kind)}")
     elif args.command == "train":
         from pipelines.evaluate import record_timing
         from pipelines.train import run_train

@@ -34,7 +34,8 @@ class EmbedConfig(_Section):
                                       "below the cluster's CPUs so read/write tasks can run")
     num_gpus_per_actor: float = Field(0.0, ge=0)
     batch_size: int = Field(256, gt=0, description="rows per Ray Data batch")
-    rows_per_part: int = Field(50_000, gt=0, description="rows per output Parquet part")
+    shard_rows: int = Field(1024, gt=0, description="input lines per shard; each shard is one "
+                            "output part, written atomically, and the unit of --resume")
 
 
 METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "matryoshka_adaptor",
@@ -78,7 +79,6 @@ class TrainConfig(_Section):
     num_workers: int = Field(1, gt=0, description="Ray Train workers (DDP)")
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
-
     memory_backend: Literal["local", "actor"] = Field(
         "local", description="S-XBM: a ring buffer per worker, or one Ray actor shared by all "
         "Ray Train workers")
@@ -86,6 +86,7 @@ class TrainConfig(_Section):
                                         "inside a stage (0: only at stage ends)")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last "
                               "checkpoint before the run fails (-1: no limit)")
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if any(d <= 0 for d in self.stages):
@@ -108,7 +109,6 @@ class DataConfig(_Section):
     test_split: str = "test"
 
 
-class Config(_Section):
 TUNABLE = ("tau0", "tau_min", "memory_size", "neighbours", "stages", "max_epochs_per_stage",
            "lr", "ads_lr_mult", "alpha", "batch_queries", "rank_scale", "patience",
            "weight_decay")
@@ -160,13 +160,14 @@ class TuneConfig(_Section):
         return self
 
 
+class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     embed: EmbedConfig = EmbedConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-
     tune: TuneConfig = TuneConfig()
+
 
 def default_config_path() -> Path:
     return Path(__file__).resolve().parent / "configs" / "default.yaml"

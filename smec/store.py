@@ -2,6 +2,12 @@
 
 A store is a folder of ``part-NNNNN.parquet`` files, each written atomically. The schema
 metadata of every part names the model, its dim and its prompts, so a folder describes itself.
+A multi-model store has one ``embedding:<model>`` column per model instead (:func:`read_columns`).
+
+The ETL (``pipelines/embed.py``) writes part ``k`` for input shard ``k``, then a marker
+``_done/shard-k.json``; ``manifest.json`` says which input/models the folder belongs to and
+whether every shard is done. A folder whose manifest says "not complete" is refused by the
+readers (a killed run; run `smec embed` again to resume it).
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ from smec.errors import SmecError
 from smec.io import atomic_path
 
 META_KEY = b"smec"
+MANIFEST = "manifest.json"
+DONE_DIR = "_done"
 
 
 def embedding_table(ids: list[str] | np.ndarray, vectors: np.ndarray,
@@ -36,19 +44,93 @@ def write_part(directory: Path | str, index: int, table: pa.Table) -> Path:
     return path
 
 
-def read_embeddings(directory: Path | str) -> tuple[list[str], np.ndarray, dict]:
-    """Read every part of a store: (ids, float32 [n, dim] vectors, metadata)."""
-    directory = Path(directory)
+def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"need vectors of shape [n, dim], got {vectors.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def columns_table(ids: list[str], columns: dict[str, np.ndarray], metadata: dict) -> pa.Table:
+    """``id`` + one fixed_size_list<float32> column per entry of ``columns``."""
+    for name, vectors in columns.items():
+        if len(vectors) != len(ids):
+            raise ValueError(f"{name}: {len(vectors)} vectors for {len(ids)} ids")
+    table = pa.table({"id": pa.array([str(i) for i in ids], pa.string()),
+                      **{name: vector_column(v) for name, v in columns.items()}})
+    return table.replace_schema_metadata({META_KEY: json.dumps(metadata).encode()})
+
+
+def shard_part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def check_complete(directory: Path) -> None:
+    """Refuse a store whose ETL run was interrupted (its manifest says so)."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return
+    info = json.loads(manifest.read_text())
+    if not info.get("complete"):
+        done = len(list((directory / DONE_DIR).glob("shard-*.json")))
+        raise SmecError(f"{directory}: the embedding run that writes it has not finished "
+                        f"({done} of {info.get('shards', '?')} shards); run the same "
+                        "`smec embed` again to resume it")
+
+
+def _parts(directory: Path) -> list[Path]:
     parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
     if not parts:
         raise SmecError(f"{directory}: no embeddings found (part-*.parquet); run `smec embed` "
                         "first or point --out at the folder it wrote")
+    check_complete(directory)
+    return parts
+
+
+def read_columns(directory: Path | str, columns: list[str] | None = None
+                 ) -> tuple[list[str], dict[str, np.ndarray], dict]:
+    """Read a (multi-model) store: (ids, column -> float32 [n, dim], metadata).
+
+    ``columns``: which vector columns (default: every fixed-size-list column).
+    """
+    directory = Path(directory)
+    parts = _parts(directory)
+    ids: list[str] = []
+    chunks: dict[str, list[np.ndarray]] = {}
+    meta: dict = {}
+    for part in parts:
+        pf = pq.ParquetFile(part)
+        schema = pf.schema_arrow
+        meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
+        names = columns if columns is not None else \
+            [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
+        missing = [c for c in names if c not in schema.names]
+        if missing:
+            raise SmecError(f"{part}: no column {missing[0]!r}; it has {schema.names}")
+        table = pf.read(columns=["id", *names])
+        ids.extend(table.column("id").to_pylist())
+        for name in names:
+            column = table.column(name).combine_chunks()
+            dim = column.type.list_size
+            chunks.setdefault(name, []).append(
+                column.values.to_numpy(zero_copy_only=False).reshape(-1, dim))
+    return ids, {name: np.concatenate(c).astype(np.float32, copy=False)
+                 for name, c in chunks.items()}, meta
+
+
+def read_embeddings(directory: Path | str) -> tuple[list[str], np.ndarray, dict]:
+    """Read every part of a store: (ids, float32 [n, dim] vectors, metadata)."""
+    directory = Path(directory)
+    parts = _parts(directory)
     ids: list[str] = []
     chunks = []
     meta: dict = {}
     for part in parts:
         table = pq.read_table(part)
         meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        if "embedding" not in table.column_names:
+            raise SmecError(f"{part}: no 'embedding' column (a multi-model store has "
+                            f"{table.column_names[1:]}); read it with read_columns")
         ids.extend(table.column("id").to_pylist())
         column = table.column("embedding").combine_chunks()
         dim = column.type.list_size
