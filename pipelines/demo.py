@@ -12,7 +12,8 @@ from pipelines.evaluate import record_timing, run_evaluate
 from pipelines.train import run_train
 
 
-def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
+def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print,
+             mlflow_uri: str | None = None) -> dict:
     start = time.perf_counter()
     echo(f"[1/3] embed {paths.root} with {cfg.model.name} (Ray Data)")
     summary = run_embed(paths, out, cfg)
@@ -21,8 +22,11 @@ def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
          f" docs/s, {summary['queries']['rows']} queries")
     start = time.perf_counter()
     echo(f"[2/3] train {cfg.train.method}, stages {cfg.train.stages} (Ray Train)")
-    trained = run_train(paths, out, cfg)
+    trained = run_train(paths, out, cfg, mlflow_uri=mlflow_uri)
     record_timing(out, "train", time.perf_counter() - start)
     echo(f"      stages {trained['stages']}")
     echo("[3/3] evaluate")
-    return run_evaluate(paths, out, cfg)
+    results = run_evaluate(paths, out, cfg)
+    from pipelines.tracking import log_results
+    log_results(trained["mlflow_uri"], trained["mlflow_run_id"], out)
+    return results

@@ -1,18 +1,27 @@
 """SMEC training as a Ray Train job.
 
 :func:`train_func` is the per-worker loop: it reads the embedding store, builds the training
-data and runs :func:`smec.train.train_smec`, reporting metrics every epoch and a checkpoint
-(the compressor so far) at the end of every stage. It runs alone too
-(``train_func({... , "use_ray": False})``) for debugging; :func:`run_train` wraps it in a
-``TorchTrainer`` and resumes from the last finished stage when the run folder already has one.
+data and runs :func:`smec.train.train_method`, reporting metrics every epoch and a checkpoint at
+the end of every stage and, with ``train.checkpoint_every_steps: K``, every K steps inside a
+stage (the finished stages, the training history, and the stage in progress: weights,
+optimiser, RNG, position, S-XBM memory). It runs alone too (``train_func({... , "use_ray":
+False})``) for debugging. :func:`run_train` wraps it in a ``TorchTrainer`` with
+``FailureConfig(max_failures=train.max_failures)`` — a dead worker restarts the group from the
+last checkpoint — resumes from the last checkpoint of the run folder with ``resume``, shares
+one S-XBM Ray actor between the workers with ``train.memory_backend: actor``, and logs the
+run to MLflow.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages
@@ -21,12 +30,33 @@ from smec.errors import SmecError
 from smec.store import read_embeddings
 from smec.train import prepare_data, train_method
 
+PARTIAL = "partial.pt"
+
+
+def _read_checkpoint(ckpt_dir: Path) -> tuple[AdapterCompressor | None, list, dict | None]:
+    compressor = load_compressor(ckpt_dir / "compressor") \
+        if (ckpt_dir / "compressor").is_dir() else None
+    history = json.loads((ckpt_dir / "history.json").read_text())
+    partial = torch.load(ckpt_dir / PARTIAL, weights_only=False) \
+        if (ckpt_dir / PARTIAL).is_file() else None
+    return compressor, history, partial
+
+
+def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
+    """Test hook: SIGKILL this worker at its N-th step, once (a marker file remembers)."""
+    if not fault or rank != fault.get("rank", 0) or steps_this_attempt != fault["step"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
 
 def train_func(config: dict) -> None:
     """One worker's training loop; ``config`` = {"train", "embeddings", "train_qrels",
-    "use_ray", "out"}."""
-    import torch
-
+    "use_ray", "out", optional "memory_actor" (a :class:`MemoryActor` handle) and "fault"
+    (test hook: {"step", "rank", "marker"})}."""
     cfg = TrainConfig(**config["train"])
     use_ray = config.get("use_ray", True)
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
@@ -36,17 +66,21 @@ def train_func(config: dict) -> None:
     data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs,
                         load_qrels(config["train_qrels"]), cfg)
     history: list[dict] = []
-    resume = None
+    resume, partial, memory = None, None, None
     if use_ray:
         import ray.train
         rank = ray.train.get_context().get_world_rank()
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as ckpt_dir:
-                resume = load_compressor(Path(ckpt_dir) / "compressor")
-                history = json.loads((Path(ckpt_dir) / "history.json").read_text())
+                resume, history, partial = _read_checkpoint(Path(ckpt_dir))
+        if config.get("memory_actor") is not None:
+            from pipelines.memory_actor import ActorMemory
+            memory = ActorMemory(config["memory_actor"])
     else:
         rank = 0
+    steps = 0
+    finished = resume
 
     def log(metrics: dict) -> None:
         history.append(metrics)
@@ -56,29 +90,51 @@ def train_func(config: dict) -> None:
         elif rank == 0:
             print(json.dumps(metrics), flush=True)
 
-    def on_stage_end(compressor: AdapterCompressor) -> None:
-        if not use_ray:
-            compressor.save(Path(config["out"]) / "compressor")
-            return
+    def report_checkpoint(metrics: dict, partial_state: dict | None) -> None:
         import ray.train
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:   # only rank 0 writes; every rank reports
-                compressor.save(Path(tmp) / "compressor")
+                if finished is not None and finished.stages:
+                    finished.save(Path(tmp) / "compressor")
                 (Path(tmp) / "history.json").write_text(json.dumps(history))
+                if partial_state is not None:
+                    torch.save(partial_state, Path(tmp) / PARTIAL)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({"stage_done": compressor.stages[-1].dim}, checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt)
 
-    train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume)
+    def on_stage_end(compressor: AdapterCompressor) -> None:
+        nonlocal finished
+        finished = compressor
+        if not use_ray:
+            compressor.save(Path(config["out"]) / "compressor")
+            (Path(config["out"]) / "compressor" / "history.json").write_text(
+                json.dumps(history))
+            return
+        report_checkpoint({"stage_done": compressor.stages[-1].dim}, None)
+
+    def on_step(step: int, snapshot) -> None:
+        nonlocal steps
+        steps += 1
+        _maybe_fail(config.get("fault"), rank, steps)
+        if use_ray and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
+            report_checkpoint({"checkpoint_step": step}, snapshot() if rank == 0 else None)
+
+    train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume,
+                 memory=memory, on_step=on_step, resume_partial=partial)
 
 
-def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) -> dict:
+def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
+              mlflow_uri: str | None = None, track: bool = True,
+              fault: dict | None = None) -> dict:
     """Train with ``TorchTrainer`` and write ``out/compressor`` (atomically).
 
     Ray Train resumes a run that has the same name and storage path from its last checkpoint;
     unless ``resume`` is set, the previous run's folder is cleared so a changed config starts
-    over.
+    over. With ``track``, the run is logged to MLflow (``mlflow_uri``, default
+    ``sqlite:///<out>/mlflow.db``); the returned dict has its ``mlflow_run_id``.
     """
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -93,8 +149,13 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) ->
     storage = (out / "ray_train").resolve()
     if not resume:
         shutil.rmtree(storage, ignore_errors=True)
+    actor = None
+    if cfg.train.memory_backend == "actor":
+        from pipelines.memory_actor import MemoryActor
+        actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     loop_config = {"train": cfg.train.model_dump(), "embeddings": str(emb.resolve()),
-                   "train_qrels": str(paths.train_qrels), "use_ray": True}
+                   "train_qrels": str(paths.train_qrels), "use_ray": True,
+                   "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers,
@@ -102,19 +163,32 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False) ->
                                      resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
         run_config=RunConfig(name="smec", storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=1)))
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)))
     try:
         result = trainer.fit()
     except Exception as exc:
         raise SmecError(f"training failed: {root_cause(exc)}") from None
+    finally:
+        if actor is not None:
+            ray.kill(actor)
     if result.checkpoint is None:
         raise SmecError("training finished without a checkpoint; no stage completed")
     with result.checkpoint.as_directory() as ckpt_dir:
         compressor = load_compressor(Path(ckpt_dir) / "compressor")
         compressor.save(out / "compressor")
         shutil.copy(Path(ckpt_dir) / "history.json", out / "compressor" / "history.json")
-    return {"stages": [s.dim for s in compressor.stages],
-            "seconds": round(time.perf_counter() - start, 2)}
+    history = json.loads((out / "compressor" / "history.json").read_text())
+    seconds = round(time.perf_counter() - start, 2)
+    summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds}
+    if track:
+        from pipelines.tracking import log_training_run, tracking_uri
+        summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
+        summary["mlflow_run_id"] = log_training_run(
+            summary["mlflow_uri"], cfg.train.model_dump(), history, out / "compressor",
+            run_name=f"{paths.name}-{cfg.train.method}",
+            extra_params={"dataset": paths.name, "model": str(meta.get("model", "?")),
+                          "train_seconds": str(seconds)})
+    return summary
 
 
 def load_trained(out: Path) -> AdapterCompressor:

@@ -100,10 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
         _common(command)
         if name == "train":
             command.add_argument("--resume", action="store_true",
-                                 help="continue from the last finished stage of this run "
+                                 help="continue from the last checkpoint of this run "
                                       "folder instead of starting over")
+        if name in ("train", "demo"):
+            command.add_argument("--mlflow-uri", default=None,
+                                 help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
         if name == "embed":
             _embed_options(command)
+    tune_cmd = sub.add_parser(
+        "tune", help="Ray Tune search over the train settings (ASHA, MLflow); best config + "
+                     "its test results",
+        description="Search the `tune.space` of the config with Ray Tune (ASHA on the hold-out "
+                    "of train queries), log every trial to MLflow, write OUT/best_config.yaml "
+                    "and evaluate the best model once on test. Embeds first when OUT has no "
+                    "embeddings; re-running on the same OUT restores the experiment.")
+    _common(tune_cmd)
+    tune_cmd.add_argument("--num-samples", type=int, default=None,
+                          help="trials (default: tune.num_samples of the config)")
+    tune_cmd.add_argument("--mlflow-uri", default=None,
+                          help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
     sub.add_parser("config", help="print the default config (YAML) to start your own from",
                    description="print the default config (YAML) to start your own from")
     bench = sub.add_parser("bench", help="benchmarks that write results.json + PNG + table",
@@ -255,7 +270,7 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         from pipelines.demo import run_demo
-        _print_results(run_demo(paths, out, cfg), out)
+        _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri), out)
         print(f"output folder: {out.resolve()}")
     elif args.command == "embed":
         from pipelines.embed import run_embed
@@ -272,9 +287,18 @@ def run(argv: list[str] | None = None) -> int:
         from pipelines.evaluate import record_timing
         from pipelines.train import run_train
         start = time.perf_counter()
-        trained = run_train(paths, out, cfg, resume=args.resume)
+        trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri)
         record_timing(out, "train", time.perf_counter() - start)
         print(f"trained stages {trained['stages']} into {out / 'compressor'}")
+        print(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
+    elif args.command == "tune":
+        from tune.run import run_tune
+        summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
+        scores = summary["test_ndcg_at_10_at_target"]
+        print(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
+        print(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
+              f"default {scores['default']}")
+        print(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
     elif args.command == "evaluate":
         from pipelines.evaluate import run_evaluate
         _print_results(run_evaluate(paths, out, cfg), out)

@@ -1,0 +1,287 @@
+"""`smec tune`: Ray Tune over SMEC's training settings, ASHA on the train-query hold-out.
+
+1. Embeddings are computed once into ``OUT/embeddings`` by the usual embed pipeline (skipped when
+   they are there) and the training data is built once and shared by every trial
+   (``tune.with_parameters``).
+2. Each trial trains in its own process (1 CPU; no Ray Train inside: on a small box a
+   ``TorchTrainer`` per trial would cost ~30 s of start-up each) and reports after every epoch
+   ``val_ndcg_at_10_target``: hold-out nDCG@10 of the current model cut to the *final* level
+   (e.g. 48 d), which every schedule can be compared on at every epoch; ASHA stops the weak
+   trials on it. Scores come from a hold-out of *train* queries, never from test.
+3. Each trial checkpoints at the end of every stage; when ``OUT/tune/smec-tune`` already holds
+   an experiment, ``Tuner.restore`` continues it (unfinished trials resume from their last
+   finished stage).
+4. Every trial is an MLflow run (params, per-epoch metrics, compressor), nested under one parent
+   run of the search, which gets the best config, its test results and plot.
+5. The best trial (hold-out nDCG@10 at the final level, among trials that finished) is written
+   as ``OUT/best_config.yaml`` (a full config `smec train --config` accepts), its compressor as
+   ``OUT/compressor``, and it is evaluated once on test (``OUT/results.json``). The default
+   ``train`` section is one trial; if ASHA stopped it, it is trained alone once so that
+   ``OUT/default/results.json`` always holds the default's test score to compare with.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from smec.config import Config
+from smec.data import BeirPaths, load_qrels
+from smec.errors import SmecError
+from smec.store import read_embeddings
+from smec.train import prepare_data, train_method
+from tune.search import default_point, max_epochs, param_space, trial_train_config
+
+EXPERIMENT = "smec-tune"
+METRIC = "val_ndcg_at_10_target"
+
+
+def _scalars(metrics: dict) -> dict:
+    out = {k: v for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out["dim"] = min(metrics.get("dims", [0]))
+    return out
+
+
+def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
+              parent_run_id: str | None = None, cpus: float = 1.0) -> None:
+    """One trial: train ``base`` with the trial's values; report every epoch to Tune."""
+    import torch
+    from ray import tune
+
+    from pipelines.tracking import RunLogger, flat_params, plot_history
+    from smec.compressors import load_compressor
+
+    torch.set_num_threads(max(1, int(cpus)))
+    cfg = trial_train_config(base, config)
+    context = tune.get_context()
+    history: list[dict] = []
+    resume, run_id = None, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            resume = load_compressor(Path(ckpt_dir) / "compressor")
+            history = json.loads((Path(ckpt_dir) / "history.json").read_text())
+            run_id = (Path(ckpt_dir) / "mlflow_run_id").read_text().strip()
+    run = RunLogger(uri, EXPERIMENT, context.get_trial_name(),
+                    flat_params(cfg.model_dump(), "train.") | {"trial_id": context.get_trial_id()},
+                    parent_run_id=parent_run_id, run_id=run_id)
+    last: dict = {}
+    levels = len(cfg.stages) + int(cfg.full_dim_stage)
+
+    def log(metrics: dict) -> None:
+        history.append(metrics)
+        last.clear()
+        last.update(_scalars(metrics) | {"epochs": len(history)})
+        run.log_metrics(last, len(history) - 1)
+        tune.report(dict(last))
+
+    def on_stage_end(compressor) -> None:
+        finished = len(compressor.stages) == levels
+        with tempfile.TemporaryDirectory() as tmp:
+            compressor.save(Path(tmp) / "compressor")
+            (Path(tmp) / "history.json").write_text(json.dumps(history))
+            (Path(tmp) / "mlflow_run_id").write_text(run.run_id)
+            if finished:
+                run.log_artifact(Path(tmp) / "compressor", "compressor")
+                if plot_history(history, Path(tmp) / "training_curves.png"):
+                    run.log_artifact(Path(tmp) / "training_curves.png")
+                run.end()
+            tune.report(dict(last) | {"stage_done": compressor.stages[-1].dim,
+                                      "completed": int(finished)},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume)
+    except BaseException:
+        run.end("KILLED")      # ASHA stops a trial by ending its function here
+        raise
+
+
+def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
+    emb = out / "embeddings"
+    if not (emb / "queries").is_dir() or not any((emb / "queries").glob("*.parquet")):
+        from pipelines.embed import run_embed
+        echo(f"embedding {paths.root} into {emb} (once; every trial reuses it)")
+        run_embed(paths, out, cfg)
+    doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
+    query_ids, query_vecs, _ = read_embeddings(emb / "queries")
+    from smec.config import check_stages
+    for stages in (cfg.tune.space["stages"].choice if "stages" in cfg.tune.space else []):
+        check_stages(cfg.train.model_copy(update={"stages": list(stages)}), doc_vecs.shape[1])
+    check_stages(cfg.train, doc_vecs.shape[1])
+    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs,
+                        load_qrels(paths.train_qrels), cfg.train)
+    return data, meta
+
+
+def _evaluate_into(paths: BeirPaths, folder: Path, cfg: Config, compressor_dir: Path,
+                   embeddings: Path) -> dict:
+    from pipelines.evaluate import run_evaluate
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder / "embeddings" != embeddings and not (folder / "embeddings").exists():
+        (folder / "embeddings").symlink_to(embeddings.resolve(), target_is_directory=True)
+    if (folder / "compressor").resolve() != compressor_dir.resolve():
+        shutil.rmtree(folder / "compressor", ignore_errors=True)
+        shutil.copytree(compressor_dir, folder / "compressor")
+    return run_evaluate(paths, folder, cfg)
+
+
+def _ndcg(results: dict, method: str, dims: int) -> float | None:
+    return next((r["ndcg_at_10"] for r in results["rows"]
+                 if r["method"] == method and r["dims"] == dims), None)
+
+
+def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None = None,
+             mlflow_uri: str | None = None, echo=print) -> dict:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from pipelines.runtime import init_ray, root_cause
+    from pipelines.tracking import RunLogger, flat_params, log_results, tracking_uri
+
+    start = time.perf_counter()
+    out = out.resolve()
+    tcfg = cfg.tune
+    if num_samples is not None:
+        if num_samples < 1:
+            raise SmecError(f"--num-samples must be >= 1, got {num_samples}")
+        tcfg = tcfg.model_copy(update={"num_samples": num_samples})
+    init_ray()
+    data, meta = _prepare(paths, out, cfg, echo)
+    uri = tracking_uri(out, mlflow_uri)
+    storage = out / "tune"
+    exp_dir = storage / EXPERIMENT
+    parent_file = storage / "mlflow_parent_run_id"
+    restoring = tune.Tuner.can_restore(str(exp_dir))
+    if restoring and parent_file.is_file():
+        parent = RunLogger(uri, EXPERIMENT, "", {}, run_id=parent_file.read_text().strip())
+    else:
+        storage.mkdir(parents=True, exist_ok=True)
+        parent = RunLogger(uri, EXPERIMENT, f"search-{paths.name}",
+                           flat_params(cfg.train.model_dump(), "base.train.")
+                           | {"tune.space": json.dumps(tcfg.model_dump(mode="json")["space"]),
+                              "tune.num_samples": str(tcfg.num_samples), "dataset": paths.name,
+                              "model": str(meta.get("model", "?"))},
+                           tags={"smec.kind": "tune"})
+        parent_file.write_text(parent.run_id)
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, data=data, base=cfg.train.model_dump(), uri=uri,
+                             parent_run_id=parent.run_id, cpus=tcfg.cpus_per_trial),
+        {"cpu": tcfg.cpus_per_trial})
+    if restoring:
+        echo(f"restoring the experiment in {exp_dir}")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        points = [default_point(tcfg, cfg.train)] if tcfg.include_default else []
+        scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train),
+                                  grace_period=tcfg.grace_period,
+                                  reduction_factor=tcfg.reduction_factor)
+        tuner = tune.Tuner(
+            fn, param_space=param_space(tcfg),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
+                max_concurrent_trials=tcfg.max_concurrent_trials,
+                search_alg=BasicVariantGenerator(points_to_evaluate=points,
+                                                 random_state=tcfg.seed)),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(storage), verbose=0))
+    try:
+        grid = tuner.fit()
+    except Exception as exc:  # noqa: BLE001 - any failure inside Ray becomes one line
+        parent.end("FAILED")
+        raise SmecError(f"tuning failed: {root_cause(exc)}") from None
+    tune_seconds = round(time.perf_counter() - start, 2)
+
+    trials = []
+    for result in grid:
+        if result.metrics is None or METRIC not in (result.metrics or {}):
+            continue
+        frame = result.metrics_dataframe
+        trials.append({"trial_id": result.metrics.get("trial_id"),
+                       "config": {k: result.config[k] for k in tcfg.space},
+                       "completed": bool(result.metrics.get("completed", 0)),
+                       "epochs": int(result.metrics.get("epochs", 0)),
+                       "val_ndcg_at_10_target": float(result.metrics[METRIC]),
+                       "best_val_ndcg_at_10_target": float(frame[METRIC].max())
+                       if frame is not None and METRIC in frame else None,
+                       "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                       "error": str(result.error) if result.error else None})
+    done = [t for t in trials if t["completed"] and t["checkpoint"]]
+    if not done:
+        parent.end("FAILED")
+        raise SmecError(f"no trial finished all its stages ({len(trials)} reported); see "
+                        f"{exp_dir}")
+    best = max(done, key=lambda t: t["val_ndcg_at_10_target"])
+    best_train = trial_train_config(cfg.train.model_dump(), best["config"])
+    best_cfg = cfg.model_copy(update={"train": best_train})
+    (out / "best_config.yaml").write_text(
+        "# best config of `smec tune` (hold-out nDCG@10 at the final level "
+        f"{best['val_ndcg_at_10_target']:.4f}); `smec train --config` accepts it\n"
+        + yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
+
+    echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "compressor"
+        shutil.copytree(Path(best["checkpoint"]) / "compressor", local)
+        results = _evaluate_into(paths, out, best_cfg, local, out / "embeddings")
+
+    # The default train section on test, for the comparison.
+    default_point_ = default_point(tcfg, cfg.train)
+    default_trial = next((t for t in done if _same(t["config"], default_point_)), None)
+    default_dir = out / "default"
+    if default_trial is not None:
+        default_results = _evaluate_into(paths, default_dir, cfg,
+                                         Path(default_trial["checkpoint"]) / "compressor",
+                                         out / "embeddings")
+    else:
+        echo("the default trial did not finish (stopped by ASHA); training it once alone")
+        compressor = train_method(data, cfg.train, cfg.train.method)
+        with tempfile.TemporaryDirectory() as tmp:
+            compressor.save(Path(tmp) / "compressor")
+            default_results = _evaluate_into(paths, default_dir, cfg, Path(tmp) / "compressor",
+                                             out / "embeddings")
+    target = min(best_train.stages)
+    summary = {"dataset": paths.name, "trials": trials, "best": best,
+               "best_config": str(out / "best_config.yaml"),
+               "target_dim": target,
+               "test_ndcg_at_10_at_target": {
+                   "best": _ndcg(results, best_train.method, target),
+                   "default": _ndcg(default_results, cfg.train.method, min(cfg.train.stages))},
+               "default_trial_completed": default_trial is not None,
+               "tune_seconds": tune_seconds,
+               "seconds": round(time.perf_counter() - start, 2),
+               "mlflow_uri": uri, "mlflow_parent_run_id": parent.run_id}
+    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    parent.log_metrics({f"test_ndcg_at_10.d{target}.best":
+                        summary["test_ndcg_at_10_at_target"]["best"] or 0.0,
+                        f"test_ndcg_at_10.d{target}.default":
+                        summary["test_ndcg_at_10_at_target"]["default"] or 0.0,
+                        "best_val_ndcg_at_10_target": best["val_ndcg_at_10_target"],
+                        "trials": len(trials), "trials_completed": len(done)}, 0)
+    parent.log_artifact(out / "best_config.yaml")
+    parent.log_artifact(out / "tune_summary.json")
+    parent.log_artifact(out / "compressor", "compressor")
+    log_results(uri, parent.run_id, out)      # results.json, table, plot; ends the run
+    _close_stopped_runs(parent)
+    return summary
+
+
+def _same(a: dict, b: dict) -> bool:
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+    return all(norm(a.get(k)) == norm(v) for k, v in b.items())
+
+
+def _close_stopped_runs(parent) -> None:
+    """Trials ASHA stopped never reached their own ``run.end``: mark their runs KILLED."""
+    exp_id = parent.client.get_run(parent.run_id).info.experiment_id
+    for run in parent.client.search_runs(
+            [exp_id], f"tags.mlflow.parentRunId = '{parent.run_id}' and "
+                      "attributes.status = 'RUNNING'"):
+        parent.client.set_terminated(run.info.run_id, status="KILLED")

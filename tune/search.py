@@ -1,0 +1,45 @@
+"""The search space of `smec tune`, read from the config's ``tune.space`` section."""
+from __future__ import annotations
+
+from smec.config import TrainConfig, TuneConfig
+
+
+def param_space(tune_cfg: TuneConfig) -> dict:
+    """``tune.space`` as Ray Tune sampling objects (``choice`` / ``uniform`` / ``loguniform``)."""
+    from ray import tune
+    space = {}
+    for name, dim in tune_cfg.space.items():
+        if dim.choice is not None:
+            space[name] = tune.choice(dim.choice)
+        elif dim.uniform is not None:
+            space[name] = tune.uniform(*sorted(dim.uniform))
+        else:
+            space[name] = tune.loguniform(*sorted(dim.loguniform))
+    return space
+
+
+def default_point(tune_cfg: TuneConfig, train: TrainConfig) -> dict:
+    """The ``train`` section's own values of the searched settings (the default trial)."""
+    return {name: getattr(train, name) for name in tune_cfg.space}
+
+
+def trial_train_config(base: dict, overrides: dict) -> TrainConfig:
+    """``base`` (a ``train`` section) with a trial's values; τ_min is capped at τ0 (a sampled
+    pair may cross), and stage lists come back as lists."""
+    merged = {**base, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}}
+    merged["tau_min"] = min(merged["tau_min"], merged["tau0"])
+    return TrainConfig(**merged)
+
+
+def max_epochs(tune_cfg: TuneConfig, train: TrainConfig) -> int:
+    """The most epochs any trial can run: ASHA's ``max_t``."""
+    stage_lists = tune_cfg.space["stages"].choice if "stages" in tune_cfg.space else None
+    n_levels = max(len(s) for s in (stage_lists or [train.stages])) + int(train.full_dim_stage)
+    per_stage = tune_cfg.space.get("max_epochs_per_stage")
+    if per_stage is None:
+        epochs = train.max_epochs_per_stage
+    elif per_stage.choice is not None:
+        epochs = max(int(e) for e in per_stage.choice)
+    else:
+        epochs = int(max(per_stage.uniform or per_stage.loguniform))
+    return n_levels * epochs
