@@ -46,8 +46,15 @@ class TrainConfig(_Section):
     method: Literal[METHOD_NAMES] = Field("smec", description="what `smec train` trains")
     stages: list[int] = Field([192, 96, 48], min_length=1)
     full_dim_stage: bool = True
-    adapter: Literal["residual_mlp", "linear_identity"] = "residual_mlp"
+    adapter: Literal["residual_mlp", "linear_identity", "mlp", "pca_mlp"] = Field(
+        "residual_mlp", description="residual_mlp/linear_identity keep the width; mlp/pca_mlp "
+        "decode to output_dim (the concat decoder)")
     adapter_hidden: int = Field(512, gt=0)
+    output_dim: int | None = Field(None, gt=0, description="decoder width (default: the input "
+                                   "dim); levels are prefixes/selections of it")
+    loss: Literal["rank", "infonce"] = Field("rank", description="supervised loss: SMEC's "
+                                            "pairwise rank loss or InfoNCE")
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature")
     lr: float = Field(1e-3, gt=0)
     ads_lr_mult: float = Field(10.0, gt=0)
     weight_decay: float = Field(0.01, ge=0)

@@ -24,17 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from smec.eval import Run
+from smec.results import PRECISION_BITS, bytes_per_vector
 
-PRECISIONS = ("float32", "int8", "binary")
-BITS = {"float32": 32, "int8": 8, "binary": 1}
+PRECISIONS = tuple(PRECISION_BITS)
 MIN_CALIBRATION = 100
-
-
-def bytes_per_vector(dim: int, precision: str) -> int:
-    """Storage of one ``dim``-wide vector: ``ceil(dim · bits / 8)`` bytes."""
-    if precision not in BITS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return -(-dim * BITS[precision] // 8)
 
 
 def compression_factor(ref_dim: int, dim: int, precision: str) -> float:

@@ -28,7 +28,7 @@ from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
 from smec.data import Qrels
 from smec.eval import evaluate_vectors
-from smec.losses import RankLoss, SimilarityPreservationLoss
+from smec.losses import InfoNCELoss, RankLoss, SimilarityPreservationLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
@@ -217,7 +217,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     """
     rank, world = _world()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_no * 100 + rank)
-    target_dim = min(stage_dims(cfg, data.corpus.shape[1]))
+    target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
     groups = [{"params": list(adapter.parameters()), "lr_mult": 1.0}]
     for head in heads:
         if isinstance(head, ADSHead):
@@ -227,7 +227,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             groups.append({"params": list(head.parameters()), "lr_mult": 1.0})
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rank_loss = RankLoss(cfg.rank_scale, cfg.rank_reduction)
+    rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
+        else RankLoss(cfg.rank_scale, cfg.rank_reduction)
     unsup_loss = SimilarityPreservationLoss()
 
     # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
@@ -419,10 +420,11 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
                                  "use_sxbm": spec.unsup == "sxbm"})
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
-    dims = stage_dims(cfg, input_dim)
+    out_dim = cfg.output_dim or input_dim     # a decoder's width; an adapter keeps input_dim
+    dims = stage_dims(cfg, out_dim)
     budget = cfg.max_epochs_per_stage * len(dims)
     compressor = resume or AdapterCompressor(input_dim, [], cfg.adapter, cfg.adapter_hidden,
-                                             method)
+                                             method, output_dim=out_dim)
     if spec.unsup != "sxbm" or cfg.alpha <= 0:
         memory = None
     elif memory is None:
@@ -434,10 +436,10 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     unsup = spec.unsup if cfg.alpha > 0 else "none"
 
     def fresh_adapter() -> torch.nn.Module:
-        return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden)
+        return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden, out_dim, data.corpus)
 
     if spec.schedule == "parallel":
-        adapter, full = fresh_adapter(), torch.arange(input_dim)
+        adapter, full = fresh_adapter(), torch.arange(out_dim)
         heads = [_head(spec.head, full, d, data, cfg) for d in dims]
         state, exports, _ = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log,
                                         on_step, partial_for(0))
@@ -446,7 +448,7 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
         on_stage_end(compressor)
         return compressor
 
-    adapter, in_index = fresh_adapter(), torch.arange(input_dim)
+    adapter, in_index = fresh_adapter(), torch.arange(out_dim)
     if compressor.stages and spec.schedule == "sequential":
         adapter.load_state_dict(compressor.stages[-1].adapter_state)
         in_index = compressor.stages[-1].indices
@@ -454,14 +456,14 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
         if compressor.stages and dim >= compressor.stages[-1].dim:
             continue
         if spec.schedule == "per_level":
-            adapter, in_index = fresh_adapter(), torch.arange(input_dim)
+            adapter, in_index = fresh_adapter(), torch.arange(out_dim)
         head = _head(spec.head, in_index, dim, data, cfg)
         state, [(index, proj)], _ = train_stage(data, cfg, adapter, [head], unsup, memory,
                                                 stage_no, cfg.max_epochs_per_stage, log,
                                                 on_step, partial_for(stage_no))
         compressor.add_stage(Stage(dim, index, state, proj))
         adapter.load_state_dict(state)       # the next stage warm-starts from the best epoch
-        in_index = index if index is not None else torch.arange(input_dim)
+        in_index = index if index is not None else torch.arange(out_dim)
         on_stage_end(compressor)
     return compressor
 

@@ -67,3 +67,23 @@ def test_matryoshka_sums_levels():
     assert loss.item() == pytest.approx(sp(-1.0) + 0.5 * sp(0.0), rel=1e-6)
     with pytest.raises(ValueError, match="one weight per dim"):
         MatryoshkaLoss(RankLoss(), dims=[2, 4], weights=[1.0])
+
+
+def test_infonce_matches_cross_entropy_with_one_positive():
+    import torch.nn.functional as F
+
+    from smec.losses import InfoNCELoss
+    scores = torch.tensor([[0.9, 0.1, 0.3], [0.2, 0.8, 0.5]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    expected = F.cross_entropy(scores / 0.05, torch.tensor([0, 2]))
+    assert torch.allclose(InfoNCELoss(0.05)(scores, labels), expected)
+
+
+def test_infonce_pools_positives_and_skips_queries_without_one():
+    from smec.losses import InfoNCELoss
+    scores = torch.tensor([[0.5, 0.5, 0.0], [0.3, 0.2, 0.1]])
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    expected = math.log((2 * math.e + 1) / (2 * math.e))     # logits 1, 1, 0 at t = 0.5
+    assert InfoNCELoss(0.5)(scores, labels).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        InfoNCELoss(0.0)

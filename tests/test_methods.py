@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from test_train import TINY, synthetic
 
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.train import METHODS, matryoshka_adaptor_unsup, prepare_data, train_method
-
-from test_train import TINY, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +61,31 @@ def test_unknown_method():
 def test_config_knows_every_method():
     from smec.config import METHOD_NAMES
     assert set(METHOD_NAMES) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", ["mrl+sxbm", "smec"])
+def test_decoder_to_a_narrower_width_trains_with_infonce(method, data, tmp_path):
+    """The concat decoder: input 16 d -> output 12 d, levels 12/8/4, InfoNCE, both schedules."""
+    cfg = TrainConfig(**{**TINY, "adapter": "pca_mlp", "output_dim": 12, "stages": [8, 4],
+                         "loss": "infonce"})
+    compressor = train_method(data, cfg, method)
+    assert [s.dim for s in compressor.stages] == [12, 8, 4]
+    assert compressor.input_dim == 16 and compressor.output_dim == 12
+    docs = data.corpus.numpy()
+    compressor.save(tmp_path / method)
+    loaded = load_compressor(tmp_path / method)
+    for dim in (12, 8, 4):
+        np.testing.assert_array_equal(loaded.encode(docs, dim), compressor.encode(docs, dim))
+
+
+def test_pca_decoder_starts_at_pca():
+    from smec.compressors.pca import PCA
+    from smec.modules.adapter import build_adapter
+    x = torch.randn(300, 16)
+    net = build_adapter("pca_mlp", 16, 32, out_dim=6, init_data=x)
+    pca = PCA(16, [6]).fit(x.numpy())
+    ours = torch.nn.functional.normalize(net(x), dim=-1).detach().numpy()
+    # same subspace and order up to the sign of each axis
+    np.testing.assert_allclose(np.abs(ours), np.abs(pca.encode(x.numpy(), 6)), atol=1e-4)
+    with pytest.raises(ValueError, match="keeps the width"):
+        build_adapter("residual_mlp", 16, 32, out_dim=6)

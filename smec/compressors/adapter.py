@@ -34,9 +34,10 @@ class AdapterCompressor(Compressor):
 
     def __init__(self, input_dim: int, dims: list[int], adapter: str = "residual_mlp",
                  adapter_hidden: int = 512, method: str = "smec",
-                 stages: list[Stage] | None = None) -> None:
+                 stages: list[Stage] | None = None, output_dim: int | None = None) -> None:
         super().__init__(input_dim, dims)
         self.adapter, self.adapter_hidden, self.method = adapter, adapter_hidden, method
+        self.output_dim = int(output_dim or input_dim)   # a decoder's width
         self.stages: list[Stage] = list(stages or [])
         self._nets: dict[int, torch.nn.Module] = {}
 
@@ -54,7 +55,8 @@ class AdapterCompressor(Compressor):
 
     def network(self, dim: int) -> torch.nn.Module:
         if dim not in self._nets:
-            net = build_adapter(self.adapter, self.input_dim, self.adapter_hidden)
+            net = build_adapter(self.adapter, self.input_dim, self.adapter_hidden,
+                                self.output_dim)
             net.load_state_dict(self.stage_for(dim).adapter_state)
             self._nets[dim] = net.eval()
         return self._nets[dim]
@@ -75,7 +77,7 @@ class AdapterCompressor(Compressor):
 
     def settings(self) -> dict:
         return {"adapter": self.adapter, "adapter_hidden": self.adapter_hidden,
-                "method": self.method}
+                "method": self.method, "output_dim": self.output_dim}
 
     def write_tensors(self, directory: Path) -> None:
         for i, stage in enumerate(self.stages):

@@ -1,7 +1,7 @@
 """Matryoshka wrapper: one base loss summed over nested prefix dimensions (MRL)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,10 +1,16 @@
-"""The trainable network f_θ on frozen embeddings; the identity at step 0."""
+"""The trainable network f_θ on frozen embeddings.
+
+Adapters (``residual_mlp``, ``linear_identity``) keep the input width and are the identity at
+step 0. Decoders (``mlp``, ``pca_mlp``) map a wide input, e.g. a concatenation of several
+models (METHOD.md §5.2), to ``out_dim`` dims.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-ADAPTERS = ("residual_mlp", "linear_identity")
+ADAPTERS = ("residual_mlp", "linear_identity", "mlp", "pca_mlp")
 
 
 class ResidualAdapter(nn.Module):
@@ -41,9 +47,64 @@ class LinearIdentity(nn.Module):
         return self.linear(e)
 
 
-def build_adapter(kind: str, dim: int, hidden: int = 512) -> nn.Module:
+class MLPDecoder(nn.Module):
+    """``g(x) = W2 · GELU(W1 · x)``: the METHOD.md §5.2 decoder, ``D → hidden → out_dim``."""
+
+    def __init__(self, dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
+class PCAResidualDecoder(nn.Module):
+    """``g(x) = P (x − μ) + W2 · GELU(W1 · LN(x))``, ``P`` the top PCA axes, ``W2`` zero.
+
+    At step 0 this is PCA of the input, whose prefixes are already ordered by variance, so
+    every Matryoshka level starts at the PCA baseline and training can only move it from
+    there (the same reason the residual adapter starts at the identity, METHOD.md §1.4).
+    """
+
+    def __init__(self, dim: int, out_dim: int, hidden: int,
+                 init_data: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if out_dim > dim:
+            raise ValueError(f"pca_mlp: out_dim {out_dim} must be <= the input dim {dim}")
+        self.project = nn.Linear(dim, out_dim)
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, out_dim)
+        nn.init.zeros_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+        if init_data is not None:
+            x = init_data.double().numpy()
+            mean = x.mean(axis=0)
+            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+            weight = torch.from_numpy(vt[:out_dim]).float()
+            with torch.no_grad():
+                self.project.weight.copy_(weight)
+                self.project.bias.copy_(-weight @ torch.from_numpy(mean).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x) + self.down(nn.functional.gelu(self.up(self.norm(x))))
+
+
+def build_adapter(kind: str, dim: int, hidden: int = 512, out_dim: int | None = None,
+                  init_data: torch.Tensor | None = None) -> nn.Module:
+    """The network ``kind`` from ``dim`` to ``out_dim`` (default ``dim``); ``init_data``
+    (corpus vectors) initialises ``pca_mlp``'s projection."""
+    out_dim = out_dim or dim
+    if kind in ("residual_mlp", "linear_identity") and out_dim != dim:
+        raise ValueError(f"adapter {kind} keeps the width ({dim}); use mlp or pca_mlp to "
+                         f"decode to {out_dim} dims")
     if kind == "residual_mlp":
         return ResidualAdapter(dim, hidden)
     if kind == "linear_identity":
         return LinearIdentity(dim)
+    if kind == "mlp":
+        return MLPDecoder(dim, out_dim, hidden)
+    if kind == "pca_mlp":
+        return PCAResidualDecoder(dim, out_dim, hidden, init_data)
     raise ValueError(f"adapter must be one of {ADAPTERS}, got {kind!r}")
