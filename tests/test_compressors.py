@@ -62,3 +62,38 @@ def test_smec_levels_are_independent_snapshots():
 def test_load_missing_compressor_is_one_line(tmp_path):
     with pytest.raises(SmecError, match="compressor.json: not found"):
         load_compressor(tmp_path)
+
+
+def test_concatenation_is_score_averaging():
+    from smec.compressors import concatenate
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 8)), rng.normal(size=(5, 3))
+    x = concatenate([a, b])
+    assert x.shape == (5, 11)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    cos = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)) @ \
+        (m / np.linalg.norm(m, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(x @ x.T, (cos(a) + cos(b)) / 2, atol=1e-6)
+
+
+def test_concat_compressor_with_quantizers_roundtrips(tmp_path):
+    from smec.compressors import PCA, ConcatCompressor, load_compressor
+    rng = np.random.default_rng(1)
+    columns = {"m1": rng.normal(size=(300, 8)).astype(np.float32),
+               "m2": rng.normal(size=(300, 4)).astype(np.float32)}
+    models = [{"name": "m1", "dim": 8}, {"name": "m2", "dim": 4}]
+    comp = ConcatCompressor(12, [6, 3], models, PCA(12, [6, 3]))
+    x = comp.concatenate(columns)
+    comp.fit(x)
+    comp.quantize("int8", 6, x)
+    comp.quantize("binary", 3, x, threshold="median")
+    comp.save(tmp_path / "c")
+    back = load_compressor(tmp_path / "c")
+    assert isinstance(back, ConcatCompressor) and back.models == models
+    np.testing.assert_array_equal(back.encode(x, 6), comp.encode(x, 6))
+    assert set(back.quantizers) == {(6, "int8"), (3, "binary")}
+    for key, quantizer in comp.quantizers.items():
+        codes = quantizer.encode(comp.encode(x, key[0]))
+        np.testing.assert_array_equal(back.quantizers[key].encode(back.encode(x, key[0])), codes)
+    with pytest.raises(ValueError, match="missing vectors"):
+        comp.concatenate({"m1": columns["m1"]})

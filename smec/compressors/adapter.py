@@ -86,7 +86,7 @@ class AdapterCompressor(Compressor):
 
     @classmethod
     def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
-             ) -> "AdapterCompressor":
+             ) -> AdapterCompressor:
         files = sorted(directory.glob("stage_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         stages = []
         for path in files:

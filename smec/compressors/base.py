@@ -1,8 +1,9 @@
 """One interface for every compressor: ``fit`` where it learns, ``encode(vectors, dim)``.
 
 ``encode`` returns L2-normalised float32 vectors of width ``dim``. A compressor folder holds
-``compressor.json`` (kind, input dim, levels, settings) and the tensors its kind needs; it is
-written atomically, and :func:`load_compressor` rebuilds any kind from it.
+``compressor.json`` (kind, input dim, levels, settings), the tensors its kind needs and the
+calibrated quantisers of its levels (``quantizers/d<dim>-<precision>.npz``); it is written
+atomically, and :func:`load_compressor` rebuilds any kind from it.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import numpy as np
 
 from smec.errors import SmecError
 from smec.io import atomic_dir
+from smec.quantize import Quantizer
 
-REGISTRY: dict[str, type["Compressor"]] = {}
+REGISTRY: dict[str, type[Compressor]] = {}
 
 
 class Compressor(ABC):
@@ -25,12 +27,13 @@ class Compressor(ABC):
     def __init__(self, input_dim: int, dims: list[int]) -> None:
         self.input_dim = int(input_dim)
         self.dims = sorted({int(d) for d in dims}, reverse=True)
+        self.quantizers: dict[tuple[int, str], Quantizer] = {}
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.kind] = cls
 
-    def fit(self, corpus: np.ndarray) -> "Compressor":
+    def fit(self, corpus: np.ndarray) -> Compressor:
         """Learn from corpus vectors; a no-op for compressors that learn nothing."""
         return self
 
@@ -47,6 +50,14 @@ class Compressor(ABC):
             raise ValueError(f"{self.kind}: no level {dim}; available {self.dims}")
         return vectors
 
+    def quantize(self, precision: str, dim: int, calibration: np.ndarray,
+                 **options) -> Quantizer:
+        """Calibrate a ``precision`` quantiser of level ``dim`` on *corpus* vectors (input
+        space, never test queries); it is kept, and saved, with the compressor."""
+        quantizer = Quantizer.fit(precision, self.encode(calibration, dim), **options)
+        self.quantizers[(dim, precision)] = quantizer
+        return quantizer
+
     # --- persistence -------------------------------------------------------------------
     def settings(self) -> dict:
         """Constructor settings beyond input_dim/dims, stored in compressor.json."""
@@ -57,13 +68,16 @@ class Compressor(ABC):
 
     @classmethod
     def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
-             ) -> "Compressor":
+             ) -> Compressor:
         return cls(input_dim, dims, **settings)
 
     def save(self, path: Path | str) -> Path:
         path = Path(path)
         with atomic_dir(path) as tmp:
             self.write_tensors(tmp)
+            for (dim, precision), quantizer in self.quantizers.items():
+                (tmp / "quantizers").mkdir(exist_ok=True)
+                quantizer.save(tmp / "quantizers" / f"d{dim}-{precision}.npz")
             meta = {"kind": self.kind, "input_dim": self.input_dim, "dims": self.dims,
                     "settings": self.settings()}
             (tmp / "compressor.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -81,4 +95,9 @@ def load_compressor(path: Path | str) -> Compressor:
     if kind not in REGISTRY:
         raise SmecError(f"{meta_path}: unknown compressor kind {kind!r}; known: "
                         f"{sorted(REGISTRY)}")
-    return REGISTRY[kind].read(path, meta["input_dim"], meta["dims"], meta.get("settings", {}))
+    compressor = REGISTRY[kind].read(path, meta["input_dim"], meta["dims"],
+                                     meta.get("settings", {}))
+    for file in sorted((path / "quantizers").glob("d*-*.npz")):
+        quantizer = Quantizer.load(file)
+        compressor.quantizers[(int(file.stem.split("-")[0][1:]), quantizer.precision)] = quantizer
+    return compressor

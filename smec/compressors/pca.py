@@ -19,7 +19,7 @@ class PCA(Compressor):
         self.mean: np.ndarray | None = None
         self.components: np.ndarray | None = None  # [max(dims), input_dim], by variance
 
-    def fit(self, corpus: np.ndarray) -> "PCA":
+    def fit(self, corpus: np.ndarray) -> PCA:
         x = np.asarray(corpus, dtype=np.float64)
         if len(x) > self.max_fit_rows:
             x = x[np.random.default_rng(self.seed).choice(len(x), self.max_fit_rows, False)]
@@ -41,7 +41,7 @@ class PCA(Compressor):
         np.savez(directory / "pca.npz", mean=self.mean, components=self.components)
 
     @classmethod
-    def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict) -> "PCA":
+    def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict) -> PCA:
         pca = cls(input_dim, dims, **settings)
         with np.load(directory / "pca.npz") as arrays:
             pca.mean, pca.components = arrays["mean"], arrays["components"]
