@@ -119,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="trials (default: tune.num_samples of the config)")
     tune_cmd.add_argument("--mlflow-uri", default=None,
                           help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
+    concat_cmd = sub.add_parser(
+        "concat", help="concat-encode-quantize: several models -> decoder -> int8/binary; "
+                       "table of nDCG@10 retained vs compression factor",
+        description="Embed with every model of `concat.models` (+ `concat.single_models`) in "
+                    "one Ray Data pipeline, score each model and their concatenation, train "
+                    "the decoder (MRL and/or SMEC schedule), quantise (int8, binary, binary + "
+                    "rescoring; calibrated on corpus vectors) and score every level. Writes "
+                    "OUT/results.json, results.md, retained_vs_cf.png, compressors/. "
+                    "Embeddings already in OUT are reused.")
+    _common(concat_cmd)
+    concat_cmd.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                            help="models to concatenate (default: concat.models of the config)")
+    concat_cmd.add_argument("--single-models", nargs="*", default=None, metavar="NAME",
+                            help="models scored alone only (default: concat.single_models)")
     sub.add_parser("config", help="print the default config (YAML) to start your own from",
                    description="print the default config (YAML) to start your own from")
     bench = sub.add_parser("bench", help="benchmarks that write results.json + PNG + table",
@@ -254,7 +268,11 @@ def run(argv: list[str] | None = None) -> int:
         return _embed_file(args)
     cfg, paths, out = _prepare(args)
     if args.command == "bench":
-        from pipelines.bench import DEFAULT_METHODS, check_methods, run_compression_bench
+        from pipelines.bench import (
+            DEFAULT_METHODS,
+            check_methods,
+            run_compression_bench,
+        )
         if args.model:
             cfg.model.name = args.model
         seeds = args.seeds
@@ -299,6 +317,25 @@ def run(argv: list[str] | None = None) -> int:
         print(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
               f"default {scores['default']}")
         print(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
+    elif args.command == "concat":
+        from pipelines.concat import concat_table, run_concat
+        update = {k: v for k, v in (("models", args.models),
+                                    ("single_models", args.single_models)) if v is not None}
+        if update:
+            from pydantic import ValidationError
+
+            from smec.config import ConcatConfig
+            try:
+                cfg.concat = ConcatConfig.model_validate({**cfg.concat.model_dump(), **update})
+            except ValidationError as exc:
+                raise SmecError(f"--models: {exc.errors()[0]['msg']}") from None
+        results = run_concat(paths, out, cfg)
+        print()
+        print(concat_table(results))
+        print()
+        for name, target in results["targets"].items():
+            print(f"target {name}: {target}")
+        print(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
     elif args.command == "evaluate":
         from pipelines.evaluate import run_evaluate
         _print_results(run_evaluate(paths, out, cfg), out)

@@ -167,12 +167,51 @@ class TuneConfig(_Section):
         return self
 
 
+CONCAT_MODELS = ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2", "multilingual-e5-small-q4",
+                 "tokenlearn-static-64d"]
+
+
+class ConcatConfig(_Section):
+    """`smec concat`: several small models -> one decoder -> int8 / binary (METHOD.md §5)."""
+    models: list[str] = Field(CONCAT_MODELS, min_length=1, description="models to concatenate "
+                              "(registry names or local folders); the first is also scored "
+                              "as the off-the-shelf binary+rescore floor")
+    single_models: list[str] = Field(["all-mpnet-base-v2"], description="extra models scored "
+                                     "alone only (the single larger baseline)")
+    decoder: Literal["mlp", "pca_mlp"] = Field("pca_mlp", description="mlp: the §5.2 MLP; "
+                                              "pca_mlp: the same MLP as a zero-initialised "
+                                              "residual on a PCA-initialised projection")
+    d_max: int = Field(768, gt=0, description="decoder output width (the largest level)")
+    levels: list[int] = Field([384, 192, 96, 48], description="smaller Matryoshka levels")
+    hidden: int | None = Field(None, gt=0, description="decoder hidden width (default 2·d_max)")
+    schedules: list[Literal["mrl", "smec"]] = Field(["mrl", "smec"], min_length=1,
+                                                   description="mrl: parallel MRL loss over "
+                                                   "the levels; smec: SMEC's sequential stages")
+    loss: Literal["infonce", "rank"] = "infonce"
+    beta: float = Field(1.0, ge=0, description="weight of the S-XBM similarity term")
+    precisions: list[Literal["float32", "int8", "binary"]] = ["float32", "int8", "binary"]
+    rescore_multiplier: int = Field(4, ge=0, description="binary: rescore the top k·r with "
+                                    "the float query (0: no rescored rows)")
+    int8_ranges: Literal["percentile", "minmax"] = "percentile"
+    binary_threshold: Literal["zero", "median"] = "zero"
+
+    @model_validator(mode="after")
+    def _check(self) -> ConcatConfig:
+        if any(a <= b for a, b in zip([self.d_max, *self.levels], self.levels)):
+            raise ValueError(f"levels must strictly decrease below d_max ({self.d_max}), got "
+                             f"{self.levels}")
+        if "float32" not in self.precisions:
+            raise ValueError("precisions must include float32 (the reference of each level)")
+        return self
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     embed: EmbedConfig = EmbedConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    concat: ConcatConfig = ConcatConfig()
     tune: TuneConfig = TuneConfig()
 
 

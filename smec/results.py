@@ -1,13 +1,15 @@
 """The one results schema shared by every job and benchmark (``OUT/results.json``).
 
 ``{"dataset", "model", "split", "rows": [{"method", "dims", "precision",
-"bytes_per_vector", "ndcg_at_10", "recall_at_100", "seed"}], "timings_s": {phase: seconds}}``
+"bytes_per_vector", "ndcg_at_10", "recall_at_100", "seed", ...}], "timings_s": {phase: seconds}}``
+
+A row may carry extra keys after the fixed ones (e.g. ``rescore``, ``cf_vs_concat``).
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from smec.errors import SmecError
@@ -33,6 +35,7 @@ class ResultRow:
     precision: str = "float32"
     seed: int = 0
     bytes_per_vector: int = 0
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.bytes_per_vector:
@@ -43,7 +46,8 @@ def write_results(path: Path | str, dataset: str, model: str, split: str,
                   rows: list[ResultRow], timings_s: dict[str, float], **extra) -> None:
     """Write the schema; ``extra`` keys (e.g. a benchmark's checks) go beside the rows."""
     write_json(path, {"dataset": dataset, "model": model, "split": split,
-                      "rows": [{key: asdict(r)[key] for key in ROW_KEYS} for r in rows],
+                      "rows": [{**{key: asdict(r)[key] for key in ROW_KEYS}, **r.extra}
+                               for r in rows],
                       "timings_s": {k: round(v, 2) for k, v in timings_s.items()}, **extra})
 
 

@@ -1,0 +1,304 @@
+"""Concat → encode → quantize (METHOD.md §5): ETL with N models, decoder, quantisation, rows.
+
+``run_concat`` is the whole job behind ``smec concat``: embed the BEIR folder with every model
+(one Ray Data pipeline, one actor pool per model; embeddings already in OUT are reused), score
+each single model and the naive concatenation, train the decoder(s) on the train qrels with the
+one training engine of :mod:`smec.train`, fit PCA of the concatenation as the baseline,
+calibrate int8/binary quantisers on corpus vectors, and score every level × precision on the
+test qrels. Every row states bytes/vector and the compression factor against the float32
+concatenation and against the best single model.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smec.compressors import PCA, ConcatCompressor
+from smec.config import Config
+from smec.data import BeirPaths, load_qrels
+from smec.errors import SmecError
+from smec.eval import evaluate_run, exact_search
+from smec.io import atomic_path
+from smec.quantize import Quantizer, bytes_per_vector, quantized_search
+from smec.results import ResultRow, read_results, write_results
+from smec.store import read_columns
+from smec.train import prepare_data, train_method
+
+SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
+EVAL_DEPTH = 100
+
+
+def _column(name: str) -> str:
+    return f"embedding:{name}"
+
+
+def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
+                  echo=print) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
+    """``{"corpus"|"queries": (ids, {model: vectors})}``, embedding only what is missing."""
+    emb = out / "embeddings"
+    wanted = [_column(m) for m in models]
+
+    def present() -> bool:
+        import pyarrow.parquet as pq
+        for kind in ("corpus", "queries"):
+            parts = sorted((emb / kind).glob("part-*.parquet"))
+            if not parts or not set(wanted) <= set(pq.ParquetFile(parts[0]).schema_arrow.names):
+                return False
+        return True
+
+    if present():
+        echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
+    else:
+        from pipelines.embed import run_embed_models
+        summary = run_embed_models(paths, out, cfg, models, progress=True)
+        echo(f"      corpus {summary['corpus']['rows']} docs at "
+             f"{summary['corpus']['docs_per_s']} docs/s with {len(models)} models")
+    loaded = {}
+    for kind in ("corpus", "queries"):
+        ids, columns, _ = read_columns(emb / kind, wanted)
+        loaded[kind] = (ids, {m: columns[_column(m)] for m in models})
+    return loaded
+
+
+def _run_metrics(run: dict, qrels) -> tuple[float, float]:
+    m = evaluate_run(run, qrels, ndcg_k=10, recall_k=EVAL_DEPTH)
+    return m["ndcg_at_10"], m[f"recall_at_{EVAL_DEPTH}"]
+
+
+class Scorer:
+    """Scores (query, doc) vectors at a precision on the test qrels and collects the rows."""
+
+    def __init__(self, query_ids: list[str], doc_ids: list[str], qrels, cfg: Config) -> None:
+        judged = [i for i, q in enumerate(query_ids) if q in qrels]
+        self.rows_of_queries = judged
+        self.query_ids = [query_ids[i] for i in judged]
+        self.doc_ids, self.qrels, self.ccfg = doc_ids, qrels, cfg.concat
+        self.rows: list[ResultRow] = []
+
+    def score(self, method: str, queries: np.ndarray, docs: np.ndarray, precision: str,
+              quantizer: Quantizer | None = None, rescore: int = 0) -> ResultRow:
+        q = queries[self.rows_of_queries]
+        if precision == "float32":
+            run = exact_search(q, self.query_ids, docs, self.doc_ids, k=EVAL_DEPTH)
+        else:
+            if quantizer is None:   # raw vectors: calibrate on the corpus itself
+                quantizer = Quantizer.fit(precision, docs, ranges=self.ccfg.int8_ranges,
+                                          threshold=self.ccfg.binary_threshold)
+            run = quantized_search(quantizer, q, self.query_ids, quantizer.encode(docs),
+                                   self.doc_ids, k=EVAL_DEPTH, rescore_multiplier=rescore)
+        ndcg, recall = _run_metrics(run, self.qrels)
+        dims = docs.shape[1]
+        row = ResultRow(method, dims, ndcg, recall, precision,
+                        extra={"rescore": rescore} if rescore else {})
+        self.rows.append(row)
+        return row
+
+
+def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
+    """(precision, rescore multiplier) pairs to score at every level."""
+    grid = [(p, 0) for p in cfg.concat.precisions]
+    if "binary" in cfg.concat.precisions and cfg.concat.rescore_multiplier:
+        grid.append(("binary", cfg.concat.rescore_multiplier))
+    return grid
+
+
+def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
+    """The whole concat job; writes OUT/results.json, results.md, retained_vs_cf.png and the
+    trained compressors under OUT/compressors/."""
+    ccfg = cfg.concat
+    timings: dict[str, float] = {}
+    models = list(dict.fromkeys([*ccfg.models, *ccfg.single_models]))
+    start = time.perf_counter()
+    echo(f"[1/4] embed {paths.root} with {len(models)} models (Ray Data): {', '.join(models)}")
+    data = load_or_embed(paths, out, cfg, models, echo)
+    timings["embed"] = time.perf_counter() - start
+    doc_ids, doc_cols = data["corpus"]
+    query_ids, query_cols = data["queries"]
+    test_qrels = load_qrels(paths.test_qrels)
+    scorer = Scorer(query_ids, doc_ids, test_qrels, cfg)
+
+    echo("[2/4] single models and the naive concatenation")
+    for name in models:
+        scorer.score(f"single:{name}", query_cols[name], doc_cols[name], "float32")
+    floor = ccfg.models[0]   # the off-the-shelf floor: binary + float-query rescoring
+    for precision, rescore in _precision_grid(cfg)[1:]:
+        scorer.score(f"single:{floor}", query_cols[floor], doc_cols[floor], precision,
+                     rescore=rescore)
+    dims_of = {m: doc_cols[m].shape[1] for m in ccfg.models}
+    specs = [{"name": m, "dim": dims_of[m]} for m in ccfg.models]
+    cat_docs = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(doc_cols)
+    cat_queries = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(query_cols)
+    d_cat = cat_docs.shape[1]
+    for precision, rescore in _precision_grid(cfg):
+        scorer.score("concat", cat_queries, cat_docs, precision, rescore=rescore)
+
+    levels = [ccfg.d_max, *ccfg.levels]
+    if ccfg.d_max > d_cat:
+        raise SmecError(f"concat.d_max: {ccfg.d_max} exceeds the concatenation's {d_cat} dims")
+    start = time.perf_counter()
+    compressors: dict[str, ConcatCompressor] = {
+        "concat_pca": ConcatCompressor(d_cat, levels, specs, PCA(d_cat, levels)).fit(cat_docs)}
+    timings["fit_concat_pca"] = time.perf_counter() - start
+    echo(f"[3/4] train the decoder {d_cat} -> {levels} ({ccfg.decoder}, "
+         f"{', '.join(ccfg.schedules)}; {cfg.train.max_epochs_per_stage} epochs per level)")
+    train_qrels = load_qrels(paths.train_qrels)
+    tcfg = cfg.train.model_copy(update={
+        "adapter": ccfg.decoder, "output_dim": ccfg.d_max, "stages": list(ccfg.levels),
+        "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.beta,
+        "adapter_hidden": ccfg.hidden or 2 * ccfg.d_max})
+    training = prepare_data(doc_ids, cat_docs, query_ids, cat_queries, train_qrels, tcfg)
+    for schedule in ccfg.schedules:
+        start = time.perf_counter()
+        decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule])
+        name = "concat_decoder" if schedule == "mrl" else f"concat_decoder_{schedule}"
+        compressors[name] = ConcatCompressor(d_cat, levels, specs, decoder)
+        timings[f"train_{name}"] = time.perf_counter() - start
+        echo(f"      {name}: {timings[f'train_{name}']:.0f} s")
+
+    echo("[4/4] quantise (calibrated on corpus vectors) and score every level x precision")
+    for name, compressor in compressors.items():
+        for dim in levels:
+            docs, queries = compressor.encode(cat_docs, dim), compressor.encode(cat_queries, dim)
+            for precision, rescore in _precision_grid(cfg):
+                quantizer = None
+                if precision != "float32":
+                    quantizer = compressor.quantizers.get((dim, precision)) or \
+                        compressor.quantize(precision, dim, cat_docs,
+                                            ranges=ccfg.int8_ranges,
+                                            threshold=ccfg.binary_threshold)
+                scorer.score(name, queries, docs, precision, quantizer, rescore)
+        compressor.save(out / "compressors" / name)
+
+    results = _write(out, paths, cfg, scorer.rows, timings, d_cat, models)
+    return results
+
+
+def _annotate(rows: list[ResultRow], d_cat: int, models: list[str]) -> tuple[dict, dict]:
+    """Add CF (vs the float32 concat and vs the best single model) and retained % to rows."""
+    concat = next(r for r in rows if r.method == "concat" and r.precision == "float32")
+    singles = [r for r in rows if r.method.startswith("single:") and r.precision == "float32"]
+    best_single = max(singles, key=lambda r: r.ndcg_at_10)
+    for r in rows:
+        r.extra["cf_vs_concat"] = round(bytes_per_vector(d_cat) / r.bytes_per_vector, 2)
+        r.extra["cf_vs_best_single"] = round(best_single.bytes_per_vector / r.bytes_per_vector,
+                                             2)
+        r.extra["retained"] = round(r.ndcg_at_10 / concat.ndcg_at_10, 4)
+    refs = {"concat": {"dims": d_cat, "bytes_per_vector": concat.bytes_per_vector,
+                       "ndcg_at_10": concat.ndcg_at_10},
+            "best_single": {"method": best_single.method, "dims": best_single.dims,
+                            "bytes_per_vector": best_single.bytes_per_vector,
+                            "ndcg_at_10": best_single.ndcg_at_10}}
+    return refs, _targets(rows, concat, models)
+
+
+def _targets(rows: list[ResultRow], concat: ResultRow, models: list[str]) -> dict:
+    """Issue 5's targets, measured (each with its figure)."""
+    def best(pred) -> ResultRow | None:
+        picked = [r for r in rows if pred(r)]
+        return max(picked, key=lambda r: r.ndcg_at_10) if picked else None
+
+    trained = [r for r in rows if r.method.startswith("concat_decoder")]
+    small_single = best(lambda r: r.method.startswith("single:") and r.precision == "float32"
+                        and r.method[len("single:"):] in models)
+    out: dict = {"concat_vs_best_small_single": {
+        "concat": round(concat.ndcg_at_10, 4), "best_small_single": small_single.method,
+        "single": round(small_single.ndcg_at_10, 4),
+        "holds": concat.ndcg_at_10 >= small_single.ndcg_at_10}}
+    for cf, goal in ((48, 0.92), (96, 0.85)):
+        row = best(lambda r, cf=cf: r in trained and r.extra["cf_vs_concat"] >= cf)
+        out[f"retained_at_cf{cf}"] = None if row is None else {
+            "method": row.method, "dims": row.dims, "precision": row.precision,
+            "rescore": row.extra.get("rescore", 0), "cf": row.extra["cf_vs_concat"],
+            "retained": row.extra["retained"], "goal": goal,
+            "holds": row.extra["retained"] >= goal}
+    pca = {(r.dims, r.precision, r.extra.get("rescore", 0)): r.ndcg_at_10
+           for r in rows if r.method == "concat_pca"}
+    losses = [f"{r.method} {r.dims} d {r.precision}: {r.ndcg_at_10:.4f} < PCA "
+              f"{pca[(r.dims, r.precision, r.extra.get('rescore', 0))]:.4f}"
+              for r in trained if pca.get((r.dims, r.precision, r.extra.get("rescore", 0)),
+                                          -1) > r.ndcg_at_10]
+    out["decoder_beats_pca_everywhere"] = {"holds": not losses, "misses": losses}
+    floor = best(lambda r: r.method.startswith("single:") and r.bytes_per_vector == 48
+                 and r.precision == "binary" and r.extra.get("rescore"))
+    at48 = best(lambda r: r in trained and r.bytes_per_vector <= 48)
+    if floor and at48:
+        out["beats_binary_rescore_floor_at_48_bytes"] = {
+            "floor": round(floor.ndcg_at_10, 4), "floor_method": floor.method,
+            "ours": round(at48.ndcg_at_10, 4),
+            "ours_row": f"{at48.method} {at48.dims} d {at48.precision}"
+                        + (f" +rescore x{at48.extra['rescore']}" if at48.extra.get("rescore")
+                           else ""),
+            "holds": at48.ndcg_at_10 > floor.ndcg_at_10}
+    return out
+
+
+def concat_table(results: dict) -> str:
+    """One line per row, sorted by CF: the numbers the issue asks to quote."""
+    refs = results["references"]
+    title = (f"concat-encode-quantize — {results['dataset']} ({results['split']}); CF vs the "
+             f"float32 concat ({refs['concat']['bytes_per_vector']} B) and vs the best single "
+             f"model ({refs['best_single']['method']}, {refs['best_single']['bytes_per_vector']} B)")
+    header = ("| method | dims | precision | bytes | CF concat | CF single | nDCG@10 | retained "
+              "| recall@100 |")
+    lines = [title, "", header, "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results["rows"], key=lambda r: (r["cf_vs_concat"], r["method"])):
+        precision = r["precision"] + (f" +rescore x{r['rescore']}" if r.get("rescore") else "")
+        lines.append(f"| {r['method']} | {r['dims']} | {precision} | {r['bytes_per_vector']} | "
+                     f"{r['cf_vs_concat']:g}x | {r['cf_vs_best_single']:g}x | "
+                     f"{r['ndcg_at_10']:.4f} | {100 * r['retained']:.1f} % | "
+                     f"{r['recall_at_100']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_retained_vs_cf(results: dict, path: Path) -> Path:
+    """Retained % of the float32 concat's nDCG@10 against CF (log x), one line per method and
+    precision."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in results["rows"]:
+        if r["method"].startswith("single:") and r["precision"] == "float32":
+            label = r["method"]
+        else:
+            label = f"{r['method']} {r['precision']}" + (" +rescore" if r.get("rescore") else "")
+        series.setdefault(label, []).append((r["cf_vs_concat"], 100 * r["retained"]))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for label in sorted(series):
+        pts = sorted(series[label])
+        single = len(pts) == 1
+        ax.plot(*zip(*pts), marker="*" if single else "o", markersize=11 if single else 5,
+                linestyle="none" if single else "-", label=label)
+    for cf, goal in ((48, 92), (96, 85)):
+        ax.plot([cf], [goal], marker="v", color="black", markersize=9)
+        ax.annotate(f"goal {goal} % at {cf}x", (cf, goal), textcoords="offset points",
+                    xytext=(5, -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression factor vs the float32 concatenation (log)")
+    ax.set_ylabel("nDCG@10 retained, % of the float32 concatenation")
+    ax.set_title(f"{results['dataset']} — concat of {len(results['models'])} models "
+                 f"({results['split']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _write(out: Path, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
+           timings: dict[str, float], d_cat: int, models: list[str]) -> dict:
+    refs, targets = _annotate(rows, d_cat, cfg.concat.models)
+    write_results(out / "results.json", paths.name, "+".join(cfg.concat.models),
+                  paths.test_qrels.stem, rows, timings, models=models,
+                  concat_models=cfg.concat.models, references=refs, targets=targets,
+                  config=cfg.concat.model_dump())
+    results = read_results(out / "results.json")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(concat_table(results) + "\n")
+    plot_retained_vs_cf(results, out / "retained_vs_cf.png")
+    return results
