@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from smec.compare import compare, score_vectors
 from smec.compressors import PCA, ConcatCompressor
 from smec.config import Config
 from smec.data import BeirPaths, load_qrels
 from smec.errors import SmecError
-from smec.eval import evaluate_run, exact_search
 from smec.io import atomic_path
-from smec.quantize import Quantizer, bytes_per_vector, quantized_search
+from smec.quantize import bytes_per_vector
 from smec.results import ResultRow, read_results, write_results
 from smec.store import read_columns
 from smec.train import prepare_data, train_method
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
-EVAL_DEPTH = 100
 
 
 def _column(name: str) -> str:
@@ -62,40 +61,6 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
     return loaded
 
 
-def _run_metrics(run: dict, qrels) -> tuple[float, float]:
-    m = evaluate_run(run, qrels, ndcg_k=10, recall_k=EVAL_DEPTH)
-    return m["ndcg_at_10"], m[f"recall_at_{EVAL_DEPTH}"]
-
-
-class Scorer:
-    """Scores (query, doc) vectors at a precision on the test qrels and collects the rows."""
-
-    def __init__(self, query_ids: list[str], doc_ids: list[str], qrels, cfg: Config) -> None:
-        judged = [i for i, q in enumerate(query_ids) if q in qrels]
-        self.rows_of_queries = judged
-        self.query_ids = [query_ids[i] for i in judged]
-        self.doc_ids, self.qrels, self.ccfg = doc_ids, qrels, cfg.concat
-        self.rows: list[ResultRow] = []
-
-    def score(self, method: str, queries: np.ndarray, docs: np.ndarray, precision: str,
-              quantizer: Quantizer | None = None, rescore: int = 0) -> ResultRow:
-        q = queries[self.rows_of_queries]
-        if precision == "float32":
-            run = exact_search(q, self.query_ids, docs, self.doc_ids, k=EVAL_DEPTH)
-        else:
-            if quantizer is None:   # raw vectors: calibrate on the corpus itself
-                quantizer = Quantizer.fit(precision, docs, ranges=self.ccfg.int8_ranges,
-                                          threshold=self.ccfg.binary_threshold)
-            run = quantized_search(quantizer, q, self.query_ids, quantizer.encode(docs),
-                                   self.doc_ids, k=EVAL_DEPTH, rescore_multiplier=rescore)
-        ndcg, recall = _run_metrics(run, self.qrels)
-        dims = docs.shape[1]
-        row = ResultRow(method, dims, ndcg, recall, precision,
-                        extra={"rescore": rescore} if rescore else {})
-        self.rows.append(row)
-        return row
-
-
 def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
     """(precision, rescore multiplier) pairs to score at every level."""
     grid = [(p, 0) for p in cfg.concat.precisions]
@@ -117,22 +82,27 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
     doc_ids, doc_cols = data["corpus"]
     query_ids, query_cols = data["queries"]
     test_qrels = load_qrels(paths.test_qrels)
-    scorer = Scorer(query_ids, doc_ids, test_qrels, cfg)
+    quant_options = {"ranges": ccfg.int8_ranges, "threshold": ccfg.binary_threshold}
+    grid = _precision_grid(cfg)
+
+    def score(method: str, queries: np.ndarray, docs: np.ndarray, precision) -> None:
+        rows.append(score_vectors(method, queries, query_ids, docs, doc_ids, test_qrels,
+                                  precision, **quant_options))
 
     echo("[2/4] single models and the naive concatenation")
+    rows: list[ResultRow] = []
     for name in models:
-        scorer.score(f"single:{name}", query_cols[name], doc_cols[name], "float32")
+        score(f"single:{name}", query_cols[name], doc_cols[name], ("float32", 0))
     floor = ccfg.models[0]   # the off-the-shelf floor: binary + float-query rescoring
-    for precision, rescore in _precision_grid(cfg)[1:]:
-        scorer.score(f"single:{floor}", query_cols[floor], doc_cols[floor], precision,
-                     rescore=rescore)
+    for precision in grid[1:]:
+        score(f"single:{floor}", query_cols[floor], doc_cols[floor], precision)
     dims_of = {m: doc_cols[m].shape[1] for m in ccfg.models}
     specs = [{"name": m, "dim": dims_of[m]} for m in ccfg.models]
     cat_docs = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(doc_cols)
     cat_queries = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(query_cols)
     d_cat = cat_docs.shape[1]
-    for precision, rescore in _precision_grid(cfg):
-        scorer.score("concat", cat_queries, cat_docs, precision, rescore=rescore)
+    for precision in grid:
+        score("concat", cat_queries, cat_docs, precision)
 
     levels = [ccfg.d_max, *ccfg.levels]
     if ccfg.d_max > d_cat:
@@ -158,21 +128,12 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
         echo(f"      {name}: {timings[f'train_{name}']:.0f} s")
 
     echo("[4/4] quantise (calibrated on corpus vectors) and score every level x precision")
-    for name, compressor in compressors.items():
-        for dim in levels:
-            docs, queries = compressor.encode(cat_docs, dim), compressor.encode(cat_queries, dim)
-            for precision, rescore in _precision_grid(cfg):
-                quantizer = None
-                if precision != "float32":
-                    quantizer = compressor.quantizers.get((dim, precision)) or \
-                        compressor.quantize(precision, dim, cat_docs,
-                                            ranges=ccfg.int8_ranges,
-                                            threshold=ccfg.binary_threshold)
-                scorer.score(name, queries, docs, precision, quantizer, rescore)
+    rows += compare(doc_ids, cat_docs, query_ids, cat_queries, test_qrels, compressors,
+                    include_raw=False, precisions=grid, **quant_options)
+    for name, compressor in compressors.items():   # with their calibrated quantisers
         compressor.save(out / "compressors" / name)
 
-    results = _write(out, paths, cfg, scorer.rows, timings, d_cat, models)
-    return results
+    return _write(out, paths, cfg, rows, timings, d_cat, models)
 
 
 def _annotate(rows: list[ResultRow], d_cat: int, models: list[str]) -> tuple[dict, dict]:
