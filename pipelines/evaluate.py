@@ -47,8 +47,13 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
     compressors = baselines(input_dim, dims, doc_vecs, methods)
     if trained is not None:
         compressors[trained.method] = trained
+    precisions = [(p, 0) for p in cfg.eval.precisions]
+    if "binary" in cfg.eval.precisions and cfg.eval.rescore_multiplier:
+        precisions.append(("binary", cfg.eval.rescore_multiplier))
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
-                   include_raw="raw" in methods, seed=cfg.train.seed)
+                   include_raw="raw" in methods, seed=cfg.train.seed, precisions=precisions)
+    if trained is not None and trained.quantizers:   # keep the calibration with the model
+        trained.save(out / "compressor")
     timings = record_timing(out, "evaluate", time.perf_counter() - start)
     write_results(out / "results.json", paths.name, meta.get("model", "?"),
                   paths.test_qrels.stem, rows, timings)

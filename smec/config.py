@@ -109,6 +109,11 @@ class EvalConfig(_Section):
     methods: list[Literal["raw", "truncation", "pca", "trained"]] = Field(
         ["raw", "truncation", "pca", "trained"],
         description="baselines to score, and 'trained' for the compressor `smec train` wrote")
+    precisions: list[Literal["float32", "int8", "binary"]] = Field(
+        ["float32"], description="score every level at these precisions too (int8/binary "
+        "quantisers calibrated on corpus vectors, saved with the trained compressor)")
+    rescore_multiplier: int = Field(4, ge=0, description="binary rows are also scored with "
+                                    "float-query rescoring of the top 100·r (0: not)")
 
 
 class DataConfig(_Section):

@@ -10,13 +10,17 @@ def _method_key(method: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
+def _precision_label(row: dict) -> str:
+    return row["precision"] + (f"+rescore x{row['rescore']}" if row.get("rescore") else "")
+
+
 def markdown_table(results: dict) -> str:
     """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several)."""
     import numpy as np
     cells: dict[tuple[str, str], dict[int, list[float]]] = {}
     dims_bytes: dict[int, int] = {}
     for row in results["rows"]:
-        key = (row["method"], row["precision"])
+        key = (row["method"], _precision_label(row))
         cells.setdefault(key, {}).setdefault(row["dims"], []).append(row["ndcg_at_10"])
         dims_bytes.setdefault(row["dims"], row["bytes_per_vector"])
     dims = sorted(dims_bytes, reverse=True)
@@ -50,7 +54,7 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
     series: dict[str, dict[int, list[float]]] = {}
     for row in results["rows"]:
         label = row["method"] if row["precision"] == "float32" else \
-            f"{row['method']} ({row['precision']})"
+            f"{row['method']} ({_precision_label(row)})"
         series.setdefault(label, {}).setdefault(row["bytes_per_vector"], []).append(
             row["ndcg_at_10"])
     fig, ax = plt.subplots(figsize=(7, 4.5))

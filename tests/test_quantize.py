@@ -114,3 +114,21 @@ def test_bytes_and_compression_factor_arithmetic():
     assert compression_factor(1536, 1024, "binary") == 48.0
     assert compression_factor(1536, 512, "binary") == 96.0
     assert compression_factor(384, 384, "binary") == 32.0
+
+
+def test_compare_scores_every_precision_and_keeps_calibration():
+    from smec.compare import compare
+    from smec.compressors import PCA
+    docs, queries = _data(300, 32, 5), _data(20, 32, 6)
+    ids, qids = [f"d{i}" for i in range(300)], [f"q{i}" for i in range(20)]
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(qids)}
+    pca = PCA(32, [16, 8]).fit(docs)
+    rows = compare(ids, docs, qids, queries, qrels, {"pca": pca},
+                   precisions=[("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)])
+    got = {(r.method, r.dims, r.precision, r.extra.get("rescore", 0)) for r in rows}
+    assert ("raw", 32, "binary", 4) in got and ("pca", 8, "int8", 0) in got
+    assert len(rows) == 4 * 3
+    assert set(pca.quantizers) == {(16, "int8"), (16, "binary"), (8, "int8"), (8, "binary")}
+    binary = next(r for r in rows if r.method == "pca" and r.dims == 16 and r.precision == "binary"
+                  and not r.extra)
+    assert binary.bytes_per_vector == 2
