@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -34,7 +35,13 @@ from smec.data import BeirPaths, load_qrels
 from smec.errors import SmecError
 from smec.store import read_embeddings
 from smec.train import prepare_data, train_method
-from tune.search import default_point, max_epochs, param_space, trial_train_config
+from tune.search import (
+    decode,
+    default_point,
+    max_epochs,
+    param_space,
+    trial_train_config,
+)
 
 EXPERIMENT = "smec-tune"
 METRIC = "val_ndcg_at_10_target"
@@ -180,20 +187,24 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
                                    resume_errored=True)
     else:
         points = [default_point(tcfg, cfg.train)] if tcfg.include_default else []
-        scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train),
+        # max_t one past the longest trial: ASHA must not stop a trial at its last epoch,
+        # before the stage-end report that carries the final checkpoint.
+        scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train) + 1,
                                   grace_period=tcfg.grace_period,
                                   reduction_factor=tcfg.reduction_factor)
         tuner = tune.Tuner(
             fn, param_space=param_space(tcfg),
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
-                max_concurrent_trials=tcfg.max_concurrent_trials,
                 search_alg=BasicVariantGenerator(points_to_evaluate=points,
+                                                 max_concurrent=tcfg.max_concurrent_trials,
                                                  random_state=tcfg.seed)),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(storage), verbose=0))
     try:
         grid = tuner.fit()
-    except Exception as exc:  # noqa: BLE001 - any failure inside Ray becomes one line
+    except Exception as exc:
+        if os.environ.get("SMEC_DEBUG"):
+            raise
         parent.end("FAILED")
         raise SmecError(f"tuning failed: {root_cause(exc)}") from None
     tune_seconds = round(time.perf_counter() - start, 2)
@@ -204,7 +215,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
             continue
         frame = result.metrics_dataframe
         trials.append({"trial_id": result.metrics.get("trial_id"),
-                       "config": {k: result.config[k] for k in tcfg.space},
+                       "config": {k: decode(result.config[k]) for k in tcfg.space},
                        "completed": bool(result.metrics.get("completed", 0)),
                        "epochs": int(result.metrics.get("epochs", 0)),
                        "val_ndcg_at_10_target": float(result.metrics[METRIC]),
@@ -232,7 +243,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
         results = _evaluate_into(paths, out, best_cfg, local, out / "embeddings")
 
     # The default train section on test, for the comparison.
-    default_point_ = default_point(tcfg, cfg.train)
+    default_point_ = {k: decode(v) for k, v in default_point(tcfg, cfg.train).items()}
     default_trial = next((t for t in done if _same(t["config"], default_point_)), None)
     default_dir = out / "default"
     if default_trial is not None:

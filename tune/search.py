@@ -1,7 +1,21 @@
-"""The search space of `smec tune`, read from the config's ``tune.space`` section."""
+"""The search space of `smec tune`, read from the config's ``tune.space`` section.
+
+List-valued choices (stage schedules) travel through Tune as JSON strings such as
+``"[192, 96, 48]"``: Tune reads lists inside ``points_to_evaluate`` as nested parameter paths.
+"""
 from __future__ import annotations
 
+import json
+
 from smec.config import TrainConfig, TuneConfig
+
+
+def encode(value):
+    return json.dumps(value) if isinstance(value, (list, tuple)) else value
+
+
+def decode(value):
+    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
 
 
 def param_space(tune_cfg: TuneConfig) -> dict:
@@ -10,7 +24,7 @@ def param_space(tune_cfg: TuneConfig) -> dict:
     space = {}
     for name, dim in tune_cfg.space.items():
         if dim.choice is not None:
-            space[name] = tune.choice(dim.choice)
+            space[name] = tune.choice([encode(v) for v in dim.choice])
         elif dim.uniform is not None:
             space[name] = tune.uniform(*sorted(dim.uniform))
         else:
@@ -20,13 +34,13 @@ def param_space(tune_cfg: TuneConfig) -> dict:
 
 def default_point(tune_cfg: TuneConfig, train: TrainConfig) -> dict:
     """The ``train`` section's own values of the searched settings (the default trial)."""
-    return {name: getattr(train, name) for name in tune_cfg.space}
+    return {name: encode(getattr(train, name)) for name in tune_cfg.space}
 
 
 def trial_train_config(base: dict, overrides: dict) -> TrainConfig:
     """``base`` (a ``train`` section) with a trial's values; τ_min is capped at τ0 (a sampled
     pair may cross), and stage lists come back as lists."""
-    merged = {**base, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}}
+    merged = {**base, **{k: decode(v) for k, v in overrides.items()}}
     merged["tau_min"] = min(merged["tau_min"], merged["tau0"])
     return TrainConfig(**merged)
 
