@@ -94,7 +94,7 @@ def row_from_record(record, source: Source) -> tuple[str, str]:
         raise BadRow(f"expected a JSON object, got {type(record).__name__}")
     doc_id = _pick(record, source.id_fields)
     if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id).strip() == "":
-        raise BadRow(f"missing '{' or '.join(source.id_fields)}' field")
+        raise BadRow("missing " + " or ".join(f"'{f}'" for f in source.id_fields) + " field")
     text = record.get(source.text_field)
     if text is None:
         text = ""

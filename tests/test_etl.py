@@ -1,0 +1,150 @@
+"""ETL input handling without Ray: shards, bad rows (stop / quarantine), Parquet input, store."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from smec import store
+from smec.corpus import Source, plan_shards, read_shard
+from smec.errors import SmecError
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n"
+                              for ln in lines))
+    return path
+
+
+def good(i, **extra):
+    return json.dumps({"_id": f"d{i}", "title": f"t{i}", "text": f"text {i}", **extra})
+
+
+BAD_ROWS = [
+    ('{"_id": "x", "text": ', "invalid JSON"),
+    (b'{"_id": "z", "text": "caf\xe9"}', "not valid UTF-8"),
+    ('{"title": "t", "text": "no id"}', "missing '_id' or 'id' field"),
+    ('{"_id": "e", "title": "", "text": "  "}', "empty text"),
+    ('{"_id": "d1", "text": "again"}', "duplicate id 'd1'"),
+    ('["not", "an", "object"]', "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", BAD_ROWS)
+def test_stop_names_file_line_and_reason(tmp_path, bad, reason):
+    path = write_lines(tmp_path / "c.jsonl", [good(0), good(1), good(2), bad, good(3)])
+    with pytest.raises(SmecError) as err:
+        plan_shards(Source(path), 2, "stop")
+    message = str(err.value)
+    assert message.startswith(f"{path}:4: ") and reason in message
+    assert "\n" not in message
+
+
+def test_quarantine_writes_every_bad_row_and_keeps_the_rest(tmp_path):
+    lines = [good(0), good(1)] + [bad for bad, _ in BAD_ROWS] + ["", good(3)]
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    with (tmp_path / "bad.jsonl").open("w") as fh:
+        shards, counts = plan_shards(Source(path), 3, "quarantine", fh)
+    bad = [json.loads(line) for line in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert [b["line"] for b in bad] == [3, 4, 5, 6, 7, 8]
+    for entry, (_, reason) in zip(bad, BAD_ROWS):
+        assert entry["file"] == str(path) and reason in entry["reason"]
+    assert "raw" not in bad[1]                                   # non-UTF-8: not decodable
+    assert bad[0]["raw"] == '{"_id": "x", "text": '
+    assert counts == {"rows": 3, "bad_rows": 6, "lines": 10}
+    assert [s.rows for s in shards] == [2, 0, 0, 1]
+    rows = [r for s in shards for r in zip(*read_shard(Source(path), s))]
+    assert rows == [("d0", "t0 text 0"), ("d1", "t1 text 1"), ("d3", "t3 text 3")]
+
+
+def test_shards_are_line_ranges_and_read_back_exactly(tmp_path):
+    lines = [good(i) for i in range(10)]
+    lines.insert(4, "   ")                                        # a blank line is no row
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"".join(ln.encode() + b"\r\n" for ln in lines))   # CRLF too
+    shards, counts = plan_shards(Source(path), 4, "stop")
+    assert [(s.first_line, s.last_line, s.rows) for s in shards] == \
+        [(1, 4, 4), (5, 8, 3), (9, 11, 3)]
+    ids = [i for s in shards for i in read_shard(Source(path), s)[0]]
+    assert ids == [f"d{i}" for i in range(10)] and counts["rows"] == 10
+    # a shard survives a JSON round trip (it travels to Ray tasks as a string)
+    from smec.corpus import Shard
+    assert Shard.from_json(shards[1].to_json()) == shards[1]
+
+
+def test_changed_file_is_detected(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [good(i) for i in range(4)])
+    shards, _ = plan_shards(Source(path), 2, "stop")
+    write_lines(path, [good(0), "{broken", good(2), good(3)])
+    with pytest.raises(SmecError, match="changed"):
+        read_shard(Source(path), shards[0])
+
+
+def test_generic_fields(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"doc": 7, "body": "hello"}),
+                                              json.dumps({"doc": 8, "body": "world"})])
+    source = Source(path, ("doc",), "body", None)
+    shards, _ = plan_shards(source, 10, "stop")
+    assert read_shard(source, shards[0]) == (["7", "8"], ["hello", "world"])
+
+
+def test_parquet_input_row_groups_and_bad_rows(tmp_path):
+    path = tmp_path / "c.parquet"
+    ids = [f"p{i}" for i in range(25)]
+    texts = [f"text {i}" for i in range(25)]
+    ids[6], texts[11], ids[20] = None, "", "p3"
+    pq.write_table(pa.table({"id": ids, "text": texts}), path, row_group_size=7)
+    with pytest.raises(SmecError, match=rf"{path}:7: missing"):
+        plan_shards(Source(path), 10, "stop")
+    with (tmp_path / "bad.jsonl").open("w") as fh:
+        shards, counts = plan_shards(Source(path), 10, "quarantine", fh)
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert counts["rows"] == 22 and len(reasons) == 3 and "duplicate id 'p3'" in reasons[2]
+    got = [i for s in shards for i in read_shard(Source(path), s)[0]]
+    assert got == [i for n, i in enumerate(ids) if n not in (6, 11, 20)]
+    with pytest.raises(SmecError, match="no text column 'body'"):
+        plan_shards(Source(path, text_field="body"), 10, "stop")
+
+
+def test_read_columns_and_incomplete_store(tmp_path):
+    a = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    b = np.ones((3, 2), np.float32)
+    meta = {"models": [{"name": "a", "column": "embedding:a", "dim": 4}]}
+    store.write_part(tmp_path, 0, store.columns_table(["x", "y", "z"],
+                                                      {"embedding:a": a, "embedding:b": b}, meta))
+    ids, cols, got_meta = store.read_columns(tmp_path)
+    assert ids == ["x", "y", "z"] and got_meta == meta
+    np.testing.assert_array_equal(cols["embedding:a"], a)
+    assert set(store.read_columns(tmp_path, ["embedding:b"])[1]) == {"embedding:b"}
+    with pytest.raises(SmecError, match="read_columns"):
+        store.read_embeddings(tmp_path)
+    (tmp_path / store.MANIFEST).write_text(json.dumps({"complete": False, "shards": 3}))
+    with pytest.raises(SmecError, match="has not finished"):
+        store.read_columns(tmp_path)
+
+
+def smec(*args):
+    return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
+                          check=False, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("bad, reason", BAD_ROWS[:3])
+def test_cli_corpus_bad_row_stops_in_one_line_and_writes_nothing(tmp_path, bad, reason):
+    path = write_lines(tmp_path / "c.jsonl", [good(0), good(1), bad])
+    out = tmp_path / "out"
+    result = smec("embed", "--corpus", path, "--out", out)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"smec: error: {path}:3: ") and reason in lines[0]
+    assert not out.exists()
+
+
+def test_cli_corpus_needs_out_and_an_existing_file(tmp_path):
+    result = smec("embed", "--corpus", tmp_path / "none.jsonl", "--out", tmp_path / "o")
+    assert result.returncode == 1 and "file not found" in result.stderr
+    result = smec("embed", "--corpus", tmp_path / "none.jsonl")
+    assert result.returncode == 1 and "--out" in result.stderr
