@@ -256,8 +256,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             gen.set_state(partial["gen"])
         else:   # only rank 0's generator is saved; the others restart theirs reproducibly
             gen.manual_seed(cfg.seed * 1000 + stage_no * 100 + rank + 7919 * step)
-        if memory is not None and partial.get("memory") is not None and rank == 0:
-            memory.load_state_dict(partial["memory"])
+        if memory is not None and partial.get("memory") is not None:
+            memory.load_state_dict(partial["memory"])   # before the broadcast below: in sync
     _sync_params(params)
     loss_rank = loss_unsup = torch.zeros(())
     lr, tau = lr_at(step, total, cfg.lr, cfg.warmup_frac), anneal_tau(step, total, cfg.tau0,

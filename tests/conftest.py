@@ -53,3 +53,17 @@ def mini_cut(tmp_path_factory) -> Path:
                       [q for q in queries if q["_id"] in set(train_q) | set(test_q)],
                       {"train": [(q, d, int(g)) for q, d, g in train],
                        "test": [(q, d, int(g)) for q, d, g in test]})
+
+
+@pytest.fixture(scope="session")
+def mini_cut_embeddings(mini_cut, tmp_path_factory) -> Path:
+    """``mini_cut`` embedded once per session with the real model (`smec embed`): a run folder
+    whose ``embeddings/`` later tests copy or link instead of embedding again."""
+    import subprocess
+    import sys
+    out = tmp_path_factory.mktemp("mini-cut-run")
+    result = subprocess.run([sys.executable, "-m", "smec.cli", "embed", "--data-dir",
+                             str(mini_cut), "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
