@@ -163,6 +163,8 @@ class TuneConfig(_Section):
     grace_period: int = Field(2, gt=0, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: int = Field(2, gt=1)
     seed: int = Field(0, description="search-algorithm seed")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting/running trials "
+                                        "after this many seconds (null: no limit)")
 
     @model_validator(mode="after")
     def _check(self) -> "TuneConfig":

@@ -196,6 +196,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
             fn, param_space=param_space(tcfg),
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
+                time_budget_s=tcfg.time_budget_s,
                 search_alg=BasicVariantGenerator(points_to_evaluate=points,
                                                  max_concurrent=tcfg.max_concurrent_trials,
                                                  random_state=tcfg.seed)),
