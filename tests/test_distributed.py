@@ -151,7 +151,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(mini_cut, mini_cut_embed
     scores = {}
     try:
         for name, fault in [("clean", None),
-                            ("killed", {"step": 17, "rank": 0,
+                            ("killed", {"step": 30, "rank": 0,
                                         "marker": str(tmp_path / "killed.marker")})]:
             out = tmp_path / name
             shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
