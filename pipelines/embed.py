@@ -165,6 +165,8 @@ def _quiet_ray_data() -> None:
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # its "Progress bars disabled. To enable, set ..." advice is for someone else's setup
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _as_matrix(values: np.ndarray) -> np.ndarray:
