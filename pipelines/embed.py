@@ -193,10 +193,10 @@ def execute_job(job: EmbedJob, cfg: Config, *, resume: bool, progress: bool) -> 
                   "starting over", file=sys.stderr)
         _clear(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".part-*.tmp"):   # left by a killed run (renames never happened)
-        stale.unlink()
     done_dir = out_dir / store.DONE_DIR
     done_dir.mkdir(exist_ok=True)
+    for stale in [*out_dir.glob(".*.tmp"), *done_dir.glob(".*.tmp")]:
+        stale.unlink()   # temp files of a killed run (their renames never happened)
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": False,
                                            "shards": len(job.shards)})
     done = {int(p.stem.split("-")[1]) for p in done_dir.glob("shard-*.json")}
