@@ -50,6 +50,35 @@ def run_one(paths, run: Path, cfg, workers: int, backend: str, seed: int) -> dic
                            if r["method"] == cfg.train.method}}
 
 
+def memory_call_times(size: int = 5000, dim: int = 384, batch: int = 256, k: int = 10,
+                      calls: int = 200) -> dict:
+    """Seconds per step spent in the memory: local ring buffer vs the shared actor (one
+    ``exchange`` round trip: query + enqueue), on random unit vectors of the real shapes."""
+    import ray
+    import torch
+
+    from pipelines.memory_actor import ActorMemory
+    from pipelines.runtime import init_ray
+    from smec.modules import SXBM
+    init_ray()
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.nn.functional.normalize(torch.randn(batch, dim, generator=gen), dim=-1),
+                torch.randint(0, 5183, (batch,), generator=gen)) for _ in range(20)]
+    out = {"memory_size": size, "dim": dim, "batch_unlabelled": batch, "neighbours": k,
+           "calls": calls}
+    for name, memory in (("local", SXBM(size, dim)), ("actor", ActorMemory.create(size, dim))):
+        for i in range(size // batch + 1):                    # fill it first
+            memory.exchange(*batches[i % 20], k)
+        start = time.perf_counter()
+        for i in range(calls):
+            memory.exchange(*batches[i % 20], k)
+        out[f"{name}_s_per_call"] = round((time.perf_counter() - start) / calls, 5)
+        if name == "actor":
+            ray.kill(memory.actor)
+    return out
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for key in sorted({(r["workers"], r["memory_backend"]) for r in rows}):
@@ -99,6 +128,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["1:local", "1:actor", "2:local",
                                                            "2:actor"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--memory-calls", action="store_true",
+                        help="also time one memory call: local ring buffer vs actor")
     args = parser.parse_args()
     cfg = load_config(args.config)
     paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split)
@@ -118,6 +149,11 @@ def main() -> None:
             result_path.write_text(json.dumps(
                 {"dataset": paths.name, "split": "test", "config": str(args.config or "default"),
                  "runs": rows, "summary": summary}, indent=2))
+    report = json.loads(result_path.read_text())
+    if args.memory_calls:
+        report["memory_call"] = memory_call_times()
+        print(json.dumps(report["memory_call"]))
+        result_path.write_text(json.dumps(report, indent=2))
     plot(summarise(rows), args.out / "distributed.png")
     for s in summarise(rows):
         print(json.dumps(s))
