@@ -232,9 +232,13 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     unsup_loss = SimilarityPreservationLoss()
 
     # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
+    # The global batch is split over the workers, so N workers take the same steps, with the
+    # same expected gradient, as one (batch_queries and batch_unlabelled are global sizes).
     n_train = len(data.queries)
     n_used = n_train - n_train % world if n_train >= world else n_train
-    steps_per_epoch = math.ceil(math.ceil(n_used / world) / cfg.batch_queries)
+    local_batch = max(1, cfg.batch_queries // world)
+    local_unlabelled = max(2, cfg.batch_unlabelled // world)
+    steps_per_epoch = math.ceil(math.ceil(n_used / world) / local_batch)
     total = steps_per_epoch * max_epochs
     best: tuple[float, dict | None, list | None] = (-1.0, None, None)
     bad_epochs, step, start_epoch, start_batch = 0, 0, 0, 0
@@ -272,9 +276,9 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
             cfg.seed * 7919 + stage_no * 131 + epoch))[:n_used][rank::world]
         first = start_batch if (partial is not None and epoch == start_epoch) else 0
-        for batch_no in range(first, math.ceil(len(perm) / cfg.batch_queries)):
-            start = batch_no * cfg.batch_queries
-            rows = perm[start:start + cfg.batch_queries]
+        for batch_no in range(first, math.ceil(len(perm) / local_batch)):
+            start = batch_no * local_batch
+            rows = perm[start:start + local_batch]
             lr = lr_at(step, total, cfg.lr, cfg.warmup_frac)
             tau = anneal_tau(step, total, cfg.tau0, cfg.tau_min)
             for group in opt.param_groups:
@@ -286,7 +290,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
                             for head, s in zip(heads, samples))
             loss_unsup = torch.zeros(())
-            unlabelled = torch.randint(len(data.corpus), (cfg.batch_unlabelled,), generator=gen)
+            unlabelled = torch.randint(len(data.corpus), (local_unlabelled,), generator=gen)
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
