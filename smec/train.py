@@ -16,8 +16,8 @@ import functools
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -136,7 +136,7 @@ def _sync_params(params: list[torch.Tensor]) -> None:
 
 
 def _average_grads(params: list[torch.Tensor]) -> None:
-    rank, world = _world()
+    _, world = _world()
     if world > 1:
         for p in params:
             if p.grad is None:
