@@ -2,8 +2,10 @@
 
 For each (workers, memory backend, seed) this trains SMEC through `pipelines.train.run_train`
 (a real ``TorchTrainer``) on a run folder's cached embeddings, evaluates it on test, and records
-the mean step time (rank 0's steps; with 2 workers each step holds half the queries of a
-1-worker step, so also queries/s), the training wall time and nDCG@10 at every level.
+the mean step time (rank 0's steps; queries/s = global batch / step time), the training wall
+time and nDCG@10 at every level. ``train.batch_queries`` and ``batch_unlabelled`` are global
+batch sizes split over the workers, so N workers take the same number of steps with the same
+expected gradient as one.
 
     python benchmarks/distributed.py --data-dir /work/shared/data/scifact \\
         --run /work/runs/scifact-minilm --out benchmarks/results/distributed-scifact-minilm \\
@@ -43,7 +45,8 @@ def run_one(paths, run: Path, cfg, workers: int, backend: str, seed: int) -> dic
     step_time = float(np.mean([h["step_time_s"] for h in epochs]))
     return {"workers": workers, "memory_backend": backend, "seed": seed,
             "step_time_s": round(step_time, 4),
-            "queries_per_s": round(cfg.train.batch_queries * workers / step_time, 1),
+            # batch_queries is the global batch, split over the workers
+            "queries_per_s": round(cfg.train.batch_queries / step_time, 1),
             "epochs": steps, "train_seconds": round(summary["seconds"], 1),
             "wall_seconds": round(wall, 1),
             "ndcg_at_10": {str(r["dims"]): r["ndcg_at_10"] for r in results["rows"]
