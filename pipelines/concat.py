@@ -121,7 +121,10 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
     training = prepare_data(doc_ids, cat_docs, query_ids, cat_queries, train_qrels, tcfg)
     for schedule in ccfg.schedules:
         start = time.perf_counter()
-        decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule])
+        def progress(m: dict, schedule=schedule) -> None:
+            echo(f"      {schedule} stage {m['stage']} {m['dims']} epoch {m['epoch']}: "
+                 f"hold-out nDCG@10 {m['val_ndcg_at_10']:.4f}")
+        decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule], log=progress)
         name = "concat_decoder" if schedule == "mrl" else f"concat_decoder_{schedule}"
         compressors[name] = ConcatCompressor(d_cat, levels, specs, decoder)
         timings[f"train_{name}"] = time.perf_counter() - start
