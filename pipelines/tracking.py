@@ -30,6 +30,14 @@ def tracking_uri(out: Path, uri: str | None = None) -> str:
     return uri or f"sqlite:///{(Path(out) / 'mlflow.db').resolve()}"
 
 
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (``<out>/mlartifacts``); MLflow's default is
+    ``./mlruns`` in whatever folder the job happens to run from."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+
+
 def flat_params(section: dict, prefix: str = "") -> dict[str, str]:
     return {f"{prefix}{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v)
             for k, v in section.items()}
@@ -51,7 +59,8 @@ class RunLogger:
             self.client.update_run(run_id, status="RUNNING")
             return
         exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=_artifact_location(uri))
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
