@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import TINY, synthetic
 
 from smec.config import TrainConfig
 from smec.modules import SXBM
 from smec.store import embedding_table, write_part
 from smec.train import prepare_data, train_method
-from test_train import TINY, synthetic
 
 
 def test_exchange_is_neighbours_then_enqueue():
