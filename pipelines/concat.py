@@ -21,9 +21,9 @@ from smec.config import Config
 from smec.data import BeirPaths, load_qrels
 from smec.errors import SmecError
 from smec.io import atomic_path
-from smec.quantize import bytes_per_vector
+from smec.quantize import compression_factor
 from smec.results import ResultRow, read_results, write_results
-from smec.store import read_columns
+from smec.store import has_columns, read_columns
 from smec.train import prepare_data, train_method
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
@@ -39,15 +39,7 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
     emb = out / "embeddings"
     wanted = [_column(m) for m in models]
 
-    def present() -> bool:
-        import pyarrow.parquet as pq
-        for kind in ("corpus", "queries"):
-            parts = sorted((emb / kind).glob("part-*.parquet"))
-            if not parts or not set(wanted) <= set(pq.ParquetFile(parts[0]).schema_arrow.names):
-                return False
-        return True
-
-    if present():
+    if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
         echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
     else:
         from pipelines.embed import run_embed_models
@@ -98,8 +90,9 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
         score(f"single:{floor}", query_cols[floor], doc_cols[floor], precision)
     dims_of = {m: doc_cols[m].shape[1] for m in ccfg.models}
     specs = [{"name": m, "dim": dims_of[m]} for m in ccfg.models]
-    cat_docs = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(doc_cols)
-    cat_queries = ConcatCompressor(sum(dims_of.values()), [], specs).concatenate(query_cols)
+    concatenation = ConcatCompressor(sum(dims_of.values()), [], specs)
+    cat_docs = concatenation.concatenate(doc_cols)
+    cat_queries = concatenation.concatenate(query_cols)
     d_cat = cat_docs.shape[1]
     for precision in grid:
         score("concat", cat_queries, cat_docs, precision)
@@ -145,9 +138,9 @@ def _annotate(rows: list[ResultRow], d_cat: int, models: list[str]) -> tuple[dic
     singles = [r for r in rows if r.method.startswith("single:") and r.precision == "float32"]
     best_single = max(singles, key=lambda r: r.ndcg_at_10)
     for r in rows:
-        r.extra["cf_vs_concat"] = round(bytes_per_vector(d_cat) / r.bytes_per_vector, 2)
-        r.extra["cf_vs_best_single"] = round(best_single.bytes_per_vector / r.bytes_per_vector,
-                                             2)
+        r.extra["cf_vs_concat"] = round(compression_factor(d_cat, r.dims, r.precision), 2)
+        r.extra["cf_vs_best_single"] = round(
+            compression_factor(best_single.dims, r.dims, r.precision), 2)
         r.extra["retained"] = round(r.ndcg_at_10 / concat.ndcg_at_10, 4)
     refs = {"concat": {"dims": d_cat, "bytes_per_vector": concat.bytes_per_vector,
                        "ndcg_at_10": concat.ndcg_at_10},

@@ -37,6 +37,19 @@ class EmbedConfig(_Section):
     shard_rows: int = Field(1024, gt=0, description="input lines per shard; each shard is one "
                             "output part, written atomically, and the unit of --resume")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_rows_per_part(cls, values):
+        # Configs written before the sharded ETL name the same setting rows_per_part.
+        if isinstance(values, dict) and "rows_per_part" in values:
+            values = dict(values)
+            old = values.pop("rows_per_part")
+            if "shard_rows" in values:
+                raise ValueError("embed: rows_per_part is the old name of shard_rows; "
+                                 "keep only shard_rows")
+            values["shard_rows"] = old
+        return values
+
 
 METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "matryoshka_adaptor",
                 "search_adaptor")

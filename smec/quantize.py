@@ -16,7 +16,6 @@ integer codes keeps each dimension's scale (their PR #4058).
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from smec.eval import Run
+from smec.io import atomic_path
 from smec.results import PRECISION_BITS, bytes_per_vector
 
 PRECISIONS = tuple(PRECISION_BITS)
@@ -115,7 +115,6 @@ class Quantizer:
 
     # --- persistence: saved beside the compressor it quantises -------------------------
     def save(self, path: Path | str) -> None:
-        from smec.io import atomic_path
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
             np.savez(f, precision=np.array(self.precision), dim=np.array(self.dim),
                      **self.params)
@@ -125,10 +124,6 @@ class Quantizer:
         with np.load(path) as blob:
             params = {k: blob[k] for k in blob.files if k not in ("precision", "dim")}
             return cls(str(blob["precision"]), int(blob["dim"]), params)
-
-    def describe(self) -> str:
-        return json.dumps({"precision": self.precision, "dim": self.dim,
-                           "bytes_per_vector": self.bytes_per_vector()})
 
 
 def _hamming(query_bits: np.ndarray, doc_bits: np.ndarray) -> np.ndarray:
@@ -150,21 +145,28 @@ def quantized_scores(quantizer: Quantizer, query_codes: np.ndarray,
 
 def quantized_search(quantizer: Quantizer, query_vecs: np.ndarray, query_ids: list[str],
                      doc_codes: np.ndarray, doc_ids: list[str], k: int = 100,
-                     rescore_multiplier: int = 0, batch_size: int = 256) -> Run:
+                     rescore_multiplier: int = 0, ignore_identical_ids: bool = True,
+                     batch_size: int = 256) -> Run:
     """Top-``k`` per query from the quantised index; with ``rescore_multiplier`` r > 0, the
-    top ``k·r`` are re-ranked by float query · dequantised candidates."""
+    top ``k·r`` are re-ranked by float query · dequantised candidates. As in
+    :func:`smec.eval.exact_search`, a document whose id equals the query's is never returned
+    (BEIR's ``ignore_identical_ids``: ArguAna, Quora)."""
     if rescore_multiplier < 0:
         raise ValueError(f"rescore_multiplier must be >= 0, got {rescore_multiplier}")
     query_vecs = _check_float(query_vecs, "queries")
     n_docs = len(doc_ids)
     first_k = min(n_docs, k * rescore_multiplier if rescore_multiplier else k)
+    doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)} if ignore_identical_ids else {}
     run: Run = {}
     for start in range(0, len(query_ids), batch_size):
         q = query_vecs[start:start + batch_size]
         scores = quantized_scores(quantizer, quantizer.encode(q), doc_codes)
+        for row, qid in enumerate(query_ids[start:start + batch_size]):
+            if qid in doc_index:
+                scores[row, doc_index[qid]] = -np.inf
         top = np.argpartition(-scores, first_k - 1, axis=1)[:, :first_k]
         for row, qid in enumerate(query_ids[start:start + batch_size]):
-            cand = top[row]
+            cand = top[row][np.isfinite(scores[row, top[row]])]
             if rescore_multiplier:
                 cand_scores = quantizer.decode(doc_codes[cand]) @ q[row]
                 keep = np.argsort(-cand_scores, kind="stable")[:k]

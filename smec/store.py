@@ -87,6 +87,12 @@ def _parts(directory: Path) -> list[Path]:
     return parts
 
 
+def has_columns(directory: Path | str, columns: list[str]) -> bool:
+    """Whether ``directory`` holds parts whose schema has every one of ``columns``."""
+    parts = sorted(Path(directory).glob("part-*.parquet"))
+    return bool(parts) and set(columns) <= set(pq.ParquetFile(parts[0]).schema_arrow.names)
+
+
 def read_columns(directory: Path | str, columns: list[str] | None = None
                  ) -> tuple[list[str], dict[str, np.ndarray], dict]:
     """Read a (multi-model) store: (ids, column -> float32 [n, dim], metadata).

@@ -105,6 +105,22 @@ def test_rescoring_recovers_most_of_float_search():
     assert rescored > plain
 
 
+@pytest.mark.parametrize("precision, rescore", [("int8", 0), ("binary", 0), ("binary", 4)])
+def test_a_doc_with_the_query_id_is_never_returned(precision, rescore):
+    # ArguAna-style: every query is also a corpus document with the same id, and is its own
+    # nearest neighbour; BEIR drops it (ignore_identical_ids), as exact_search does.
+    docs = _data(300, 64, 5)
+    ids = [str(i) for i in range(len(docs))]
+    qids = ids[:20]
+    quant = Quantizer.fit(precision, docs)
+    run = quantized_search(quant, docs[:20], qids, quant.encode(docs), ids, k=10,
+                           rescore_multiplier=rescore)
+    assert all(q not in run[q] and len(run[q]) == 10 for q in qids)
+    kept = quantized_search(quant, docs[:20], qids, quant.encode(docs), ids, k=10,
+                            rescore_multiplier=rescore, ignore_identical_ids=False)
+    assert sum(q in kept[q] for q in qids) == 20
+
+
 def test_bytes_and_compression_factor_arithmetic():
     assert bytes_per_vector(384, "float32") == 1536
     assert bytes_per_vector(128, "int8") == 128
