@@ -119,6 +119,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed)
     train_s: dict[str, list[float]] = {}
+    epochs: dict[str, list[int]] = {}
     extra: dict = {}
     seed0: dict = {}
     histories: dict[str, list[dict]] = {}
@@ -130,6 +131,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             history: list[dict] = []
             compressor = train_method(data, tcfg, method, log=history.append)
             train_s.setdefault(method, []).append(time.perf_counter() - start)
+            epochs.setdefault(method, []).append(len(history))
             if seed == 0:
                 histories[method], seed0[method] = history, compressor
             new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
@@ -157,6 +159,14 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
              f"{extra['mteb_crosscheck']['max_abs_diff']} "
              f"({time.perf_counter() - start:.0f} s)")
     timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
+    # Early stopping ends methods after different numbers of epochs, so the fair cost figure
+    # is seconds per epoch (every epoch is the same number of steps for every method).
+    per_epoch = {m: float(np.sum(train_s[m]) / np.sum(epochs[m])) for m in train_s}
+    timings |= {f"epoch:{m}": v for m, v in per_epoch.items()}
+    extra["epochs_trained"] = {m: float(np.mean(v)) for m, v in epochs.items()}
+    if "smec" in per_epoch and "matryoshka_adaptor" in per_epoch:
+        extra["smec_over_matryoshka_adaptor_s_per_epoch"] = round(
+            per_epoch["smec"] / per_epoch["matryoshka_adaptor"], 3)
     if embed_s is not None:
         timings["embed"] = embed_s
     write_results(out / "results.json", paths.name, meta.get("model", "?"),

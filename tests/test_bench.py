@@ -48,7 +48,13 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
         for seed in (0, 1):
             assert {(method, d, seed) for d in (16, 8, 4)} <= keys
     assert {("pca", 8, 0), ("truncation", 4, 0)} <= keys
-    assert set(on_disk["timings_s"]) == {"train:mrl", "train:mrl+smrl", "train:smec"}
+    methods = ("mrl", "mrl+smrl", "smec")
+    assert set(on_disk["timings_s"]) == {f"{kind}:{m}" for kind in ("train", "epoch")
+                                         for m in methods}
+    for m in methods:   # seconds per epoch = total train seconds over the epochs trained
+        epochs = on_disk["epochs_trained"][m]
+        assert 1 <= epochs <= 2 * 3 and on_disk["timings_s"][f"epoch:{m}"] == pytest.approx(
+            on_disk["timings_s"][f"train:{m}"] / epochs, rel=0.05, abs=0.011)
     assert on_disk["gradient_variance"]["mrl_over_smrl"] > 0
     assert (out / "gradient_variance.png").is_file()
     memory = on_disk["sxbm_memory"]
