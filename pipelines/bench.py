@@ -69,9 +69,15 @@ def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    result = {f"mean_{m}": v for m, v in means.items()}
+    result: dict = {f"mean_{m}": v for m, v in means.items()}
+    result["per_epoch"] = {m: [h["grad_var"] for h in history]
+                           for m, history in histories.items()}
     if "mrl" in means and "mrl+smrl" in means:
         result["mrl_over_smrl"] = means["mrl"] / means["mrl+smrl"]
+        # The mean is dominated by the first epoch's large gradients; the median of the
+        # epoch-by-epoch ratio over the epochs both ran is the robust figure.
+        pairs = list(zip(result["per_epoch"]["mrl"], result["per_epoch"]["mrl+smrl"]))
+        result["median_epoch_ratio_mrl_over_smrl"] = float(np.median([a / b for a, b in pairs]))
     return result
 
 
@@ -149,7 +155,9 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
     if compared:
         extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")
-        echo(f"gradient variance: {extra['gradient_variance']}")
+        gv = extra["gradient_variance"]
+        echo("gradient variance: " + ", ".join(f"{k} {v:.4g}" for k, v in gv.items()
+                                                if k != "per_epoch"))
     if mteb:
         start = time.perf_counter()
         extra["mteb_crosscheck"] = mteb_crosscheck(

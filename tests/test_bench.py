@@ -56,6 +56,8 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
         assert 1 <= epochs <= 2 * 3 and on_disk["timings_s"][f"epoch:{m}"] == pytest.approx(
             on_disk["timings_s"][f"train:{m}"] / epochs, rel=0.05, abs=0.011)
     assert on_disk["gradient_variance"]["mrl_over_smrl"] > 0
+    assert on_disk["gradient_variance"]["median_epoch_ratio_mrl_over_smrl"] > 0
+    assert 1 <= len(on_disk["gradient_variance"]["per_epoch"]["mrl"]) <= 6   # seed 0's epochs
     assert (out / "gradient_variance.png").is_file()
     memory = on_disk["sxbm_memory"]
     assert [m["memory_size"] for m in memory["sizes"]] == [20, 40]
