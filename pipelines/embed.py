@@ -160,6 +160,10 @@ def _quiet_ray_data() -> None:
     """Our own progress bar replaces Ray Data's; keep its per-operator chatter off stderr."""
     from ray.data import DataContext
     ctx = DataContext.get_current()
+    # Ray Data fails a pipeline after 30 min without an output; one batch of a 768-d model on
+    # a busy 2-core CPU can legitimately take that long, and a killed run only resumes at the
+    # last finished shard. A hung run is still visible on the progress bar.
+    ctx.execution_no_progress_timeout_s = -1
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
