@@ -156,8 +156,8 @@ def _actor_resources(cfg: Config, n_models: int) -> tuple[float, int]:
     return cpus, max(1, (os.cpu_count() or 1) // actors)
 
 
-def _quiet_ray_data() -> None:
-    """Our own progress bar replaces Ray Data's; keep its per-operator chatter off stderr."""
+def _configure_ray_data() -> None:
+    """No stall timeout; our own progress bar replaces Ray Data's chatter on stderr."""
     from ray.data import DataContext
     ctx = DataContext.get_current()
     # Ray Data fails a pipeline after 30 min without an output; one batch of a 768-d model on
@@ -234,7 +234,7 @@ def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool)
 
     from pipelines.runtime import root_cause
 
-    _quiet_ray_data()
+    _configure_ray_data()
     ecfg = cfg.embed
     cpus, threads = _actor_resources(cfg, len(job.encoders))
     dataset = ray.data.from_items([{"shard": s.to_json()} for s in todo],
