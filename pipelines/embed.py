@@ -259,6 +259,7 @@ def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool)
     written = 0
     bar = tqdm(total=sum(expected.values()), unit=" docs", desc=job.label, disable=not progress,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+    shard_log = None if progress else _ShardLog(job.label, len(todo), sum(expected.values()))
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             shard_col = batch["shard"]
@@ -274,6 +275,8 @@ def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool)
                 bar.update(int(mask.sum()))
                 if len(got["id"]) == expected[int(index)]:
                     written += _finish_shard(job, int(index), pending.pop(int(index)), columns)
+                    if shard_log is not None:
+                        shard_log.shard_done(expected[int(index)])
     except SmecError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failure inside Ray: one line, no traceback
@@ -283,6 +286,24 @@ def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool)
     if pending:
         raise SmecError(f"{job.out_dir}: shards {sorted(pending)} came back incomplete")
     return written
+
+
+class _ShardLog:
+    """Without a progress bar (stderr is a log file, not a terminal): a line per shard."""
+
+    def __init__(self, label: str, shards: int, rows: int) -> None:
+        self.label, self.shards, self.rows = label, shards, rows
+        self.done_shards, self.done_rows, self.start = 0, 0, time.perf_counter()
+
+    def shard_done(self, rows: int) -> None:
+        self.done_shards += 1
+        self.done_rows += rows
+        rate = self.done_rows / max(time.perf_counter() - self.start, 1e-9)
+        left = (self.rows - self.done_rows) / rate if rate > 0 else float("nan")
+        eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+        print(f"{self.label}: shard {self.done_shards}/{self.shards} written "
+              f"({self.done_rows}/{self.rows} docs, {rate:.1f} docs/s, ~{eta} left)",
+              file=sys.stderr, flush=True)
 
 
 def _finish_shard(job: EmbedJob, index: int, got: dict[str, list], columns: list[str]) -> int:

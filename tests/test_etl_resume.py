@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
     resumed = subprocess.run(cmd, cwd=REPO, check=False, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "shards resumed" in resumed.stdout, resumed.stdout
+    # stderr is not a terminal here: a progress line per written shard instead of a bar
+    assert re.search(r"shard \d+/\d+ written \(\d+/\d+ docs, [\d.]+ docs/s", resumed.stderr), \
+        resumed.stderr[-3000:]
     ids = store_ids(out)
     assert len(ids) == len(set(ids)) == len(expected) and set(ids) == set(expected)
     assert ids == expected                         # parts in shard order, rows in file order
