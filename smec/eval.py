@@ -22,6 +22,15 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def mask_identical_ids(scores: np.ndarray, query_ids: list[str],
+                       doc_index: dict[str, int]) -> None:
+    """Score −inf where the document id equals the query id, in place: BEIR's
+    ``ignore_identical_ids`` (ArguAna, Quora). ``doc_index`` maps doc id → column."""
+    for row, qid in enumerate(query_ids):
+        if qid in doc_index:
+            scores[row, doc_index[qid]] = -np.inf
+
+
 def exact_search(query_vecs: np.ndarray, query_ids: list[str], doc_vecs: np.ndarray,
                  doc_ids: list[str], k: int = 100, ignore_identical_ids: bool = True,
                  batch_size: int = 512) -> Run:
@@ -33,9 +42,7 @@ def exact_search(query_vecs: np.ndarray, query_ids: list[str], doc_vecs: np.ndar
     run: Run = {}
     for start in range(0, len(query_ids), batch_size):
         scores = q[start:start + batch_size] @ d.T
-        for row, qid in enumerate(query_ids[start:start + batch_size]):
-            if qid in doc_index:  # BEIR's ignore_identical_ids (ArguAna, Quora)
-                scores[row, doc_index[qid]] = -np.inf
+        mask_identical_ids(scores, query_ids[start:start + batch_size], doc_index)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         for row, qid in enumerate(query_ids[start:start + batch_size]):
             run[qid] = {doc_ids[j]: float(scores[row, j]) for j in top[row]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smec.eval import Run
+from smec.eval import Run, mask_identical_ids
 from smec.io import atomic_path
 from smec.results import PRECISION_BITS, bytes_per_vector
 
@@ -161,9 +161,7 @@ def quantized_search(quantizer: Quantizer, query_vecs: np.ndarray, query_ids: li
     for start in range(0, len(query_ids), batch_size):
         q = query_vecs[start:start + batch_size]
         scores = quantized_scores(quantizer, quantizer.encode(q), doc_codes)
-        for row, qid in enumerate(query_ids[start:start + batch_size]):
-            if qid in doc_index:
-                scores[row, doc_index[qid]] = -np.inf
+        mask_identical_ids(scores, query_ids[start:start + batch_size], doc_index)
         top = np.argpartition(-scores, first_k - 1, axis=1)[:, :first_k]
         for row, qid in enumerate(query_ids[start:start + batch_size]):
             cand = top[row][np.isfinite(scores[row, top[row]])]
