@@ -6,14 +6,16 @@ hold-out of *train* queries; test qrels are only read for the final scores.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from smec.compare import baselines, compare
-from smec.config import Config
-from smec.data import BeirPaths, load_qrels
+from smec.compare import baselines, compare, holdout_rows, recipe_check, recipe_summary
+from smec.compressors import load_compressor
+from smec.config import Config, TrainConfig, updated
+from smec.data import BeirPaths
 from smec.io import atomic_path
 from smec.report import markdown_table, plot_ndcg_vs_bytes
 from smec.results import read_results, write_results
@@ -24,15 +26,23 @@ DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "m
                    "mrl+sxbm", "smec"]
 
 
-def continued_training_check(data, cfg, dims: list[int]) -> dict:
-    """Train SMEC down to ``dims[-2]``, then add ``dims[-1]`` without retraining the rest."""
-    short = cfg.model_copy(update={"stages": dims[:-1]})
+def continued_training_check(data, cfg: TrainConfig, dims: list[int]) -> dict:
+    """Train SMEC down to ``dims[-2]``, save it, add ``dims[-1]``, save again; then compare
+    every kept level of the two saved compressors, each reloaded from disk (a fresh network per
+    level, so nothing cached in memory can hide a change)."""
+    short = updated(cfg, stages=dims[:-1])
     compressor = train_method(data, short, "smec")
-    before = compressor.encode(data.corpus.numpy(), dims[-2])
-    train_method(data, cfg.model_copy(update={"stages": dims}), "smec", resume=compressor)
-    after = compressor.encode(data.corpus.numpy(), dims[-2])
-    return {"kept_level": dims[-2], "added_level": dims[-1],
-            "max_abs_change_of_kept_level": float(np.abs(after - before).max())}
+    docs = data.corpus.numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        compressor.save(Path(tmp) / "before")
+        train_method(data, updated(cfg, stages=dims),
+                     "smec", resume=compressor)
+        compressor.save(Path(tmp) / "after")
+        before, after = load_compressor(Path(tmp) / "before"), load_compressor(Path(tmp) / "after")
+        change = {dim: float(np.abs(after.encode(docs, dim) - before.encode(docs, dim)).max())
+                  for dim in before.dims}
+    return {"kept_level": dims[-2], "added_level": dims[-1], "kept_levels": sorted(change),
+            "max_abs_change_of_kept_level": max(change.values())}
 
 
 def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
@@ -42,7 +52,8 @@ def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
     encoders = [("raw", None, embeddings[1].shape[1])]
     encoders += [(name, c, dim) for name, c in compressors.items() for dim in c.dims]
     scores = mteb_scores(paths, *embeddings, encoders, out / "mteb")
-    ours = {f"{r.method}@{r.dims}": r.ndcg_at_10 for r in rows if r.seed == 0}
+    ours = {f"{r.method}@{r.dims}": r.ndcg_at_10 for r in rows
+            if r.seed == 0 and r.precision == "float32" and "split" not in r.extra}
     table = {key: {"mteb": value, "ours": round(ours[key], 6),
                    "abs_diff": round(abs(value - ours[key]), 6)} for key, value in scores.items()}
     return {"levels": table, "max_abs_diff": max(v["abs_diff"] for v in table.values())}
@@ -86,7 +97,7 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
     """SMEC with S-XBM memories of several sizes (SMEC Table 3): nDCG@10 and step time."""
     def run(update: dict) -> tuple[list, float]:
         history: list[dict] = []
-        compressor = train_method(data, cfg.model_copy(update=update), "smec",
+        compressor = train_method(data, updated(cfg, **update), "smec",
                                   log=history.append)
         rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
                        {"smec": compressor}, include_raw=False)
@@ -117,10 +128,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         embed_s = None
     doc_ids, doc_vecs, meta = read_embeddings(out / "embeddings" / "corpus")
     query_ids, query_vecs, _ = read_embeddings(out / "embeddings" / "queries")
-    train_qrels, test_qrels = load_qrels(paths.train_qrels), load_qrels(paths.test_qrels)
+    train_qrels, test_qrels = paths.read_train_qrels(), paths.read_test_qrels()
     input_dim = doc_vecs.shape[1]
     dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
-    base = cfg.train.model_copy(update={"stages": dims, "full_dim_stage": True})
+    base = updated(cfg.train, stages=dims, full_dim_stage=True)
 
     fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed)
@@ -130,8 +141,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     seed0: dict = {}
     histories: dict[str, list[dict]] = {}
     for seed in range(seeds):
-        tcfg = base.model_copy(update={"seed": seed})
+        tcfg = updated(base, seed=seed)
         data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, tcfg)
+        extra.setdefault("holdout_overlap", {})[seed] = data.holdout_overlap
+        trained: dict = {}
         for method in methods:
             start = time.perf_counter()
             history: list[dict] = []
@@ -143,9 +156,12 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
                           {method: compressor}, include_raw=False, seed=seed)
             rows += new
+            trained[method] = compressor
             echo(f"seed {seed} {method:>18}: " + "  ".join(
                 f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new) +
                 f"  ({train_s[method][-1]:.0f} s)")
+        rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, data.val_qrels,
+                             trained, dims, seed)
         if seed == 0 and "smec" in methods:
             extra["continued_training"] = continued_training_check(data, tcfg, dims)
             echo(f"continued training: {extra['continued_training']}")
@@ -166,6 +182,9 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         echo(f"MTEB cross-check: max |MTEB - ours| nDCG@10 = "
              f"{extra['mteb_crosscheck']['max_abs_diff']} "
              f"({time.perf_counter() - start:.0f} s)")
+    extra["recipe_check"] = recipe_check(rows)
+    extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
+    echo(extra["recipe_summary"])
     timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
     # Early stopping ends methods after different numbers of epochs, so the fair cost figure
     # is seconds per epoch (every epoch is the same number of steps for every method).
@@ -178,7 +197,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     if embed_s is not None:
         timings["embed"] = embed_s
     write_results(out / "results.json", paths.name, meta.get("model", "?"),
-                  paths.test_qrels.stem, rows, timings, seeds=seeds, **extra)
+                  paths.split_label, rows, timings, seeds=seeds, **extra)
     results = read_results(out / "results.json")
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown_table(results) + "\n")

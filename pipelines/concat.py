@@ -18,7 +18,7 @@ import numpy as np
 from smec.compare import compare, score_vectors
 from smec.compressors import PCA, ConcatCompressor
 from smec.config import Config
-from smec.data import BeirPaths, load_qrels
+from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.io import atomic_path
 from smec.quantize import compression_factor
@@ -73,7 +73,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
     timings["embed"] = time.perf_counter() - start
     doc_ids, doc_cols = data["corpus"]
     query_ids, query_cols = data["queries"]
-    test_qrels = load_qrels(paths.test_qrels)
+    test_qrels = paths.read_test_qrels()
     quant_options = {"ranges": ccfg.int8_ranges, "threshold": ccfg.binary_threshold}
     grid = _precision_grid(cfg)
 
@@ -106,7 +106,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
     timings["fit_concat_pca"] = time.perf_counter() - start
     echo(f"[3/4] train the decoder {d_cat} -> {levels} ({ccfg.decoder}, "
          f"{', '.join(ccfg.schedules)}; {cfg.train.max_epochs_per_stage} epochs per level)")
-    train_qrels = load_qrels(paths.train_qrels)
+    train_qrels = paths.read_train_qrels()
     tcfg = cfg.train.model_copy(update={
         "adapter": ccfg.decoder, "output_dim": ccfg.d_max, "stages": list(ccfg.levels),
         "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.beta,
@@ -251,7 +251,7 @@ def _write(out: Path, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
            timings: dict[str, float], d_cat: int, models: list[str]) -> dict:
     refs, targets = _annotate(rows, d_cat, cfg.concat.models)
     write_results(out / "results.json", paths.name, "+".join(cfg.concat.models),
-                  paths.test_qrels.stem, rows, timings, models=models,
+                  paths.split_label, rows, timings, models=models,
                   concat_models=cfg.concat.models, references=refs, targets=targets,
                   config=cfg.concat.model_dump())
     results = read_results(out / "results.json")

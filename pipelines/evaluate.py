@@ -5,15 +5,15 @@ import json
 import time
 from pathlib import Path
 
-from smec.compare import baselines, compare
+from smec.compare import baselines, compare, holdout_rows, recipe_check, recipe_summary
 from smec.config import Config
-from smec.data import BeirPaths, load_qrels
+from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.io import atomic_path, write_json
 from smec.report import markdown_table, plot_ndcg_vs_bytes
 from smec.results import read_results, write_results
 from smec.store import read_embeddings
-from smec.train import stage_dims
+from smec.train import holdout_qrels, stage_dims
 
 from pipelines.train import load_trained
 
@@ -34,7 +34,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
     emb = out / "embeddings"
     doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
     query_ids, query_vecs, _ = read_embeddings(emb / "queries")
-    qrels = load_qrels(paths.test_qrels)
+    qrels = paths.read_test_qrels()
     missing = [q for q in qrels if q not in set(query_ids)]
     if missing:
         raise SmecError(f"{paths.test_qrels}: query '{missing[0]}' has no embedding in {emb}; "
@@ -52,11 +52,18 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
         precisions.append(("binary", cfg.eval.rescore_multiplier))
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
                    include_raw="raw" in methods, seed=cfg.train.seed, precisions=precisions)
+    extra = {}
+    if trained is not None:
+        holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, cfg.train)
+        rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout,
+                             {trained.method: trained}, dims, seed=cfg.train.seed)
+        extra["recipe_check"] = recipe_check(rows)
+        extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
     if trained is not None and trained.quantizers:   # keep the calibration with the model
         trained.save(out / "compressor")
     timings = record_timing(out, "evaluate", time.perf_counter() - start)
     write_results(out / "results.json", paths.name, meta.get("model", "?"),
-                  paths.test_qrels.stem, rows, timings)
+                  paths.split_label, rows, timings, **extra)
     results = read_results(out / "results.json")
     table = markdown_table(results)
     with atomic_path(out / "results.md") as tmp:

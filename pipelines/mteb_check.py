@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from smec.compressors import Compressor
-from smec.data import BeirPaths, iter_corpus, load_qrels, load_queries
+from smec.data import BeirPaths, iter_corpus, load_queries
 from smec.errors import SmecError
 
 
@@ -33,7 +33,7 @@ def _task(paths: BeirPaths):
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
-    split = paths.test_qrels.stem
+    split = paths.split_label
 
     class LocalBEIRTask(AbsTaskRetrieval):
         metadata = TaskMetadata(
@@ -49,7 +49,7 @@ def _task(paths: BeirPaths):
         def load_data(self, num_proc=None, **kwargs) -> None:
             if self.data_loaded:
                 return
-            qrels = load_qrels(paths.test_qrels)
+            qrels = paths.read_test_qrels()
             queries = load_queries(paths.queries)
             corpus = Dataset.from_list([{"id": i, "title": "", "text": t}
                                         for i, t in iter_corpus(paths.corpus)])

@@ -159,8 +159,10 @@ def log_results(uri: str, run_id: str, out: Path) -> None:
     results_path = Path(out) / "results.json"
     if results_path.is_file():
         rows = json.loads(results_path.read_text())["rows"]
-        run.log_metrics({f"test_ndcg_at_10.{r['method']}.d{r['dims']}": r["ndcg_at_10"]
-                         for r in rows}, 0)
+        run.log_metrics({f"{'holdout' if r.get('split') == 'holdout' else 'test'}_ndcg_at_10."
+                         f"{r['method']}.d{r['dims']}": r["ndcg_at_10"]
+                         for r in rows if r["precision"] == "float32" and not r.get("rescore")},
+                        0)
     for name in ("results.json", "results.md", "ndcg_vs_bytes.png"):
         run.log_artifact(Path(out) / name)
     run.end()

@@ -54,7 +54,8 @@ def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
 
 
 def train_func(config: dict) -> None:
-    """One worker's training loop; ``config`` = {"train", "embeddings", "train_qrels",
+    """One worker's training loop; ``config`` = {"train", "embeddings", "paths" (the
+    :class:`BeirPaths`; or "train_qrels", a qrels file),
     "use_ray", "out", optional "memory_actor" (a :class:`MemoryActor` handle) and "fault"
     (test hook: {"step", "rank", "marker"})}."""
     cfg = TrainConfig(**config["train"])
@@ -63,8 +64,9 @@ def train_func(config: dict) -> None:
     emb = Path(config["embeddings"])
     doc_ids, doc_vecs, _ = read_embeddings(emb / "corpus")
     query_ids, query_vecs, _ = read_embeddings(emb / "queries")
-    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs,
-                        load_qrels(config["train_qrels"]), cfg)
+    train_qrels = config["paths"].read_train_qrels() if "paths" in config \
+        else load_qrels(config["train_qrels"])
+    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, cfg)
     history: list[dict] = []
     resume, partial, memory = None, None, None
     if use_ray:
@@ -143,7 +145,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     emb = out / "embeddings"
     _, _, meta = read_embeddings(emb / "corpus")   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
-    load_qrels(paths.train_qrels)
+    paths.read_train_qrels()
     init_ray()
     start = time.perf_counter()
     storage = (out / "ray_train").resolve()
@@ -154,7 +156,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
         from pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     loop_config = {"train": cfg.train.model_dump(), "embeddings": str(emb.resolve()),
-                   "train_qrels": str(paths.train_qrels), "use_ray": True,
+                   "paths": paths, "use_ray": True,
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,

@@ -205,11 +205,14 @@ def _submitted_path(path: Path | None) -> Path | None:
 
 def _prepare(args: argparse.Namespace):
     from smec.config import load_config
-    from smec.data import resolve_beir_dir
+    from smec.data import check_inputs, resolve_beir_dir
     for name in ("data_dir", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
-    paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split)
+    paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split,
+                             cfg.data.split_test_frac)
+    for warning in check_inputs(paths):   # every file and id, before Ray or a model starts
+        print(f"smec: warning: {warning}", file=sys.stderr)
     out = args.out if args.out is not None else _submitted_path(Path("runs")) / paths.name
     if out.exists() and not out.is_dir():
         raise SmecError(f"--out {out}: exists and is not a folder")
@@ -223,6 +226,8 @@ def _print_results(results: dict, out: Path) -> None:
     print(markdown_table(results))
     print()
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
+    if results.get("recipe_summary"):
+        print(results["recipe_summary"])
     print(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
 
 

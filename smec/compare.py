@@ -68,3 +68,64 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                 rows.append(score_vectors(method, queries, query_ids, docs, doc_ids, qrels, p,
                                           quantizer, seed))
     return rows
+
+
+#: The recipes a user already has, at every byte size: float, int8, binary and binary + rescore.
+RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)]
+UNTRAINED = ("raw", "truncation", "pca")
+
+
+def holdout_rows(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
+                 query_vecs: np.ndarray, holdout: Qrels, trained: dict[str, Compressor],
+                 dims: list[int], seed: int = 0) -> list[ResultRow]:
+    """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels and
+    the untrained recipes (raw, truncation, PCA) at every precision, so a trained level can be
+    judged against what it replaces without looking at test."""
+    fixed = baselines(doc_vecs.shape[1], dims, doc_vecs, ["truncation", "pca"])
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, fixed, seed=seed,
+                   precisions=RECIPE_PRECISIONS)
+    rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
+                    include_raw=False, seed=seed, precisions=[("float32", 0)])
+    for row in rows:
+        row.extra["split"] = "holdout"
+    return rows
+
+
+def recipe_check(rows: list[ResultRow]) -> list[dict]:
+    """For each trained hold-out row: the best untrained recipe at no more bytes, and whether
+    the trained level beats it (``wins``). Where it does not, the recipe is the one to use."""
+    holdout = [r for r in rows if r.extra.get("split") == "holdout"]
+    recipes = [r for r in holdout if r.method in UNTRAINED]
+    out = []
+    for row in holdout:
+        if row.method in UNTRAINED:
+            continue
+        within = [r for r in recipes if r.seed == row.seed
+                  and r.bytes_per_vector <= row.bytes_per_vector]
+        best = max(within, key=lambda r: r.ndcg_at_10, default=None)
+        out.append({"method": row.method, "dims": row.dims, "precision": row.precision,
+                    "seed": row.seed, "bytes_per_vector": row.bytes_per_vector,
+                    "holdout_ndcg_at_10": round(row.ndcg_at_10, 4),
+                    "best_recipe": None if best is None else {
+                        "method": best.method, "dims": best.dims, "precision": best.precision,
+                        "rescore": best.extra.get("rescore", 0),
+                        "holdout_ndcg_at_10": round(best.ndcg_at_10, 4)},
+                    "wins": best is None or row.ndcg_at_10 > best.ndcg_at_10})
+    return out
+
+
+def recipe_summary(checks: list[dict]) -> str:
+    """One line: which trained levels lose to an untrained recipe on the hold-out."""
+    losers = [c for c in checks if not c["wins"]]
+    if not losers:
+        return f"hold-out: every trained level ({len(checks)}) beats the untrained recipes " \
+               "at its bytes"
+    parts = []
+    for c in losers:
+        b = c["best_recipe"]
+        recipe = f"{b['method']} {b['dims']}d {b['precision']}" + \
+            (f"+rescore x{b['rescore']}" if b["rescore"] else "")
+        parts.append(f"{c['method']} {c['dims']}d (seed {c['seed']}, {c['bytes_per_vector']} B) "
+                     f"{c['holdout_ndcg_at_10']:.4f} < {recipe} {b['holdout_ndcg_at_10']:.4f}")
+    return f"hold-out: {len(losers)} of {len(checks)} trained levels lose to a recipe at " \
+           "equal or fewer bytes; use the recipe there: " + "; ".join(parts)

@@ -78,7 +78,10 @@ class TrainConfig(_Section):
     batch_queries: int = Field(64, gt=0)
     batch_unlabelled: int = Field(256, gt=1)
     rank_scale: float = Field(20.0, gt=0)
-    rank_reduction: Literal["sum", "mean_query", "mean_pair"] = "mean_query"
+    rank_reduction: Literal["mean_weighted_pair", "sum", "mean_query", "mean_pair"] = Field(
+        "mean_weighted_pair", description="mean_weighted_pair: a label-gap-weighted mean over "
+        "each query's pairs, so the loss scale (and lr, rank_scale, alpha) does not depend on "
+        "the dataset's candidates or positives per query")
     positives_per_query: int = Field(8, gt=0)
     hard_negatives: int = Field(8, ge=0)
     hard_pool: int = Field(100, gt=0)
@@ -87,6 +90,9 @@ class TrainConfig(_Section):
     use_ads: bool = True
     ads_init: Literal["positional", "zeros"] = "positional"
     ads_init_scale: float = Field(10.0, ge=0)
+    ads_carry_logits: bool = Field(True, description="each ADS stage starts from the previous "
+                                   "stage's learned logits of the dims it kept (else from the "
+                                   "positional init)")
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
     use_sxbm: bool = True
@@ -95,6 +101,10 @@ class TrainConfig(_Section):
     neighbours: int = Field(10, gt=0)
     holdout_frac: float = Field(0.1, gt=0, lt=1, description="train queries held out for "
                                 "early stopping (never test)")
+    val_corpus_docs: int = Field(20000, gt=0, description="the hold-out is scored every epoch "
+                                 "against a fixed corpus sample of this size (every hold-out "
+                                 "positive, each hold-out query's frozen top 100, random rest); "
+                                 "the whole corpus when smaller")
     seed: int = 0
     num_workers: int = Field(1, gt=0, description="Ray Train workers (DDP)")
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -130,8 +140,12 @@ class EvalConfig(_Section):
 
 
 class DataConfig(_Section):
-    train_split: str = "train"
+    train_split: str = Field("train", description="qrels/<name>.tsv to train on (dev.tsv when "
+                             "train.tsv is absent), or split-test: a hashed part of the test "
+                             "queries trains, the rest is scored")
     test_split: str = "test"
+    split_test_frac: float = Field(0.5, gt=0, lt=1, description="split-test: the share of "
+                                   "test queries kept for scoring")
 
 
 TUNABLE = ("tau0", "tau_min", "memory_size", "neighbours", "stages", "max_epochs_per_stage",
@@ -233,6 +247,11 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     concat: ConcatConfig = ConcatConfig()
     tune: TuneConfig = TuneConfig()
+
+
+def updated(section: BaseModel, **changes):
+    """A copy of a config section with ``changes``, validated (``model_copy`` is not)."""
+    return type(section).model_validate({**section.model_dump(), **changes})
 
 
 def default_config_path() -> Path:

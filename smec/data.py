@@ -7,6 +7,7 @@ wrong, so a malformed folder never reaches Ray. The corpus is read as a stream
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -100,13 +101,21 @@ def load_qrels(path: Path) -> Qrels:
                                 f"(query-id, corpus-id, score), got {len(fields)}")
             qid, doc_id, score = (f.strip() for f in fields)
             try:
-                grade = int(float(score))
+                grade = int(score)
             except ValueError:
-                raise SmecError(f"{path}:{lineno}: score '{score}' is not a number") from None
+                raise SmecError(f"{path}:{lineno}: score '{score}' is not an integer grade "
+                                "(BEIR qrels grade relevance 0, 1, 2, ...)") from None
+            if not qid or not doc_id:
+                raise SmecError(f"{path}:{lineno}: empty query-id or corpus-id")
             qrels.setdefault(qid, {})[doc_id] = grade
     if not qrels:
         raise SmecError(f"{path}: no judgements found")
     return qrels
+
+
+#: ``data.train_split`` value for a dataset with only test qrels (ArguAna): its test queries
+#: are split deterministically in two; one part trains (and early-stops), the other is scored.
+SPLIT_TEST = "split-test"
 
 
 @dataclass(frozen=True)
@@ -116,15 +125,36 @@ class BeirPaths:
     queries: Path
     train_qrels: Path
     test_qrels: Path
+    #: with ``data.train_split: split-test``: the share of test queries kept for scoring
+    split_test_frac: float | None = None
 
     @property
     def name(self) -> str:
         return self.root.name
 
+    @property
+    def split_label(self) -> str:
+        """What results rows scored on the test qrels are labelled: ``test`` or ``split-test``."""
+        return SPLIT_TEST if self.split_test_frac is not None else self.test_qrels.stem
+
+    def read_train_qrels(self) -> Qrels:
+        qrels = load_qrels(self.train_qrels)
+        return qrels if self.split_test_frac is None \
+            else split_test_qrels(qrels, self.split_test_frac)[0]
+
+    def read_test_qrels(self) -> Qrels:
+        qrels = load_qrels(self.test_qrels)
+        return qrels if self.split_test_frac is None \
+            else split_test_qrels(qrels, self.split_test_frac)[1]
+
 
 def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
-                     test_split: str = "test") -> BeirPaths:
-    """Check a BEIR folder's layout; fall back to dev qrels for training when train is absent."""
+                     test_split: str = "test", split_test_frac: float = 0.5) -> BeirPaths:
+    """Check a BEIR folder's layout; fall back to dev qrels for training when train is absent.
+
+    ``train_split: split-test`` trains on a hashed part of the test queries and scores the rest
+    (:func:`split_test_qrels`); training on the very qrels that are scored is refused.
+    """
     root = Path(data_dir) if data_dir is not None else bundled_dataset_dir()
     if not root.is_dir():
         raise SmecError(f"{root}: data folder not found; pass --data-dir with a BEIR folder "
@@ -137,21 +167,136 @@ def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
     test = qrels_dir / f"{test_split}.tsv"
     if not test.is_file():
         raise SmecError(f"{test}: test qrels not found; evaluation needs qrels/{test_split}.tsv")
+    if train_split == SPLIT_TEST:
+        return BeirPaths(root.resolve(), root / "corpus.jsonl", root / "queries.jsonl", test,
+                         test, split_test_frac)
     train = qrels_dir / f"{train_split}.tsv"
     if not train.is_file() and train_split == "train" and (qrels_dir / "dev.tsv").is_file():
         train = qrels_dir / "dev.tsv"
     if not train.is_file():
-        raise SmecError(f"{train}: training qrels not found; add qrels/train.tsv (or dev.tsv)")
+        raise SmecError(f"{train}: training qrels not found; add qrels/train.tsv (or dev.tsv), "
+                        f"or set data.train_split: {SPLIT_TEST} to train on a hashed part of "
+                        f"the {test_split} queries and score the rest")
+    if train.resolve() == test.resolve():
+        raise SmecError(f"{train} is also the test qrels {test}: training and early stopping "
+                        f"would see the judgements that are scored; use data.train_split: "
+                        f"{SPLIT_TEST} instead")
     return BeirPaths(root.resolve(), root / "corpus.jsonl", root / "queries.jsonl", train, test)
 
 
+def positive_groups(qrels: Qrels) -> list[list[str]]:
+    """Queries joined when they share a judged-relevant document (connected components).
+
+    Several phrasings of one information need share their positives; a split that keeps each
+    group on one side cannot reward memorising documents across the split.
+    """
+    parent = {q: q for q in qrels}
+
+    def root(q: str) -> str:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+    owner: dict[str, str] = {}
+    for q, docs in qrels.items():
+        for d, g in docs.items():
+            if g > 0:
+                if d in owner:
+                    parent[root(q)] = root(owner[d])
+                else:
+                    owner[d] = q
+    groups: dict[str, list[str]] = {}
+    for q in qrels:
+        groups.setdefault(root(q), []).append(q)
+    return [sorted(g) for g in groups.values()]
+
+
+def group_split(qrels: Qrels, frac: float, salt: str) -> tuple[list[str], list[str]]:
+    """Deterministic (rest, part) split of ``qrels``' queries, about ``frac`` in ``part``.
+
+    Whole groups of queries that share positives (:func:`positive_groups`) go to one side, in
+    an order hashed from ``salt`` and the group; a group larger than what ``part`` still needs
+    stays in ``rest``, so ``part`` never shares a positive with ``rest``.
+    """
+    groups = sorted(positive_groups(qrels), key=lambda g: zlib.crc32(f"{salt}:{g[0]}".encode()))
+    want = max(1, round(frac * len(qrels)))
+    part: list[str] = []
+    for group in groups:
+        if len(part) + len(group) <= want:
+            part += group
+    chosen = set(part)
+    return [q for q in qrels if q not in chosen], [q for q in qrels if q in chosen]
+
+
+def split_test_qrels(qrels: Qrels, test_frac: float) -> tuple[Qrels, Qrels]:
+    """``split-test``: (train part, scored part) of a test-only dataset, fixed for every seed."""
+    train, test = group_split(qrels, test_frac, salt=SPLIT_TEST)
+    return {q: qrels[q] for q in train}, {q: qrels[q] for q in test}
+
+
+def positive_overlap(train: Qrels, holdout: Qrels) -> float:
+    """Share of ``holdout``'s (query, positive) pairs whose document is also a ``train``
+    positive: 0 means the hold-out cannot be won by memorising training documents."""
+    seen = {d for docs in train.values() for d, g in docs.items() if g > 0}
+    pairs = [d for docs in holdout.values() for d, g in docs.items() if g > 0]
+    return sum(d in seen for d in pairs) / max(1, len(pairs))
+
+
+def check_inputs(paths: BeirPaths) -> list[str]:
+    """Read and cross-check every input of a job before anything expensive starts.
+
+    One streaming pass over the corpus (ids and texts), the queries, the train and test qrels
+    and their ids against each other; the first problem is a :class:`SmecError` naming the file
+    (and line). Returns warnings (a few judgements naming unknown ids), one line each.
+    """
+    corpus_ids = {doc_id for doc_id, _ in iter_corpus(paths.corpus)}
+    queries = load_queries(paths.queries)
+    train, test = paths.read_train_qrels(), paths.read_test_qrels()
+    warnings = check_qrels_ids(load_qrels(paths.test_qrels), queries, corpus_ids,
+                               paths.test_qrels)
+    if paths.split_test_frac is None:
+        warnings += check_qrels_ids(train, queries, corpus_ids, paths.train_qrels)
+        shared = sorted(set(train) & set(test))
+        if shared:
+            raise SmecError(f"{paths.train_qrels} and {paths.test_qrels} share query id "
+                            f"'{shared[0]}' ({len(shared)} in all): a query must be either "
+                            f"trained on or scored, not both")
+    return warnings
+
+
+#: Above this share of judgements naming unknown ids, qrels are refused (they belong to another
+#: corpus); below it each one is reported (official BEIR ArguAna judges 5 documents of 1,406
+#: that its corpus lacks: they count as never retrieved, as in BEIR and MTEB).
+MAX_UNKNOWN_SHARE = 0.05
+
+
 def check_qrels_ids(qrels: Qrels, queries: dict[str, str], corpus_ids: set[str],
-                    qrels_path: Path) -> None:
-    """Every judged query and document must exist; say which one does not."""
+                    qrels_path: Path) -> list[str]:
+    """Judged queries and documents must exist: a few unknown ones come back as warnings
+    (``file:line: ...``), more than :data:`MAX_UNKNOWN_SHARE` of the judgements is an error."""
+    unknown = []
     for qid, docs in qrels.items():
         if qid not in queries:
-            raise SmecError(f"{qrels_path}: query id '{qid}' is not in queries.jsonl")
+            unknown.append((qid, None, f"query id '{qid}' is not in queries.jsonl"))
         for doc_id in docs:
             if doc_id not in corpus_ids:
-                raise SmecError(f"{qrels_path}: corpus id '{doc_id}' (query '{qid}') is not in "
-                                "corpus.jsonl")
+                unknown.append((qid, doc_id, f"corpus id '{doc_id}' (query '{qid}') is not in "
+                                "corpus.jsonl"))
+    total = sum(len(docs) for docs in qrels.values())
+    if unknown and len(unknown) > MAX_UNKNOWN_SHARE * total:
+        qid, doc_id, what = unknown[0]
+        raise SmecError(f"{_qrels_where(qrels_path, qid, doc_id)}: {what} ({len(unknown)} of "
+                        f"{total} judgements name unknown ids: are these the qrels of this "
+                        "corpus?)")
+    return [f"{_qrels_where(qrels_path, qid, doc_id)}: {what}; it counts as never retrieved"
+            for qid, doc_id, what in unknown]
+
+
+def _qrels_where(path: Path, qid: str, doc_id: str | None = None) -> str:
+    """``path:line`` of the first judgement of ``qid`` (on ``doc_id``); only read on error."""
+    with Path(path).open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
+            if fields[:1] == [qid] and (doc_id is None or fields[1:2] == [doc_id]):
+                return f"{path}:{lineno}"
+    return str(path)

@@ -14,19 +14,22 @@ def _precision_label(row: dict) -> str:
     return row["precision"] + (f"+rescore x{row['rescore']}" if row.get("rescore") else "")
 
 
-def markdown_table(results: dict) -> str:
-    """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several)."""
+def markdown_table(results: dict, split: str | None = None) -> str:
+    """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several), on
+    the file's split (test) or on ``split`` (``holdout``)."""
     import numpy as np
+    from smec.results import scored_rows
+    split = split or results["split"]
     cells: dict[tuple[str, str], dict[int, list[float]]] = {}
     dims_bytes: dict[int, int] = {}
-    for row in results["rows"]:
+    for row in scored_rows(results, split):
         key = (row["method"], _precision_label(row))
         cells.setdefault(key, {}).setdefault(row["dims"], []).append(row["ndcg_at_10"])
         dims_bytes.setdefault(row["dims"], row["bytes_per_vector"])
     dims = sorted(dims_bytes, reverse=True)
     header = "| method | precision | " + " | ".join(
         f"{d} d ({dims_bytes[d]} B)" for d in dims) + " |"
-    lines = [f"nDCG@10 — {results['dataset']} / {results['model']} / {results['split']}", "",
+    lines = [f"nDCG@10 — {results['dataset']} / {results['model']} / {split}", "",
              header, "|" + "---|" * (len(dims) + 2)]
     for method, precision in sorted(cells, key=lambda k: (_method_key(k[0]), k[1])):
         values = cells[(method, precision)]
@@ -51,8 +54,9 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
     import numpy as np
     from smec.io import atomic_path
 
+    from smec.results import scored_rows
     series: dict[str, dict[int, list[float]]] = {}
-    for row in results["rows"]:
+    for row in scored_rows(results):
         label = row["method"] if row["precision"] == "float32" else \
             f"{row['method']} ({_precision_label(row)})"
         series.setdefault(label, {}).setdefault(row["bytes_per_vector"], []).append(

@@ -3,7 +3,10 @@
 ``{"dataset", "model", "split", "rows": [{"method", "dims", "precision",
 "bytes_per_vector", "ndcg_at_10", "recall_at_100", "seed", ...}], "timings_s": {phase: seconds}}``
 
-A row may carry extra keys after the fixed ones (e.g. ``rescore``, ``cf_vs_concat``).
+Every row names its ``split``: the file's (``test``, or ``split-test`` for a test-only dataset
+split in two) or ``holdout`` (the hold-out of *training* queries that early stopping and the
+recipe check use; never test). A row may carry extra keys after the fixed ones (e.g.
+``rescore``, ``cf_vs_concat``).
 """
 from __future__ import annotations
 
@@ -46,8 +49,8 @@ def write_results(path: Path | str, dataset: str, model: str, split: str,
                   rows: list[ResultRow], timings_s: dict[str, float], **extra) -> None:
     """Write the schema; ``extra`` keys (e.g. a benchmark's checks) go beside the rows."""
     write_json(path, {"dataset": dataset, "model": model, "split": split,
-                      "rows": [{**{key: asdict(r)[key] for key in ROW_KEYS}, **r.extra}
-                               for r in rows],
+                      "rows": [{**{key: asdict(r)[key] for key in ROW_KEYS},
+                                "split": split, **r.extra} for r in rows],
                       "timings_s": {k: round(v, 2) for k, v in timings_s.items()}, **extra})
 
 
@@ -63,3 +66,9 @@ def read_results(path: Path | str) -> dict:
         if key not in results:
             raise SmecError(f"{path}: missing key '{key}' of the results schema")
     return results
+
+
+def scored_rows(results: dict, split: str | None = None) -> list[dict]:
+    """The rows of one split: the file's own (test) by default, or ``holdout``."""
+    split = split or results["split"]
+    return [r for r in results["rows"] if r.get("split", results["split"]) == split]

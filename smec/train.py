@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
-from smec.data import Qrels
+from smec.data import Qrels, group_split, positive_overlap
 from smec.eval import evaluate_vectors
 from smec.losses import InfoNCELoss, RankLoss, SimilarityPreservationLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
@@ -46,17 +46,79 @@ class TrainingData:
     doc_ids: list[str]
     queries: torch.Tensor                # [Nq, D] training queries (hold-out removed)
     positives: list[list[tuple[int, int]]]   # per training query: (doc row, grade > 0)
-    hard_pool: torch.Tensor              # [Nq, H] doc rows ranked by original cosine, no qrels
+    hard_pools: list[torch.Tensor]       # per training query: doc rows by original cosine,
+    #                                      judged ones removed (may be short, even empty)
     val_queries: np.ndarray              # hold-out of *train* queries for early stopping
     val_query_ids: list[str]
     val_qrels: Qrels
+    val_doc_rows: torch.Tensor           # the fixed corpus sample the hold-out is scored on
+    holdout_overlap: dict[str, float]    # share of hold-out positives also trained on
 
 
 def split_holdout(query_ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic split by hashed id: (train, hold-out)."""
+    """Deterministic split by hashed query id, ignoring shared positives: (train, hold-out).
+
+    Only kept to report what the grouped split (:func:`smec.data.group_split`) avoids."""
     ranked = sorted(query_ids, key=lambda q: zlib.crc32(f"{seed}:{q}".encode()))
     n_val = max(1, round(frac * len(ranked)))
     return ranked[n_val:], ranked[:n_val]
+
+
+def holdout_split(qrels: Qrels, frac: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, hold-out) query ids: whole groups of queries sharing a positive on one side."""
+    return group_split(qrels, frac, salt=f"holdout:{seed}")
+
+
+def top_rows(queries: torch.Tensor, corpus: torch.Tensor, depths: list[int],
+             max_cells: int = 1 << 26) -> list[list[int]]:
+    """Each query's top ``depths[i]`` corpus rows by cosine, mined in query blocks.
+
+    A block's score matrix holds at most ``max_cells`` floats (256 MB), so mining never builds
+    the whole ``[Q, N]`` matrix (10 GB at 2,600 queries × 1M documents).
+    """
+    block = max(1, max_cells // max(1, len(corpus)))
+    out: list[list[int]] = []
+    for start in range(0, len(queries), block):
+        wanted = depths[start:start + block]
+        depth = min(len(corpus), max(wanted))
+        top = (queries[start:start + block] @ corpus.T).topk(depth, dim=1).indices
+        out += [row[:want] for row, want in zip(top.tolist(), wanted)]
+    return out
+
+
+def validation_rows(n_docs: int, val_queries: torch.Tensor, corpus: torch.Tensor,
+                    positive_rows: set[int], size: int, seed: int, depth: int = 100
+                    ) -> torch.Tensor:
+    """The fixed corpus sample the hold-out is scored on every epoch (the whole corpus when it
+    has at most ``size`` documents): every hold-out positive, each hold-out query's top
+    ``depth`` documents under the frozen model (the competition a positive has to beat), and
+    random documents up to ``size``. An epoch's validation cost then does not grow with the
+    corpus."""
+    if n_docs <= size:
+        return torch.arange(n_docs)
+    keep = set(positive_rows)
+    for rows in top_rows(val_queries, corpus, [depth] * len(val_queries)):
+        keep.update(rows)
+    rng = np.random.default_rng(seed)
+    for row in rng.permutation(n_docs).tolist():
+        if len(keep) >= size:
+            break
+        keep.add(row)
+    return torch.tensor(sorted(keep))
+
+
+def usable_qrels(qrels: Qrels, doc_ids: list[str], query_ids: list[str]) -> Qrels:
+    """The training queries that have an embedding and a judged-relevant embedded document."""
+    docs, queries = set(doc_ids), set(query_ids)
+    return {q: judged for q, judged in qrels.items()
+            if q in queries and any(g > 0 and d in docs for d, g in judged.items())}
+
+
+def holdout_qrels(qrels: Qrels, doc_ids: list[str], query_ids: list[str],
+                  cfg: TrainConfig) -> Qrels:
+    """The hold-out of training queries that early stopping (and every hold-out row) uses."""
+    usable = usable_qrels(qrels, doc_ids, query_ids)
+    return {q: usable[q] for q in holdout_split(usable, cfg.holdout_frac, cfg.seed)[1]}
 
 
 def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
@@ -64,31 +126,43 @@ def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
     """Tensors for training: positives, mined hard negatives, and the validation hold-out."""
     doc_row = {d: i for i, d in enumerate(doc_ids)}
     query_row = {q: i for i, q in enumerate(query_ids)}
-    judged = [q for q, docs in qrels.items()
-              if q in query_row and any(g > 0 and d in doc_row for d, g in docs.items())]
-    if len(judged) < 2:
+    usable = usable_qrels(qrels, doc_ids, query_ids)
+    if len(usable) < 2:
         raise ValueError(f"need at least 2 training queries with positive judgements, "
-                         f"found {len(judged)}")
-    train_ids, val_ids = split_holdout(judged, cfg.holdout_frac, cfg.seed)
+                         f"found {len(usable)}")
+    train_ids, val_ids = holdout_split(usable, cfg.holdout_frac, cfg.seed)
+    if not train_ids or not val_ids:
+        raise ValueError(f"cannot hold out {cfg.holdout_frac:.0%} of {len(usable)} training "
+                         "queries as whole groups sharing positives; add training queries")
+    random_train, random_val = split_holdout(list(usable), cfg.holdout_frac, cfg.seed)
+    overlap = {"random_split": positive_overlap({q: usable[q] for q in random_train},
+                                                {q: usable[q] for q in random_val}),
+               "grouped_split": positive_overlap({q: usable[q] for q in train_ids},
+                                                 {q: usable[q] for q in val_ids})}
     corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)), dim=-1)
     queries = F.normalize(torch.from_numpy(
         np.asarray(query_vecs, np.float32)[[query_row[q] for q in train_ids]]), dim=-1)
     positives = [[(doc_row[d], g) for d, g in qrels[q].items() if g > 0 and d in doc_row]
                  for q in train_ids]
     # Hard negatives: top of the frozen ranking, minus judged docs, minus the top few (which
-    # are often unjudged positives), METHOD.md §1.2.
-    depth = min(len(doc_ids), cfg.hard_pool + cfg.hard_neg_skip_top + cfg.positives_per_query)
-    top = (queries @ corpus.T).topk(depth, dim=1).indices
+    # are often unjudged positives), METHOD.md §1.2. Mined deep enough that the pool stays
+    # full after a query's judged documents (hundreds, on some sets) are removed.
+    # A query's own document (ArguAna, Quora: same id) is ignored by the metric, so it is no
+    # negative either.
+    judged = [{doc_row[d] for d in [*qrels[q], q] if d in doc_row} for q in train_ids]
+    depths = [cfg.hard_pool + cfg.hard_neg_skip_top + len(j) for j in judged]
     pools = []
-    for row, q in enumerate(train_ids):
-        judged_rows = {doc_row[d] for d in qrels[q] if d in doc_row}
-        ranked = [i for i in top[row].tolist() if i not in judged_rows]
-        pool = ranked[cfg.hard_neg_skip_top:cfg.hard_neg_skip_top + cfg.hard_pool] or ranked
-        pools.append(pool + [pool[-1]] * (cfg.hard_pool - len(pool)))
-    val_rows = [query_row[q] for q in val_ids]
-    return TrainingData(corpus, list(doc_ids), queries, positives, torch.tensor(pools),
-                        np.asarray(query_vecs, np.float32)[val_rows], val_ids,
-                        {q: qrels[q] for q in val_ids})
+    for ranked, judged_rows in zip(top_rows(queries, corpus, depths), judged):
+        ranked = [i for i in ranked if i not in judged_rows]
+        pools.append(torch.tensor(
+            ranked[cfg.hard_neg_skip_top:cfg.hard_neg_skip_top + cfg.hard_pool], dtype=torch.long))
+    val_vecs = np.asarray(query_vecs, np.float32)[[query_row[q] for q in val_ids]]
+    val_positive_rows = {doc_row[d] for q in val_ids for d, g in qrels[q].items()
+                         if g > 0 and d in doc_row}
+    val_rows = validation_rows(len(doc_ids), F.normalize(torch.from_numpy(val_vecs), dim=-1),
+                               corpus, val_positive_rows, cfg.val_corpus_docs, cfg.seed)
+    return TrainingData(corpus, list(doc_ids), queries, positives, pools, val_vecs, val_ids,
+                        {q: qrels[q] for q in val_ids}, val_rows, overlap)
 
 
 def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
@@ -100,8 +174,9 @@ def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
         pos = data.positives[row]
         take = torch.randperm(len(pos), generator=gen)[:cfg.positives_per_query]
         picked.append(torch.tensor([pos[i][0] for i in take.tolist()]))
-        pool = data.hard_pool[row]
-        picked.append(pool[torch.randint(len(pool), (cfg.hard_negatives,), generator=gen)])
+        pool = data.hard_pools[row]
+        if len(pool) and cfg.hard_negatives:   # an empty pool leaves it to random negatives
+            picked.append(pool[torch.randint(len(pool), (cfg.hard_negatives,), generator=gen)])
     picked.append(torch.randint(n_docs, (cfg.random_negatives * len(rows),), generator=gen))
     candidates = torch.unique(torch.cat(picked))
     labels = torch.zeros(len(rows), len(candidates))
@@ -156,8 +231,10 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
     """
     was_training = adapter.training
     adapter.eval()
-    h_docs, h_queries = adapter(data.corpus), adapter(torch.from_numpy(data.val_queries))
+    h_docs = adapter(data.corpus[data.val_doc_rows])
+    h_queries = adapter(torch.from_numpy(data.val_queries))
     adapter.train(was_training)
+    doc_ids = [data.doc_ids[i] for i in data.val_doc_rows.tolist()]
 
     def score(index_or_head) -> float:
         if isinstance(index_or_head, torch.Tensor):
@@ -165,7 +242,7 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
             d = F.normalize(h_docs[:, index_or_head], dim=-1)
         else:
             q, d = index_or_head(h_queries), index_or_head(h_docs)
-        return evaluate_vectors(q.numpy(), data.val_query_ids, d.numpy(), data.doc_ids,
+        return evaluate_vectors(q.numpy(), data.val_query_ids, d.numpy(), doc_ids,
                                 data.val_qrels, k=10)["ndcg_at_10"]
 
     mean = float(np.mean([score(head) for head in heads]))
@@ -202,18 +279,32 @@ def matryoshka_adaptor_unsup(e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
     return pairwise + neighbours + (e - h).abs().mean()
 
 
+@dataclass
+class StageResult:
+    """The best epoch of a stage: what becomes its snapshot (and warm-starts the next)."""
+
+    score: float                          # hold-out nDCG@10 (mean over the stage's heads)
+    epoch: int                            # -1: the starting point beat every trained epoch
+    adapter_state: dict[str, torch.Tensor]
+    exports: list[tuple]                  # per head: (kept indices, projection)
+    head_states: list[dict[str, torch.Tensor]]
+
+
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                 heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
                 stage_no: int, max_epochs: int, log: Logger,
-                on_step: StepHook | None = None, partial: dict | None = None
-                ) -> tuple[dict[str, torch.Tensor], list[tuple], float]:
+                on_step: StepHook | None = None, partial: dict | None = None) -> StageResult:
     """Train ``adapter`` and ``heads`` jointly on ``Σ_heads L_rank + α · L_unsup``.
 
     One head is one SMRL stage (SMEC Eq. 5: no other level's loss); several heads are the
     parallel Matryoshka schedule (MRL, Eq. 4). ``unsup`` is ``none``, ``sxbm`` (top-K
     neighbours from the memory, Eq. 7) or ``matryoshka_adaptor``. Early stopping on the
-    hold-out keeps the best epoch: returns its adapter state, each head's export, and its score.
-    ``partial`` (a snapshot given to ``on_step``) continues a stage where it stopped.
+    hold-out keeps the best epoch, and the starting point (the identity of a zero-initialised
+    adapter, or the previous stage's snapshot) is a candidate too: a stage never ships below
+    where it started. The LR restarts its warm-up and cosine decay every
+    ``max_epochs_per_stage`` epochs, so a parallel method that early-stops after one cycle
+    ended it at a low LR, as every sequential stage does. ``partial`` (a snapshot given to
+    ``on_step``) continues a stage where it stopped.
     """
     rank, world = _world()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_no * 100 + rank)
@@ -240,7 +331,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     local_unlabelled = max(2, cfg.batch_unlabelled // world)
     steps_per_epoch = math.ceil(math.ceil(n_used / world) / local_batch)
     total = steps_per_epoch * max_epochs
-    best: tuple[float, dict | None, list | None] = (-1.0, None, None)
+    cycle = steps_per_epoch * min(max_epochs, cfg.max_epochs_per_stage)
     bad_epochs, step, start_epoch, start_batch = 0, 0, 0, 0
     adapter_params = list(adapter.parameters())
     grad_sum = [torch.zeros_like(p) for p in adapter_params]
@@ -251,7 +342,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         for head, state in zip(heads, partial["heads"]):
             head.load_state_dict(state)
         opt.load_state_dict(partial["opt"])
-        best = (partial["best_val"], partial["best_state"], partial["best_exports"])
+        best = partial["best"]
         bad_epochs, step = partial["bad_epochs"], partial["step"]
         start_epoch, start_batch = partial["epoch"], partial["batch"]
         grad_sum, grad_sq = partial["grad_sum"], partial["grad_sq"]
@@ -263,9 +354,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         if memory is not None and partial.get("memory") is not None:
             memory.load_state_dict(partial["memory"])   # before the broadcast below: in sync
     _sync_params(params)
+    if partial is None:
+        best = _candidate(validate(data, adapter, heads), -1, adapter, heads)
     loss_rank = loss_unsup = torch.zeros(())
-    lr, tau = lr_at(step, total, cfg.lr, cfg.warmup_frac), anneal_tau(step, total, cfg.tau0,
-                                                                        cfg.tau_min)
+    lr, tau = lr_at(step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
+        anneal_tau(step, total, cfg.tau0, cfg.tau_min)
     for epoch in range(start_epoch, max_epochs):
         # Per-epoch gradient statistics of the adapter (SMEC Fig. 6a/7: SMRL vs MRL variance).
         if epoch != start_epoch or partial is None:
@@ -279,7 +372,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         for batch_no in range(first, math.ceil(len(perm) / local_batch)):
             start = batch_no * local_batch
             rows = perm[start:start + local_batch]
-            lr = lr_at(step, total, cfg.lr, cfg.warmup_frac)
+            lr = lr_at(step % cycle, cycle, cfg.lr, cfg.warmup_frac)
             tau = anneal_tau(step, total, cfg.tau0, cfg.tau_min)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
@@ -290,13 +383,16 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
                             for head, s in zip(heads, samples))
             loss_unsup = torch.zeros(())
-            unlabelled = torch.randint(len(data.corpus), (local_unlabelled,), generator=gen)
+            unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
+                                                    generator=gen))
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
             if found is not None:
                 nbr_feats, inverse, teacher = found
-                h_self, h_nbr = adapter(e_u), adapter(nbr_feats)
+                # one adapter pass over the batch and its neighbours together
+                h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split(
+                    [len(e_u), len(nbr_feats)])
                 for head, s in zip(heads, samples):
                     z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
                     loss_unsup = loss_unsup + unsup_loss(
@@ -321,8 +417,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             epoch_steps += 1
             if on_step is not None:
                 position = {"stage_no": stage_no, "epoch": epoch, "batch": batch_no + 1,
-                            "step": step, "best_val": best[0], "best_state": best[1],
-                            "best_exports": best[2], "bad_epochs": bad_epochs,
+                            "step": step, "best": best, "bad_epochs": bad_epochs,
                             "grad_sum": grad_sum, "grad_sq": grad_sq,
                             "epoch_steps": epoch_steps,
                             "epoch_time": epoch_time + time.perf_counter() - epoch_start}
@@ -335,21 +430,27 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                          / sum(p.numel() for p in adapter_params))
 
         val, val_target = validate(data, adapter, heads, target_dim)
-        exports = [head.export() for head in heads]
+        if val > best.score:
+            best = _candidate(val, epoch, adapter, heads)
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
         log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
              "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
              "tau": tau, "lr": lr, "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
              "target_dim": target_dim, "grad_var": grad_var, "step_time_s": step_time,
-             "ads_overlap_truncation": _overlap_with_truncation(heads),
+             "best_epoch": best.epoch, "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
-        if val > best[0]:
-            best = (val, copy.deepcopy(adapter.state_dict()), exports)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-    return best[1], best[2], best[0]
+        if bad_epochs >= cfg.patience:
+            break
+    return best
+
+
+def _candidate(score: float, epoch: int, adapter: torch.nn.Module,
+               heads: list[torch.nn.Module]) -> StageResult:
+    return StageResult(score, epoch, copy.deepcopy(adapter.state_dict()),
+                       [head.export() for head in heads],
+                       [copy.deepcopy(head.state_dict()) for head in heads])
 
 
 def _snapshot(position: dict, adapter: torch.nn.Module, heads: list[torch.nn.Module],
@@ -394,12 +495,26 @@ def stage_dims(cfg: TrainConfig, input_dim: int) -> list[int]:
 
 
 def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
-          cfg: TrainConfig) -> torch.nn.Module:
+          cfg: TrainConfig, logits: torch.Tensor | None = None) -> torch.nn.Module:
+    """A level head; an ADS head starts from ``logits`` (the previous stage's learned ones, for
+    the dims it kept) when given, else from the positional init."""
     if dim == len(in_index) or kind == "prefix":
         return PrefixHead(in_index, dim)
     if kind == "ads":
-        return ADSHead(in_index, dim, cfg.ads_init, cfg.ads_init_scale)
+        head = ADSHead(in_index, dim, cfg.ads_init, cfg.ads_init_scale)
+        if logits is not None and cfg.ads_carry_logits:
+            with torch.no_grad():
+                head.ads.logits.copy_(logits)
+        return head
     return ProjectionHead(data.corpus, dim)
+
+
+def _kept_logits(result: StageResult) -> torch.Tensor | None:
+    """The best epoch's ADS logits of the dims it selected, in the order of its export."""
+    logits = result.head_states[0].get("ads.logits")
+    if logits is None:
+        return None
+    return logits[logits.topk(result.exports[0][0].numel()).indices.sort().values].clone()
 
 
 def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
@@ -420,8 +535,6 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     spec = METHODS[method]
-    cfg = cfg.model_copy(update={"use_ads": spec.head == "ads",
-                                 "use_sxbm": spec.unsup == "sxbm"})
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
     out_dim = cfg.output_dim or input_dim     # a decoder's width; an adapter keeps input_dim
@@ -445,28 +558,28 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if spec.schedule == "parallel":
         adapter, full = fresh_adapter(), torch.arange(out_dim)
         heads = [_head(spec.head, full, d, data, cfg) for d in dims]
-        state, exports, _ = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log,
-                                        on_step, partial_for(0))
-        for dim, (index, proj) in zip(dims, exports):
-            compressor.add_stage(Stage(dim, index, state, proj))
+        result = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log, on_step,
+                             partial_for(0))
+        for dim, (index, proj) in zip(dims, result.exports):
+            compressor.add_stage(Stage(dim, index, result.adapter_state, proj))
         on_stage_end(compressor)
         return compressor
 
-    adapter, in_index = fresh_adapter(), torch.arange(out_dim)
+    adapter, in_index, logits = fresh_adapter(), torch.arange(out_dim), None
     if compressor.stages and spec.schedule == "sequential":
         adapter.load_state_dict(compressor.stages[-1].adapter_state)
-        in_index = compressor.stages[-1].indices
+        in_index, logits = compressor.stages[-1].indices, compressor.stages[-1].ads_logits
     for stage_no, dim in enumerate(dims):
         if compressor.stages and dim >= compressor.stages[-1].dim:
             continue
         if spec.schedule == "per_level":
             adapter, in_index = fresh_adapter(), torch.arange(out_dim)
-        head = _head(spec.head, in_index, dim, data, cfg)
-        state, [(index, proj)], _ = train_stage(data, cfg, adapter, [head], unsup, memory,
-                                                stage_no, cfg.max_epochs_per_stage, log,
-                                                on_step, partial_for(stage_no))
-        compressor.add_stage(Stage(dim, index, state, proj))
-        adapter.load_state_dict(state)       # the next stage warm-starts from the best epoch
+        head = _head(spec.head, in_index, dim, data, cfg, logits)
+        result = train_stage(data, cfg, adapter, [head], unsup, memory, stage_no,
+                             cfg.max_epochs_per_stage, log, on_step, partial_for(stage_no))
+        (index, proj), logits = result.exports[0], _kept_logits(result)
+        compressor.add_stage(Stage(dim, index, result.adapter_state, proj, logits))
+        adapter.load_state_dict(result.adapter_state)   # the next stage warm-starts from it
         in_index = index if index is not None else torch.arange(out_dim)
         on_stage_end(compressor)
     return compressor

@@ -70,3 +70,12 @@ def test_config_prints_a_valid_default(tmp_path):
     path.write_text(result.stdout)
     from smec.config import Config, load_config
     assert load_config(path) == Config()
+
+
+def test_a_bad_test_qrels_line_stops_demo_before_embedding(tiny_beir, tmp_path):
+    """The test qrels used to be read only at evaluation, after embedding and training."""
+    qrels = tiny_beir / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q3\td1\tmaybe\n")
+    result = smec("demo", "--data-dir", tiny_beir, "--out", tmp_path / "out")
+    assert_one_line_error(result, "test.tsv:4:", "score 'maybe' is not an integer grade")
+    assert not (tmp_path / "out" / "embeddings").exists()

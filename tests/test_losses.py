@@ -16,7 +16,9 @@ def test_rank_loss_binary_by_hand():
     labels = torch.tensor([[1.0, 0.0, 0.0]])
     # pairs (0 > 1) and (0 > 2), gap 1: softplus(0.2-0.9) + softplus(0.5-0.9)
     expected = sp(-0.7) + sp(-0.4)
-    assert RankLoss()(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert RankLoss(reduction="sum")(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+    # the default: a mean over the pairs, weighted by label gap (both weigh 1)
+    assert RankLoss()(scores, labels).item() == pytest.approx(expected / 2, rel=1e-6)
 
 
 def test_rank_loss_graded_weights_and_scale():
@@ -24,7 +26,9 @@ def test_rank_loss_graded_weights_and_scale():
     labels = torch.tensor([[2.0, 1.0, 0.0]])
     # (0>1) gap 1, (0>2) gap 2, (1>2) gap 1; scale 5 multiplies s_ik - s_ij
     expected = 1 * sp(5 * (0.3 - 0.1)) + 2 * sp(5 * (0.8 - 0.1)) + 1 * sp(5 * (0.8 - 0.3))
-    assert RankLoss(scale=5.0)(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert RankLoss(scale=5.0, reduction="sum")(scores, labels).item() == pytest.approx(
+        expected, rel=1e-6)
+    assert RankLoss(scale=5.0)(scores, labels).item() == pytest.approx(expected / 4, rel=1e-6)
 
 
 def test_rank_loss_reductions():
@@ -32,9 +36,24 @@ def test_rank_loss_reductions():
     labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     per_query = [sp(0.2 - 0.9), sp(0.4 - 0.1)]
     assert RankLoss(reduction="sum")(scores, labels).item() == pytest.approx(sum(per_query))
-    assert RankLoss()(scores, labels).item() == pytest.approx(sum(per_query) / 2)
+    assert RankLoss(reduction="mean_query")(scores, labels).item() == pytest.approx(
+        sum(per_query) / 2)
     assert RankLoss(reduction="mean_pair")(scores, labels).item() == pytest.approx(
         sum(per_query) / 2)
+
+
+def test_rank_loss_scale_does_not_grow_with_positives_or_candidates():
+    """The default reduction: one query with 1 positive among 10 candidates and one with 200
+    graded positives among 2,000 give losses of one size when every pair is equally wrong."""
+    def case(n_pos, n_cand):
+        labels = torch.zeros(1, n_cand)
+        labels[0, :n_pos] = torch.tensor([1.0 + i % 3 for i in range(n_pos)])
+        scores = torch.where(labels > 0, 0.2, 0.5)   # every positive below every negative
+        return scores, labels
+    small, large = case(1, 10), case(200, 2000)
+    assert RankLoss()(*small).item() == pytest.approx(RankLoss()(*large).item(), rel=0.2)
+    assert RankLoss(reduction="mean_query")(*large).item() > 100 * RankLoss(
+        reduction="mean_query")(*small).item()
 
 
 def test_rank_loss_no_positive_is_zero_with_grad():

@@ -38,13 +38,27 @@ def test_method_trains_every_level_and_roundtrips(method, data, tmp_path):
 
 
 def test_continued_training_leaves_finished_levels_unchanged(data):
-    cfg = TrainConfig(**TINY)
-    compressor = train_method(data, cfg.model_copy(update={"stages": [8]}), "smec")
-    before = {d: compressor.encode(data.corpus.numpy(), d) for d in (16, 8)}
-    train_method(data, cfg.model_copy(update={"stages": [8, 4]}), "smec", resume=compressor)
-    assert [s.dim for s in compressor.stages] == [16, 8, 4]
-    for dim, vectors in before.items():
-        np.testing.assert_array_equal(compressor.encode(data.corpus.numpy(), dim), vectors)
+    from pipelines.bench import continued_training_check
+    check = continued_training_check(data, TrainConfig(**TINY), [8, 4])
+    assert check["kept_levels"] == [8, 16] and check["max_abs_change_of_kept_level"] == 0.0
+
+
+def test_continued_training_check_sees_a_stage_that_writes_into_an_earlier_snapshot(
+        data, monkeypatch):
+    """The check compares compressors reloaded from disk: a later stage that overwrites an
+    earlier level's snapshot is caught even though that level's network is cached in memory."""
+    from pipelines.bench import continued_training_check
+    from smec.compressors.adapter import AdapterCompressor
+    add_stage = AdapterCompressor.add_stage
+
+    def leaky_add_stage(self, stage):
+        add_stage(self, stage)
+        if len(self.stages) == 3:     # the added 4-d stage writes into the 8-d snapshot
+            for value in self.stages[1].adapter_state.values():
+                value.add_(0.01)
+    monkeypatch.setattr(AdapterCompressor, "add_stage", leaky_add_stage)
+    check = continued_training_check(data, TrainConfig(**TINY), [8, 4])
+    assert check["max_abs_change_of_kept_level"] > 1e-4
 
 
 def test_matryoshka_adaptor_terms_vanish_at_identity():

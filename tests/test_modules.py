@@ -61,3 +61,22 @@ def test_residual_adapter_starts_as_identity():
     adapter = ResidualAdapter(8, hidden=4)
     x = torch.randn(5, 8)
     assert torch.equal(adapter(x), x)
+
+
+def test_memory_holds_each_id_once_and_never_returns_a_neighbour_twice():
+    """Unlabelled draws repeat documents; S-XBM keeps one slot per id (features are frozen)."""
+    from smec.modules import SXBM
+    torch.manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(30, 8), dim=1)
+    memory = SXBM(size=100, dim=8)
+    for _ in range(20):   # 20 draws of 16 from 30 documents: many repeats
+        ids = torch.randint(30, (16,))
+        found = memory.exchange(feats[ids], ids, k=5)
+        if found is not None:
+            pool, index, _ = found
+            for row, query_id in zip(index, ids):
+                neighbours = pool[row]
+                assert len({tuple(v.tolist()) for v in neighbours}) == 5   # five distinct docs
+                assert not any(torch.equal(v, feats[query_id]) for v in neighbours)
+    stored = memory.ids[:memory.filled].tolist()
+    assert len(stored) == len(set(stored)) == memory.filled <= 30

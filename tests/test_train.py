@@ -6,7 +6,7 @@ import torch
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.store import embedding_table, write_part
-from smec.train import lr_at, prepare_data, sample_batch, split_holdout
+from smec.train import lr_at, prepare_data, sample_batch, split_holdout, top_rows
 
 TINY = dict(stages=[8, 4], max_epochs_per_stage=2, batch_queries=8, batch_unlabelled=16,
             memory_size=50, neighbours=3, hard_pool=10, adapter_hidden=8)
@@ -57,11 +57,89 @@ def test_batch_labels_follow_qrels_in_batch():
         assert labels[i, col] == grade
         assert labels[i].sum() == grade     # nobody else's positive is labelled for query i
     # hard negatives never contain a judged document of their query
-    for row, pool in enumerate(data.hard_pool.tolist()):
-        assert data.positives[row][0][0] not in pool
+    for row, pool in enumerate(data.hard_pools):
+        assert data.positives[row][0][0] not in pool.tolist()
+        assert len(pool) == cfg.hard_pool
 
 
 def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 100, 1.0, 0.05) for s in range(100)]
     assert lrs[0] == pytest.approx(0.2) and max(lrs) == pytest.approx(1.0)
     assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+
+
+def test_hard_pools_stay_full_when_a_query_has_hundreds_of_judged_documents():
+    """A query with 500 judged documents (BEIR sets with graded pools): its pool is mined deep
+    enough to stay full after they are removed; an empty pool (tiny corpus) still samples."""
+    rng = np.random.default_rng(0)
+    dim, n_docs = 16, 1200
+    centre = rng.normal(size=dim)
+    docs = (centre + 0.3 * rng.normal(size=(n_docs, dim))).astype(np.float32)
+    queries = np.stack([centre] * 3 + [rng.normal(size=dim)] * 2).astype(np.float32)
+    doc_ids = [f"d{i}" for i in range(n_docs)]
+    query_ids = [f"q{i}" for i in range(5)]
+    qrels = {"q0": {f"d{i}": (1 if i < 250 else 0) for i in range(500)},
+             **{f"q{i}": {f"d{600 + i}": 2} for i in range(1, 5)}}
+    cfg = TrainConfig(**{**TINY, "hard_pool": 50, "holdout_frac": 0.2})
+    data = prepare_data(doc_ids, docs, query_ids, queries, qrels, cfg)
+    row = [i for i, pos in enumerate(data.positives) if len(pos) == 250]
+    assert row, "q0 must be a training query for this test"
+    pool = data.hard_pools[row[0]].tolist()
+    assert len(pool) == 50 and not {int(d[1:]) for d in qrels["q0"]} & {f for f in pool}
+    assert len(set(pool)) == 50                       # no padding with copies
+    # a corpus too small for any hard negative: an empty pool, and batches still form
+    judged_all = {q: {**{f"d{i}": 0 for i in range(505)}, f"d{500 + n}": 1}
+                  for n, q in enumerate(query_ids)}      # every document judged
+    small = prepare_data(doc_ids[:505], docs[:505], query_ids, queries, judged_all, cfg)
+    assert any(len(p) == 0 for p in small.hard_pools)
+    candidates, labels = sample_batch(small, torch.arange(len(small.queries)), cfg,
+                                      torch.Generator().manual_seed(0))
+    assert labels.shape == (len(small.queries), len(candidates))
+
+
+def test_top_rows_mines_in_blocks_like_one_matrix():
+    rng = np.random.default_rng(1)
+    corpus = torch.from_numpy(rng.normal(size=(300, 8)).astype(np.float32))
+    queries = torch.from_numpy(rng.normal(size=(37, 8)).astype(np.float32))
+    depths = [5 + i % 7 for i in range(37)]
+    whole = (queries @ corpus.T).topk(12, dim=1).indices.tolist()
+    blocked = top_rows(queries, corpus, depths, max_cells=300 * 4)   # blocks of 4 queries
+    assert blocked == [row[:d] for row, d in zip(whole, depths)]
+
+
+def test_holdout_shares_no_positive_with_training():
+    """Queries that share judged documents land on one side of the hold-out split."""
+    rng = np.random.default_rng(2)
+    doc_ids = [f"d{i}" for i in range(200)]
+    docs = rng.normal(size=(200, 16)).astype(np.float32)
+    query_ids = [f"q{i}" for i in range(60)]
+    queries = rng.normal(size=(60, 16)).astype(np.float32)
+    qrels = {f"q{i}": {f"d{i // 3}": 1} for i in range(60)}   # groups of 3 phrasings
+    data = prepare_data(doc_ids, docs, query_ids, queries, qrels,
+                        TrainConfig(**{**TINY, "holdout_frac": 0.2}))
+    assert data.holdout_overlap["grouped_split"] == 0.0
+    assert data.holdout_overlap["random_split"] > 0.5
+    train_docs = {doc for pos in data.positives for doc, _ in pos}
+    assert not {int(d[1:]) for q in data.val_qrels for d in data.val_qrels[q]} & train_docs
+
+
+def test_validation_uses_a_fixed_sample_with_every_holdout_positive():
+    doc_ids, docs, query_ids, queries, qrels = synthetic(n_docs=400)
+    cfg = TrainConfig(**{**TINY, "val_corpus_docs": 150})
+    data = prepare_data(doc_ids, docs, query_ids, queries, qrels, cfg)
+    rows = data.val_doc_rows.tolist()
+    assert 150 <= len(rows) < 400 and rows == sorted(set(rows))
+    kept = {doc_ids[i] for i in rows}
+    assert all(d in kept for q in data.val_qrels for d in data.val_qrels[q])
+    again = prepare_data(doc_ids, docs, query_ids, queries, qrels, cfg)
+    assert torch.equal(again.val_doc_rows, data.val_doc_rows)
+    full = prepare_data(doc_ids, docs, query_ids, queries, qrels, TrainConfig(**TINY))
+    assert len(full.val_doc_rows) == 400
+
+
+def test_lr_restarts_every_cycle():
+    """A parallel method's budget runs in cycles of max_epochs_per_stage: where early stopping
+    ends it after a cycle, its LR had decayed, as every sequential stage's does."""
+    cycle = 50
+    lrs = [lr_at(s % cycle, cycle, 1.0, 0.05) for s in range(150)]
+    assert lrs[cycle - 1] < 0.01 and lrs[2 * cycle - 1] < 0.01 and lrs[cycle + 2] > 0.5

@@ -31,7 +31,8 @@ from pathlib import Path
 import yaml
 
 from smec.config import Config
-from smec.data import BeirPaths, load_qrels
+from smec.data import BeirPaths
+from smec.results import scored_rows
 from smec.errors import SmecError
 from smec.store import read_embeddings
 from smec.train import prepare_data, train_method
@@ -122,7 +123,7 @@ def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
         check_stages(cfg.train.model_copy(update={"stages": list(stages)}), doc_vecs.shape[1])
     check_stages(cfg.train, doc_vecs.shape[1])
     data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs,
-                        load_qrels(paths.train_qrels), cfg.train)
+                        paths.read_train_qrels(), cfg.train)
     return data, meta
 
 
@@ -139,7 +140,7 @@ def _evaluate_into(paths: BeirPaths, folder: Path, cfg: Config, compressor_dir: 
 
 
 def _ndcg(results: dict, method: str, dims: int) -> float | None:
-    return next((r["ndcg_at_10"] for r in results["rows"]
+    return next((r["ndcg_at_10"] for r in scored_rows(results)
                  if r["method"] == method and r["dims"] == dims), None)
 
 

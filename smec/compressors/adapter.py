@@ -27,6 +27,8 @@ class Stage:
     indices: torch.Tensor | None   # long [dim], into the input_dim outputs of f; or None and
     adapter_state: dict[str, torch.Tensor]
     projection: dict[str, torch.Tensor] | None = None   # {"weight" [dim, D], "bias" [dim]}
+    ads_logits: torch.Tensor | None = None   # learned ADS logits of the kept dims (SMEC): the
+    #                                          next stage's selection starts from them
 
 
 class AdapterCompressor(Compressor):
@@ -82,7 +84,8 @@ class AdapterCompressor(Compressor):
     def write_tensors(self, directory: Path) -> None:
         for i, stage in enumerate(self.stages):
             torch.save({"dim": stage.dim, "indices": stage.indices, "adapter": stage.adapter_state,
-                        "projection": stage.projection}, directory / f"stage_{i}_{stage.dim}.pt")
+                        "projection": stage.projection, "ads_logits": stage.ads_logits},
+                       directory / f"stage_{i}_{stage.dim}.pt")
 
     @classmethod
     def read(cls, directory: Path, input_dim: int, dims: list[int], settings: dict
@@ -92,5 +95,5 @@ class AdapterCompressor(Compressor):
         for path in files:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             stages.append(Stage(int(blob["dim"]), blob["indices"], blob["adapter"],
-                                blob.get("projection")))
+                                blob.get("projection"), blob.get("ads_logits")))
         return cls(input_dim, dims, stages=stages, **settings)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REDUCTIONS = ("sum", "mean_query", "mean_pair")
+REDUCTIONS = ("mean_weighted_pair", "sum", "mean_query", "mean_pair")
 
 
 class RankLoss(nn.Module):
@@ -29,11 +29,16 @@ class RankLoss(nn.Module):
     better side of a pair, so the loss is computed on ``[B, P, N]`` with ``P`` the largest
     number of positives in a row instead of the full ``[B, N, N]``.
 
-    ``reduction``: ``sum`` (paper), ``mean_query`` (sum over pairs, mean over queries; the
-    default, so the learning rate does not depend on the batch size) or ``mean_pair``.
+    ``reduction``: ``mean_weighted_pair`` (the default) divides each query's sum by its total
+    label-gap weight ``Σ_jk 1[y_ij > y_ik](y_ij − y_ik)`` and averages over the queries that
+    have a pair, so the loss is a weighted mean of softplus terms whose size does not depend on
+    the number of candidates or of graded positives: ``lr``, ``rank_scale`` and ``alpha`` mean
+    the same on SciFact (one positive per query) and on a set with hundreds. ``sum`` (paper),
+    ``mean_query`` (sum over pairs, mean over queries) and ``mean_pair`` (over all pairs of the
+    batch, unweighted count) grow with the candidate and positive counts.
     """
 
-    def __init__(self, scale: float = 1.0, reduction: str = "mean_query") -> None:
+    def __init__(self, scale: float = 1.0, reduction: str = "mean_weighted_pair") -> None:
         super().__init__()
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
@@ -55,6 +60,10 @@ class RankLoss(nn.Module):
         weight = F.relu(pos_labels[:, :, None] - labels[:, None, :])   # [B, P, N]
         delta = scores[:, None, :] - pos_scores[:, :, None]            # s_ik - s_ij
         per_query = (weight * F.softplus(self.scale * delta)).sum(dim=(1, 2))
+        if self.reduction == "mean_weighted_pair":
+            total_weight = weight.sum(dim=(1, 2))
+            has_pair = total_weight > 0
+            return (per_query[has_pair] / total_weight[has_pair]).mean()
         if self.reduction == "sum":
             return per_query.sum()
         if self.reduction == "mean_query":

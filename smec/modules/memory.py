@@ -42,9 +42,24 @@ class SXBM:
         self.ids = torch.full((size,), -1, dtype=torch.long)
         self.size, self.ptr, self.filled = size, 0, 0
 
+    def _new(self, ids: torch.Tensor) -> torch.Tensor:
+        """Mask of the rows whose id is neither stored nor repeated earlier in ``ids``."""
+        fresh = ~torch.isin(ids, self.ids[:self.filled])
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        first_row = torch.full((len(unique),), len(ids)).scatter_reduce(
+            0, inverse, torch.arange(len(ids)), reduce="amin")
+        first = torch.zeros_like(fresh)
+        first[first_row] = True
+        return fresh & first
+
     def enqueue(self, feats: torch.Tensor, ids: torch.Tensor) -> None:
-        """Overwrite the oldest rows (FIFO, wrapping around)."""
-        feats, ids = feats.detach()[-self.size:], ids[-self.size:]
+        """Store the rows whose id is new, overwriting the oldest (FIFO, wrapping around).
+
+        Features are frozen, so a document already stored is skipped: each id holds at most
+        one slot, and top-K never counts the same neighbour twice.
+        """
+        keep = self._new(ids)
+        feats, ids = feats.detach()[keep][-self.size:], ids[keep][-self.size:]
         slots = (self.ptr + torch.arange(len(ids))) % self.size
         self.feats[slots] = feats.to(self.feats.dtype)
         self.ids[slots] = ids
@@ -59,11 +74,13 @@ class SXBM:
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-``k`` neighbours of each row among memory ∪ batch, excluding the same id.
 
-        Returns ``(pool [P, D], index [B, k] into pool, teacher cosine [B, k])``.
+        Returns ``(pool [P, D], index [B, k] into pool, teacher cosine [B, k])``; every id is
+        in the pool once.
         """
         mem_feats, mem_ids = self.get()
-        pool = torch.cat([mem_feats, feats.detach().to(mem_feats.dtype)])
-        pool_ids = torch.cat([mem_ids, ids])
+        new = self._new(ids)
+        pool = torch.cat([mem_feats, feats.detach()[new].to(mem_feats.dtype)])
+        pool_ids = torch.cat([mem_ids, ids[new]])
         sim = feats.detach().to(pool.dtype) @ pool.T
         sim.masked_fill_(ids[:, None] == pool_ids[None, :], float("-inf"))
         teacher, index = sim.topk(k, dim=1)
