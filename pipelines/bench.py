@@ -23,7 +23,7 @@ from smec.store import read_embeddings
 from smec.train import METHODS, prepare_data, train_method
 
 DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "mrl+ads",
-                   "mrl+sxbm", "smec"]
+                   "mrl+sxbm", "smec-ads", "smec"]
 
 
 def continued_training_check(data, cfg: TrainConfig, dims: list[int]) -> dict:

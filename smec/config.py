@@ -51,17 +51,20 @@ class EmbedConfig(_Section):
         return values
 
 
-METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "matryoshka_adaptor",
-                "search_adaptor")
+METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
+                "matryoshka_adaptor", "search_adaptor")
 
 
 class TrainConfig(_Section):
     method: Literal[METHOD_NAMES] = Field("smec", description="what `smec train` trains")
     stages: list[int] = Field([192, 96, 48], min_length=1)
     full_dim_stage: bool = True
-    adapter: Literal["residual_mlp", "linear_identity", "mlp", "pca_mlp"] = Field(
-        "residual_mlp", description="residual_mlp/linear_identity keep the width; mlp/pca_mlp "
-        "decode to output_dim (the concat decoder)")
+    adapter: Literal["residual_mlp", "pca_residual", "linear_identity", "mlp", "pca_mlp"] = Field(
+        "residual_mlp", description="residual_mlp/linear_identity keep the width and start at "
+        "the identity; pca_residual keeps the width and starts at the corpus's PCA rotation "
+        "(raw cosines at full dim, every prefix a principal-axis projection); pca_mlp starts "
+        "at centred PCA, at the input width or decoding to output_dim; mlp decodes to "
+        "output_dim (the concat decoder)")
     adapter_hidden: int = Field(512, gt=0)
     output_dim: int | None = Field(None, gt=0, description="decoder width (default: the input "
                                    "dim); levels are prefixes/selections of it")

@@ -485,6 +485,9 @@ METHODS: dict[str, MethodSpec] = {
     "mrl+smrl": MethodSpec("sequential", "prefix", "none"),
     "mrl+ads": MethodSpec("parallel", "ads", "none"),
     "mrl+sxbm": MethodSpec("parallel", "prefix", "sxbm"),
+    # SMEC with plain truncation in place of ADS: the same adapter, schedule and memory, so
+    # smec vs this is ADS vs truncation alone
+    "smec-ads": MethodSpec("sequential", "prefix", "sxbm"),
     "matryoshka_adaptor": MethodSpec("parallel", "prefix", "matryoshka_adaptor"),
     "search_adaptor": MethodSpec("per_level", "projection", "none"),
 }
@@ -495,9 +498,11 @@ def stage_dims(cfg: TrainConfig, input_dim: int) -> list[int]:
 
 
 def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
-          cfg: TrainConfig, logits: torch.Tensor | None = None) -> torch.nn.Module:
+          cfg: TrainConfig, adapter: torch.nn.Module,
+          logits: torch.Tensor | None = None) -> torch.nn.Module:
     """A level head; an ADS head starts from ``logits`` (the previous stage's learned ones, for
-    the dims it kept) when given, else from the positional init."""
+    the dims it kept) when given, else from the positional init; a projection head from the
+    PCA of the adapter's output (what it reads)."""
     if dim == len(in_index) or kind == "prefix":
         return PrefixHead(in_index, dim)
     if kind == "ads":
@@ -506,7 +511,8 @@ def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
             with torch.no_grad():
                 head.ads.logits.copy_(logits)
         return head
-    return ProjectionHead(data.corpus, dim)
+    with torch.no_grad():
+        return ProjectionHead(adapter(data.corpus), dim)
 
 
 def _kept_logits(result: StageResult) -> torch.Tensor | None:
@@ -557,7 +563,7 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
 
     if spec.schedule == "parallel":
         adapter, full = fresh_adapter(), torch.arange(out_dim)
-        heads = [_head(spec.head, full, d, data, cfg) for d in dims]
+        heads = [_head(spec.head, full, d, data, cfg, adapter) for d in dims]
         result = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log, on_step,
                              partial_for(0))
         for dim, (index, proj) in zip(dims, result.exports):
@@ -574,7 +580,7 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
             continue
         if spec.schedule == "per_level":
             adapter, in_index = fresh_adapter(), torch.arange(out_dim)
-        head = _head(spec.head, in_index, dim, data, cfg, logits)
+        head = _head(spec.head, in_index, dim, data, cfg, adapter, logits)
         result = train_stage(data, cfg, adapter, [head], unsup, memory, stage_no,
                              cfg.max_epochs_per_stage, log, on_step, partial_for(stage_no))
         (index, proj), logits = result.exports[0], _kept_logits(result)

@@ -70,3 +70,13 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert len(check["levels"]) == 1 + 2 * 2 + 3 * 3   # raw, trunc/pca x2, 3 methods x3
     assert check["max_abs_diff"] < 1e-4
     assert (out / "ndcg_vs_bytes.png").is_file() and "±" in (out / "results.md").read_text()
+    # hold-out rows (training queries, never test) for every trained level and every recipe
+    holdout = {(r["method"], r["dims"], r["precision"], r.get("rescore", 0), r["seed"])
+               for r in on_disk["rows"] if r["split"] == "holdout"}
+    assert {("smec", 4, "float32", 0, 1), ("raw", 16, "binary", 4, 0),
+            ("pca", 8, "int8", 0, 1)} <= holdout
+    assert {r["split"] for r in on_disk["rows"]} == {"test", "holdout"}
+    checks = on_disk["recipe_check"]
+    assert len(checks) == 3 * 3 * 2 and all("wins" in c for c in checks)
+    assert on_disk["recipe_summary"].startswith("hold-out: ")
+    assert set(on_disk["holdout_overlap"]["0"]) == {"random_split", "grouped_split"}

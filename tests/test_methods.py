@@ -103,3 +103,16 @@ def test_pca_decoder_starts_at_pca():
     np.testing.assert_allclose(np.abs(ours), np.abs(pca.encode(x.numpy(), 6)), atol=1e-4)
     with pytest.raises(ValueError, match="keeps the width"):
         build_adapter("residual_mlp", 16, 32, out_dim=6)
+
+
+def test_a_stage_that_only_gets_worse_ships_its_starting_point(data):
+    """With a learning rate that wrecks the adapter, no epoch beats the start on the hold-out,
+    so the full-dim level is the identity (raw vectors), never below them."""
+    cfg = TrainConfig(**{**TINY, "lr": 50.0, "grad_clip": 1e9, "warmup_frac": 0.0})
+    history: list[dict] = []
+    compressor = train_method(data, cfg, "mrl+smrl", log=history.append)
+    docs = data.corpus.numpy()
+    first_stage = [h for h in history if h["stage"] == 0]
+    assert all(h["best_epoch"] == -1 for h in first_stage)
+    np.testing.assert_allclose(compressor.encode(docs, 16),
+                               docs / np.linalg.norm(docs, axis=1, keepdims=True), atol=1e-6)

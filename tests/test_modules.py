@@ -80,3 +80,17 @@ def test_memory_holds_each_id_once_and_never_returns_a_neighbour_twice():
                 assert not any(torch.equal(v, feats[query_id]) for v in neighbours)
     stored = memory.ids[:memory.filled].tolist()
     assert len(stored) == len(set(stored)) == memory.filled <= 30
+
+
+def test_pca_residual_adapter_keeps_raw_cosines_and_starts_every_prefix_on_principal_axes():
+    from smec.modules.adapter import build_adapter
+    from smec.principal import principal_axes
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(400, 16) * torch.linspace(3, 0.1, 16) + 0.4,
+                                      dim=1)
+    h = build_adapter("pca_residual", 16, 8, init_data=x)(x).detach()
+    unit = torch.nn.functional.normalize(h, dim=1)
+    torch.testing.assert_close(unit @ unit.T, x @ x.T, atol=1e-5, rtol=0)   # full dim = raw
+    axes, _ = principal_axes(x.numpy(), 4)
+    torch.testing.assert_close(h[:, :4], x @ torch.from_numpy(axes).float().T, atol=1e-5,
+                               rtol=0)

@@ -7,6 +7,7 @@ import numpy as np
 
 from smec.compressors.base import Compressor
 from smec.eval import l2_normalize
+from smec.principal import principal_axes
 
 
 class PCA(Compressor):
@@ -23,9 +24,8 @@ class PCA(Compressor):
         x = np.asarray(corpus, dtype=np.float64)
         if len(x) > self.max_fit_rows:
             x = x[np.random.default_rng(self.seed).choice(len(x), self.max_fit_rows, False)]
-        self.mean = x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)
-        self.components = vt[:max(self.dims)].astype(np.float32)
+        axes, self.mean = principal_axes(x, max(self.dims))
+        self.components = axes.astype(np.float32)
         return self
 
     def encode(self, vectors: np.ndarray, dim: int) -> np.ndarray:

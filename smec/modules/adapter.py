@@ -1,16 +1,17 @@
 """The trainable network f_θ on frozen embeddings.
 
-Adapters (``residual_mlp``, ``linear_identity``) keep the input width and are the identity at
-step 0. Decoders (``mlp``, ``pca_mlp``) map a wide input, e.g. a concatenation of several
+Adapters (``residual_mlp``, ``pca_residual``, ``linear_identity``) keep the input width and
+preserve every cosine at step 0 (``pca_residual`` in the corpus's principal-axis basis). Decoders (``mlp``, ``pca_mlp``) map a wide input, e.g. a concatenation of several
 models (METHOD.md §5.2), to ``out_dim`` dims.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-ADAPTERS = ("residual_mlp", "linear_identity", "mlp", "pca_mlp")
+from smec.principal import principal_axes
+
+ADAPTERS = ("residual_mlp", "pca_residual", "linear_identity", "mlp", "pca_mlp")
 
 
 class ResidualAdapter(nn.Module):
@@ -32,6 +33,33 @@ class ResidualAdapter(nn.Module):
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return e + self.down(nn.functional.gelu(self.up(self.norm(e))))
+
+
+class PCAResidualAdapter(nn.Module):
+    """``f(e) = R e + W2 · GELU(W1 · LN(e))``: the residual adapter in the principal-axis basis.
+
+    ``R`` holds all ``D`` PCA axes of the corpus (orthogonal, no centering) and ``W2`` starts at
+    zero, so at step 0 every cosine is exactly the raw model's (the full-dim level *is* raw),
+    while every prefix is the projection on the top principal axes: each Matryoshka level
+    starts at a PCA-quality truncation instead of an arbitrary one. ``R`` trains with the rest.
+    """
+
+    def __init__(self, dim: int, hidden: int = 512, init_data: torch.Tensor | None = None
+                 ) -> None:
+        super().__init__()
+        self.rotate = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.rotate.weight)
+        if init_data is not None:
+            with torch.no_grad():
+                self.rotate.weight.copy_(torch.from_numpy(principal_axes(init_data.numpy())[0]))
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.rotate(e) + self.down(nn.functional.gelu(self.up(self.norm(e))))
 
 
 class LinearIdentity(nn.Module):
@@ -79,13 +107,10 @@ class PCAResidualDecoder(nn.Module):
         nn.init.zeros_(self.down.weight)
         nn.init.zeros_(self.down.bias)
         if init_data is not None:
-            x = init_data.double().numpy()
-            mean = x.mean(axis=0)
-            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-            weight = torch.from_numpy(vt[:out_dim]).float()
+            weight, mean = principal_axes(init_data.numpy(), out_dim)
             with torch.no_grad():
-                self.project.weight.copy_(weight)
-                self.project.bias.copy_(-weight @ torch.from_numpy(mean).float())
+                self.project.weight.copy_(torch.from_numpy(weight))
+                self.project.bias.copy_(torch.from_numpy(-weight @ mean))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(x) + self.down(nn.functional.gelu(self.up(self.norm(x))))
@@ -96,11 +121,13 @@ def build_adapter(kind: str, dim: int, hidden: int = 512, out_dim: int | None = 
     """The network ``kind`` from ``dim`` to ``out_dim`` (default ``dim``); ``init_data``
     (corpus vectors) initialises ``pca_mlp``'s projection."""
     out_dim = out_dim or dim
-    if kind in ("residual_mlp", "linear_identity") and out_dim != dim:
+    if kind in ("residual_mlp", "pca_residual", "linear_identity") and out_dim != dim:
         raise ValueError(f"adapter {kind} keeps the width ({dim}); use mlp or pca_mlp to "
                          f"decode to {out_dim} dims")
     if kind == "residual_mlp":
         return ResidualAdapter(dim, hidden)
+    if kind == "pca_residual":
+        return PCAResidualAdapter(dim, hidden, init_data)
     if kind == "linear_identity":
         return LinearIdentity(dim)
     if kind == "mlp":

@@ -11,12 +11,12 @@ the same selection, and exports a fixed, noise-free form when the level is snaps
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from smec.modules.ads import AdaptiveDimensionSelection
+from smec.principal import principal_axes
 
 
 class PrefixHead(nn.Module):
@@ -67,14 +67,11 @@ class ProjectionHead(nn.Module):
     def __init__(self, corpus: torch.Tensor, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        x = corpus.double().numpy()
-        mean = x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-        weight = torch.from_numpy(vt[:dim]).float()
+        weight, mean = principal_axes(corpus.numpy(), dim)
         self.linear = nn.Linear(corpus.shape[1], dim)
         with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(-weight @ torch.from_numpy(mean).float())
+            self.linear.weight.copy_(torch.from_numpy(weight))
+            self.linear.bias.copy_(torch.from_numpy(-weight @ mean))
 
     def sample(self, tau: float, generator: torch.Generator | None = None) -> None:
         return None
