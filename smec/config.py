@@ -101,6 +101,11 @@ class TrainConfig(_Section):
     use_sxbm: bool = True
     alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
     memory_size: int = Field(5000, gt=0)
+    sxbm_neighbour_grad: bool = Field(True, description="S-XBM: train through the neighbours' "
+                                      "adapter pass too (false: neighbours are constants, a "
+                                      "cheaper step)")
+    autocast_bf16: bool = Field(False, description="run the training forward passes in "
+                                "bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs)")
     neighbours: int = Field(10, gt=0)
     holdout_frac: float = Field(0.1, gt=0, lt=1, description="train queries held out for "
                                 "early stopping (never test)")

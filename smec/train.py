@@ -379,30 +379,38 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             samples = [head.sample(tau, gen) for head in heads]
 
             candidates, labels = sample_batch(data, rows, cfg, gen)
-            hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
-            loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
-                            for head, s in zip(heads, samples))
-            loss_unsup = torch.zeros(())
             unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
                                                     generator=gen))
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
-            if found is not None:
-                nbr_feats, inverse, teacher = found
-                # one adapter pass over the batch and its neighbours together
-                h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split(
-                    [len(e_u), len(nbr_feats)])
-                for head, s in zip(heads, samples):
-                    z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
-                    loss_unsup = loss_unsup + unsup_loss(
-                        teacher, (z_self[:, None, :] * z_nbr).sum(-1))
-            elif unsup == "matryoshka_adaptor":
-                h_u = adapter(e_u)
-                for head, s in zip(heads, samples):
-                    loss_unsup = loss_unsup + matryoshka_adaptor_unsup(e_u, h_u, head(h_u, s),
-                                                                       cfg.neighbours)
-            loss = loss_rank + cfg.alpha * loss_unsup
+            # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16;
+            # the memory's teacher cosines above and AdamW stay in float32
+            with torch.autocast(data.corpus.device.type, torch.bfloat16,
+                                enabled=cfg.autocast_bf16):
+                hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
+                loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
+                                for head, s in zip(heads, samples))
+                loss_unsup = torch.zeros(())
+                if found is not None:
+                    nbr_feats, inverse, teacher = found
+                    if cfg.sxbm_neighbour_grad:   # one pass over the batch and its neighbours
+                        h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split(
+                            [len(e_u), len(nbr_feats)])
+                    else:                         # neighbours as constants, as XBM treats them
+                        h_self = adapter(e_u)
+                        with torch.no_grad():
+                            h_nbr = adapter(nbr_feats)
+                    for head, s in zip(heads, samples):
+                        z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
+                        loss_unsup = loss_unsup + unsup_loss(
+                            teacher, (z_self[:, None, :] * z_nbr).sum(-1))
+                elif unsup == "matryoshka_adaptor":
+                    h_u = adapter(e_u)
+                    for head, s in zip(heads, samples):
+                        loss_unsup = loss_unsup + matryoshka_adaptor_unsup(e_u, h_u, head(h_u, s),
+                                                                           cfg.neighbours)
+                loss = loss_rank + cfg.alpha * loss_unsup
 
             opt.zero_grad(set_to_none=True)
             loss.backward()
