@@ -60,7 +60,7 @@ class TrainConfig(_Section):
     stages: list[int] = Field([192, 96, 48], min_length=1)
     full_dim_stage: bool = True
     adapter: Literal["residual_mlp", "pca_residual", "linear_identity", "mlp", "pca_mlp"] = Field(
-        "residual_mlp", description="residual_mlp/linear_identity keep the width and start at "
+        "pca_residual", description="residual_mlp/linear_identity keep the width and start at "
         "the identity; pca_residual keeps the width and starts at the corpus's PCA rotation "
         "(raw cosines at full dim, every prefix a principal-axis projection); pca_mlp starts "
         "at centred PCA, at the input width or decoding to output_dim; mlp decodes to "
@@ -71,7 +71,7 @@ class TrainConfig(_Section):
     loss: Literal["rank", "infonce"] = Field("rank", description="supervised loss: SMEC's "
                                             "pairwise rank loss or InfoNCE")
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-4, gt=0)
     ads_lr_mult: float = Field(10.0, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_frac: float = Field(0.05, ge=0, lt=1)
