@@ -182,6 +182,11 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         if seed == 0 and memory:
             extra["sxbm_memory"] = memory_sizes(data, tcfg, memory, doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
+    if "smec" in histories:   # how far ADS moved from truncation: last epoch of each stage
+        extra["ads_overlap_truncation"] = {
+            str(h["dims"][0]): round(h["ads_overlap_truncation"], 4)
+            for h in histories["smec"] if h["epoch"] == max(
+                g["epoch"] for g in histories["smec"] if g["stage"] == h["stage"])}
     compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
     if compared:
         extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")

@@ -38,15 +38,20 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert results["dataset"] == "scifact-cut" and results["split"] == "test"
     assert results["model"] == "all-MiniLM-L6-v2"
     assert set(results["timings_s"]) == {"embed", "train", "evaluate"}
-    got = {(r["method"], r["dims"]) for r in results["rows"]}
+    test_rows = [r for r in results["rows"] if r["split"] == "test"]
+    got = {(r["method"], r["dims"]) for r in test_rows}
     assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca") for d in (192, 96, 48)} \
         | {("smec", d) for d in (384, 192, 96, 48)}
-    for row in results["rows"]:
+    for row in test_rows:
         assert set(row) == {"method", "dims", "precision", "bytes_per_vector", "ndcg_at_10",
-                            "recall_at_100", "seed"}
+                            "recall_at_100", "seed", "split"}
         assert row["precision"] == "float32" and row["bytes_per_vector"] == 4 * row["dims"]
         assert 0.0 < row["ndcg_at_10"] <= 1.0 and 0.0 < row["recall_at_100"] <= 1.0
-    raw = next(r for r in results["rows"] if r["method"] == "raw")
+    # the hold-out of training queries: the trained levels beside every untrained recipe
+    holdout = {(r["method"], r["precision"]) for r in results["rows"] if r["split"] == "holdout"}
+    assert {("smec", "float32"), ("raw", "binary"), ("pca", "int8")} <= holdout
+    assert "hold-out: " in result.stdout and len(results["recipe_check"]) == 4
+    raw = next(r for r in test_rows if r["method"] == "raw")
     # a cut with ~300 docs is easy; the frozen model must do clearly better than chance
     assert raw["ndcg_at_10"] > 0.4
     assert (out / "ndcg_vs_bytes.png").stat().st_size > 10_000
@@ -92,7 +97,35 @@ def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_
     a = json.loads((out / "results.json").read_text())["rows"]
     b = json.loads((alone / "results.json").read_text())["rows"]
     # same embeddings, same seed, one worker: the same numbers
-    key = lambda r: (r["method"], r["dims"])
+    key = lambda r: (r["split"], r["method"], r["dims"], r["precision"], r.get("rescore", 0))
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key)):
         assert key(ra) == key(rb)
         assert ra["ndcg_at_10"] == pytest.approx(rb["ndcg_at_10"], abs=1e-6)
+
+
+def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings, tmp_path):
+    """ArguAna-style: only qrels/test.tsv. Without a setting it says which one it needs; with
+    data.train_split: split-test a hashed part of the test queries trains and the rest is
+    scored, rows labelled split-test."""
+    root = tmp_path / "test-only"
+    shutil.copytree(mini_cut, root)
+    train = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
+    with (root / "qrels" / "test.tsv").open("a") as handle:
+        handle.write("\n".join(train) + "\n")
+    (root / "qrels" / "train.tsv").unlink()
+    out = tmp_path / "run"
+    shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
+    refused = smec("train", "--data-dir", root, "--out", out)
+    assert refused.returncode == 1 and "data.train_split: split-test" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    config = tmp_path / "split.yaml"
+    config.write_text("data:\n  train_split: split-test\n" + SMALL)
+    for command in ("train", "evaluate"):
+        done = smec(command, "--data-dir", root, "--out", out, "--config", config)
+        assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["split"] == "split-test"
+    assert {r["split"] for r in results["rows"]} == {"split-test", "holdout"}
+    from smec.data import SPLIT_TEST, resolve_beir_dir
+    paths = resolve_beir_dir(root, SPLIT_TEST)
+    assert not set(paths.read_train_qrels()) & set(paths.read_test_qrels())
