@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from smec.compare import baselines, compare, holdout_rows, recipe_check, recipe_summary
+from smec.compare import (
+    baselines,
+    compare,
+    holdout_rows,
+    precisions_of,
+    recipe_check,
+    recipe_summary,
+)
 from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
 from smec.data import BeirPaths
@@ -147,8 +154,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
     base = updated(cfg.train, stages=dims, full_dim_stage=True)
 
+    precisions = precisions_of(cfg.eval.precisions, cfg.eval.rescore_multiplier)
     fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
-    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed)
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed,
+                   precisions=precisions)
     train_s: dict[str, list[float]] = {}
     epochs: dict[str, list[int]] = {}
     extra: dict = {}
@@ -168,11 +177,12 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             if seed == 0:
                 histories[method], seed0[method] = history, compressor
             new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
-                          {method: compressor}, include_raw=False, seed=seed)
+                          {method: compressor}, include_raw=False, seed=seed,
+                          precisions=precisions)
             rows += new
             trained[method] = compressor
             echo(f"seed {seed} {method:>18}: " + "  ".join(
-                f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new) +
+                f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32") +
                 f"  ({train_s[method][-1]:.0f} s)")
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, data.val_qrels,
                              trained, dims, seed)

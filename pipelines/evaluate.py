@@ -5,7 +5,14 @@ import json
 import time
 from pathlib import Path
 
-from smec.compare import baselines, compare, holdout_rows, recipe_check, recipe_summary
+from smec.compare import (
+    baselines,
+    compare,
+    holdout_rows,
+    precisions_of,
+    recipe_check,
+    recipe_summary,
+)
 from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
@@ -47,9 +54,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
     compressors = baselines(input_dim, dims, doc_vecs, methods)
     if trained is not None:
         compressors[trained.method] = trained
-    precisions = [(p, 0) for p in cfg.eval.precisions]
-    if "binary" in cfg.eval.precisions and cfg.eval.rescore_multiplier:
-        precisions.append(("binary", cfg.eval.rescore_multiplier))
+    precisions = precisions_of(cfg.eval.precisions, cfg.eval.rescore_multiplier)
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
                    include_raw="raw" in methods, seed=cfg.train.seed, precisions=precisions)
     extra = {}

@@ -14,6 +14,15 @@ DEPTH = 100   # retrieval depth: recall@100, and the rescoring pool is DEPTH × 
 Precision = tuple[str, int]   # (float32 | int8 | binary, rescore multiplier; 0 = none)
 
 
+def precisions_of(names: list[str], rescore_multiplier: int) -> list[Precision]:
+    """The precisions an ``eval`` section asks for; binary also rescored when the multiplier
+    is > 0."""
+    out = [(name, 0) for name in names]
+    if "binary" in names and rescore_multiplier:
+        out.append(("binary", rescore_multiplier))
+    return out
+
+
 def baselines(input_dim: int, dims: list[int], corpus: np.ndarray,
               methods: list[str]) -> dict[str, Compressor]:
     """The untrained compressors named in ``methods``, fitted on the corpus where they learn."""

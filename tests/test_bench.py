@@ -38,7 +38,8 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     cfg = Config.model_validate({"train": {"max_epochs_per_stage": 2, "batch_queries": 8,
                                            "batch_unlabelled": 16, "memory_size": 40,
                                            "neighbours": 3, "hard_pool": 10,
-                                           "adapter_hidden": 8}})
+                                           "adapter_hidden": 8},
+                                 "eval": {"precisions": ["float32", "binary"]}})
     run_compression_bench(paths, out, cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
                           seeds=2, mteb=True, memory=[20, 40], echo=lambda *a: None)
     on_disk = json.loads((out / "results.json").read_text())
@@ -76,6 +77,9 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert {("smec", 4, "float32", 0, 1), ("raw", 16, "binary", 4, 0),
             ("pca", 8, "int8", 0, 1)} <= holdout
     assert {r["split"] for r in on_disk["rows"]} == {"test", "holdout"}
+    test_binary = {(r["method"], r["dims"], r.get("rescore", 0)) for r in on_disk["rows"]
+                   if r["split"] == "test" and r["precision"] == "binary"}
+    assert {("smec", 4, 0), ("smec", 16, 4), ("raw", 16, 4), ("pca", 8, 0)} <= test_binary
     checks = on_disk["recipe_check"]
     assert len(checks) == 3 * 3 * 2 and all("wins" in c for c in checks)
     assert on_disk["recipe_summary"].startswith("hold-out: ")
