@@ -31,11 +31,14 @@ class ResidualAdapter(nn.Module):
         nn.init.zeros_(self.down.weight)
         nn.init.zeros_(self.down.bias)
 
+    def correction(self, e: torch.Tensor) -> torch.Tensor:
+        return self.down(nn.functional.gelu(self.up(self.norm(e))))
+
     def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return e + self.down(nn.functional.gelu(self.up(self.norm(e))))
+        return e + self.correction(e)
 
 
-class PCAResidualAdapter(nn.Module):
+class PCAResidualAdapter(ResidualAdapter):
     """``f(e) = R e + W2 · GELU(W1 · LN(e))``: the residual adapter in the principal-axis basis.
 
     ``R`` holds all ``D`` PCA axes of the corpus (orthogonal, no centering) and ``W2`` starts at
@@ -46,20 +49,15 @@ class PCAResidualAdapter(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 512, init_data: torch.Tensor | None = None
                  ) -> None:
-        super().__init__()
+        super().__init__(dim, hidden)
         self.rotate = nn.Linear(dim, dim, bias=False)
         nn.init.eye_(self.rotate.weight)
         if init_data is not None:
             with torch.no_grad():
                 self.rotate.weight.copy_(torch.from_numpy(principal_axes(init_data.numpy())[0]))
-        self.norm = nn.LayerNorm(dim)
-        self.up = nn.Linear(dim, hidden)
-        self.down = nn.Linear(hidden, dim)
-        nn.init.zeros_(self.down.weight)
-        nn.init.zeros_(self.down.bias)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return self.rotate(e) + self.down(nn.functional.gelu(self.up(self.norm(e))))
+        return self.rotate(e) + self.correction(e)
 
 
 class LinearIdentity(nn.Module):
