@@ -94,3 +94,12 @@ def test_pca_residual_adapter_keeps_raw_cosines_and_starts_every_prefix_on_princ
     axes, _ = principal_axes(x.numpy(), 4)
     torch.testing.assert_close(h[:, :4], x @ torch.from_numpy(axes).float().T, atol=1e-5,
                                rtol=0)
+
+
+def test_pca_residual_adapter_on_fewer_documents_than_dims():
+    """A small corpus (N < D): the rotation is completed to a full orthonormal basis."""
+    from smec.modules.adapter import build_adapter
+    x = torch.nn.functional.normalize(torch.randn(10, 16), dim=1)
+    h = build_adapter("pca_residual", 16, 8, init_data=x)(x).detach()
+    unit = torch.nn.functional.normalize(h, dim=1)
+    torch.testing.assert_close(unit @ unit.T, x @ x.T, atol=1e-5, rtol=0)
