@@ -117,3 +117,31 @@ def test_a_stage_that_only_gets_worse_ships_its_starting_point(data):
     unit = docs / np.linalg.norm(docs, axis=1, keepdims=True)
     encoded = compressor.encode(docs, 16)      # the start: raw cosines (a rotation of raw)
     np.testing.assert_allclose(encoded @ encoded.T, unit @ unit.T, atol=1e-5)
+
+
+def test_a_parallel_method_ends_each_budget_cycle_at_a_low_learning_rate(data):
+    """Parallel methods train in cycles of max_epochs_per_stage epochs (warm-up, cosine to 0):
+    where early stopping ends them after a cycle, the LR had decayed, as at the end of every
+    sequential stage. One cosine over the whole budget left it near its peak there."""
+    cfg = TrainConfig(**{**TINY, "max_epochs_per_stage": 2, "patience": 10})
+    history: list[dict] = []
+    train_method(data, cfg, "mrl", log=history.append)
+    lrs = [h["lr"] for h in history]          # the LR of each epoch's last step
+    assert len(lrs) == 2 * 3                  # budget: 2 epochs x 3 levels
+    assert lrs[1] < 0.1 * cfg.lr and lrs[3] < 0.1 * cfg.lr and lrs[5] < 0.1 * cfg.lr
+
+
+def test_ads_stages_start_from_the_previous_stage_logits(data, tmp_path):
+    """Each ADS stage after the first starts from the learned logits of the dims it keeps."""
+    from smec.train import _head
+    compressor = train_method(data, TrainConfig(**TINY), "smec")
+    eight = compressor.stages[1]
+    assert eight.ads_logits is not None and eight.ads_logits.shape == (8,)
+    compressor.save(tmp_path / "c")
+    reloaded = load_compressor(tmp_path / "c").stages[1]
+    torch.testing.assert_close(reloaded.ads_logits, eight.ads_logits)
+    head = _head("ads", eight.indices, 4, data, TrainConfig(**TINY), None, eight.ads_logits)
+    torch.testing.assert_close(head.ads.logits.detach(), eight.ads_logits)
+    positional = _head("ads", eight.indices, 4, data,
+                       TrainConfig(**{**TINY, "ads_carry_logits": False}), None, eight.ads_logits)
+    assert not torch.equal(positional.ads.logits.detach(), eight.ads_logits)
