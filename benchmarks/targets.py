@@ -83,6 +83,14 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
         ratio = grad["median_epoch_ratio_mrl_over_smrl"]
         out.append(("SMRL gradient variance ≥ 2× lower than MRL",
                     f"median epoch ratio {ratio:.0f}×", ratio >= 2))
+    ratio = results.get("smec_over_matryoshka_adaptor_s_per_epoch")
+    if ratio is not None:
+        out.append(("SMEC time per epoch ≤ 1.5× Matryoshka-Adaptor's", f"{ratio:.2f}×",
+                    ratio <= 1.5))
+    mteb = results.get("mteb_crosscheck")
+    if mteb is not None:
+        out.append(("MTEB's nDCG@10 = ours to 1e-4", f"max abs diff {mteb['max_abs_diff']:.1g}",
+                    mteb["max_abs_diff"] < 1e-4))
     memory = results.get("sxbm_memory", {})
     for entry in memory.get("sizes", []) + memory.get("variants", []):
         if entry["memory_size"] == 5000:
