@@ -155,10 +155,11 @@ def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
     ``train_split: split-test`` trains on a hashed part of the test queries and scores the rest
     (:func:`split_test_qrels`); training on the very qrels that are scored is refused.
     """
-    root = Path(data_dir) if data_dir is not None else bundled_dataset_dir()
-    if not root.is_dir():
-        raise SmecError(f"{root}: data folder not found; pass --data-dir with a BEIR folder "
+    given = Path(data_dir) if data_dir is not None else bundled_dataset_dir()
+    if not given.is_dir():
+        raise SmecError(f"{given}: data folder not found; pass --data-dir with a BEIR folder "
                         "(corpus.jsonl, queries.jsonl, qrels/)")
+    root = given.resolve()   # absolute: Ray workers run in other working directories
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (root / name).is_file():
             raise SmecError(f"{root / name}: file not found; a BEIR folder needs corpus.jsonl, "
@@ -168,8 +169,8 @@ def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
     if not test.is_file():
         raise SmecError(f"{test}: test qrels not found; evaluation needs qrels/{test_split}.tsv")
     if train_split == SPLIT_TEST:
-        return BeirPaths(root.resolve(), root / "corpus.jsonl", root / "queries.jsonl", test,
-                         test, split_test_frac)
+        return BeirPaths(root, root / "corpus.jsonl", root / "queries.jsonl", test, test,
+                         split_test_frac)
     train = qrels_dir / f"{train_split}.tsv"
     if not train.is_file() and train_split == "train" and (qrels_dir / "dev.tsv").is_file():
         train = qrels_dir / "dev.tsv"
@@ -181,7 +182,7 @@ def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
         raise SmecError(f"{train} is also the test qrels {test}: training and early stopping "
                         f"would see the judgements that are scored; use data.train_split: "
                         f"{SPLIT_TEST} instead")
-    return BeirPaths(root.resolve(), root / "corpus.jsonl", root / "queries.jsonl", train, test)
+    return BeirPaths(root, root / "corpus.jsonl", root / "queries.jsonl", train, test)
 
 
 def positive_groups(qrels: Qrels) -> list[list[str]]:

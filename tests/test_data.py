@@ -144,3 +144,10 @@ def test_a_few_unknown_documents_in_large_qrels_are_warnings(tmp_path):
     root = write_beir(tmp_path / "b", corpus, queries, {"test": test, "train": train})
     warnings = check_inputs(resolve_beir_dir(root))
     assert len(warnings) == 1 and "test.tsv:52: corpus id 'gone'" in warnings[0]
+
+
+def test_paths_are_absolute_for_workers_in_other_folders(tiny_beir, monkeypatch):
+    monkeypatch.chdir(tiny_beir.parent)
+    paths = resolve_beir_dir(tiny_beir.name)
+    for path in (paths.root, paths.corpus, paths.queries, paths.train_qrels, paths.test_qrels):
+        assert path.is_absolute() and path.exists()
