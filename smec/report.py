@@ -47,35 +47,43 @@ def markdown_table(results: dict, split: str | None = None) -> str:
 
 
 def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
-    """nDCG@10 against bytes per vector (log x), one line per method and precision."""
+    """nDCG@10 against bytes per vector (log x), one line per method.
+
+    With one precision a line is the method's levels; with several (int8, binary, + rescore)
+    each point is the method's best row (mean over seeds) at that many bytes or fewer — the
+    curve a user with that memory budget can reach — so the picture stays readable.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     from smec.io import atomic_path
-
     from smec.results import scored_rows
-    series: dict[str, dict[int, list[float]]] = {}
+
+    cells: dict[str, dict[int, dict[str, list[float]]]] = {}
     for row in scored_rows(results):
-        label = row["method"] if row["precision"] == "float32" else \
-            f"{row['method']} ({_precision_label(row)})"
-        series.setdefault(label, {}).setdefault(row["bytes_per_vector"], []).append(
+        by_bytes = cells.setdefault(row["method"], {}).setdefault(row["bytes_per_vector"], {})
+        by_bytes.setdefault(f"{row['dims']}:{_precision_label(row)}", []).append(
             row["ndcg_at_10"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in sorted(series, key=_method_key):
-        xs = sorted(series[label])
-        ys = [float(np.mean(series[label][x])) for x in xs]
-        ax.plot(xs, ys, marker="o" if len(xs) > 1 else "*", markersize=6 if len(xs) > 1 else 12,
-                label=label)
+    mixed = len({_precision_label(r) for r in scored_rows(results)}) > 1
+    fig, ax = plt.subplots(figsize=(8.5 if mixed else 7, 4.5))
+    for method in sorted(cells, key=_method_key):
+        xs = sorted(cells[method])
+        ys = [max(float(np.mean(v)) for v in cells[method][x].values()) for x in xs]
+        if mixed:   # a budget of x bytes can hold any row of fewer bytes too
+            ys = list(np.maximum.accumulate(ys))
+        ax.plot(xs, ys, marker="o" if len(xs) > 1 else "*",
+                markersize=6 if len(xs) > 1 else 12, label=method)
     ax.set_xscale("log", base=2)
-    ticks = sorted({x for values in series.values() for x in values})
+    ticks = sorted({x for values in cells.values() for x in values})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("bytes per vector")
+    ax.set_xlabel("bytes per vector" + (" (best level and precision within the budget)"
+                                        if mixed else ""))
     ax.set_ylabel("nDCG@10")
     ax.set_title(f"{results['dataset']} — {results['model']} ({results['split']})")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
