@@ -107,6 +107,9 @@ def main() -> None:
                              "not tuned on (repeat)")
     parser.add_argument("--loss-scale-only", action="store_true",
                         help="measure the loss scales, run no trial")
+    parser.add_argument("--probe", nargs="+", metavar=("KEY", "VALUE"), default=None,
+                        help="no selection: score KEY at each VALUE on top of the current "
+                             "defaults (hold-out only), e.g. --probe alpha 1 0.1 0.01")
     parser.add_argument("--method", default="smec")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--keys", nargs="*", default=list(SWEEP), help="keys to sweep")
@@ -114,6 +117,18 @@ def main() -> None:
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     datasets = [load_dataset(spec) for spec in args.dataset]
+    if args.probe:
+        key, *values = args.probe
+        for value in values:
+            cfg = updated(TrainConfig(), **{key: value})
+            record = {"method": args.method, "probe": {key: getattr(cfg, key)},
+                      "datasets": {f"{ds['name']}/{seed}": trial(
+                          ds, updated(cfg, seed=seed), args.method)
+                          for ds in datasets for seed in args.seeds}}
+            with (args.out / "probe.jsonl").open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+        return
     base_cfg = updated(TrainConfig(), **BASE)
     write_json(args.out / "loss_scale.json",
                {ds["name"]: loss_scale(ds, base_cfg)
