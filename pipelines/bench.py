@@ -185,18 +185,16 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32") +
                 f"  ({train_s[method][-1]:.0f} s)")
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, data.val_qrels,
-                             trained, dims, seed)
+                             trained, fixed, seed)
         if seed == 0 and "smec" in methods:
             extra["continued_training"] = continued_training_check(data, tcfg, dims)
             echo(f"continued training: {extra['continued_training']}")
         if seed == 0 and memory:
             extra["sxbm_memory"] = memory_sizes(data, tcfg, memory, doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
-    if "smec" in histories:   # how far ADS moved from truncation: last epoch of each stage
-        extra["ads_overlap_truncation"] = {
-            str(h["dims"][0]): round(h["ads_overlap_truncation"], 4)
-            for h in histories["smec"] if h["epoch"] == max(
-                g["epoch"] for g in histories["smec"] if g["stage"] == h["stage"])}
+    if "smec" in histories:   # how far ADS moved from truncation: the last epoch of each
+        extra["ads_overlap_truncation"] = {   # stage (later epochs overwrite earlier ones)
+            str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}
     compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
     if compared:
         extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")

@@ -51,7 +51,8 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
     trained = load_trained(out) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
             if d < input_dim]
-    compressors = baselines(input_dim, dims, doc_vecs, methods)
+    recipes = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
+    compressors = {name: c for name, c in recipes.items() if name in methods}
     if trained is not None:
         compressors[trained.method] = trained
     precisions = precisions_of(cfg.eval.precisions, cfg.eval.rescore_multiplier)
@@ -61,7 +62,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
     if trained is not None:
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, cfg.train)
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout,
-                             {trained.method: trained}, dims, seed=cfg.train.seed)
+                             {trained.method: trained}, recipes, seed=cfg.train.seed)
         extra["recipe_check"] = recipe_check(rows)
         extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
     if trained is not None and trained.quantizers:   # keep the calibration with the model

@@ -25,7 +25,7 @@ import torch
 
 from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages
-from smec.data import BeirPaths, load_qrels
+from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.store import read_embeddings
 from smec.train import prepare_data, train_method
@@ -54,8 +54,8 @@ def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
 
 
 def train_func(config: dict) -> None:
-    """One worker's training loop; ``config`` = {"train", "embeddings", "paths" (the
-    :class:`BeirPaths`; or "train_qrels", a qrels file),
+    """One worker's training loop; ``config`` = {"train", "embeddings", "train_qrels" (the
+    training judgements, read and split once on the driver),
     "use_ray", "out", optional "memory_actor" (a :class:`MemoryActor` handle) and "fault"
     (test hook: {"step", "rank", "marker"})}."""
     cfg = TrainConfig(**config["train"])
@@ -64,9 +64,7 @@ def train_func(config: dict) -> None:
     emb = Path(config["embeddings"])
     doc_ids, doc_vecs, _ = read_embeddings(emb / "corpus")
     query_ids, query_vecs, _ = read_embeddings(emb / "queries")
-    train_qrels = config["paths"].read_train_qrels() if "paths" in config \
-        else load_qrels(config["train_qrels"])
-    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, cfg)
+    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, config["train_qrels"], cfg)
     history: list[dict] = []
     resume, partial, memory = None, None, None
     if use_ray:
@@ -145,7 +143,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     emb = out / "embeddings"
     _, _, meta = read_embeddings(emb / "corpus")   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
-    paths.read_train_qrels()
+    train_qrels = paths.read_train_qrels()   # fails early, in one line, if malformed
     init_ray()
     start = time.perf_counter()
     storage = (out / "ray_train").resolve()
@@ -156,7 +154,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
         from pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     loop_config = {"train": cfg.train.model_dump(), "embeddings": str(emb.resolve()),
-                   "paths": paths, "use_ray": True,
+                   "train_qrels": train_qrels, "use_ray": True,
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,

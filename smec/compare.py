@@ -86,12 +86,11 @@ UNTRAINED = ("raw", "truncation", "pca")
 
 def holdout_rows(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                  query_vecs: np.ndarray, holdout: Qrels, trained: dict[str, Compressor],
-                 dims: list[int], seed: int = 0) -> list[ResultRow]:
-    """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels and
-    the untrained recipes (raw, truncation, PCA) at every precision, so a trained level can be
-    judged against what it replaces without looking at test."""
-    fixed = baselines(doc_vecs.shape[1], dims, doc_vecs, ["truncation", "pca"])
-    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, fixed, seed=seed,
+                 recipes: dict[str, Compressor], seed: int = 0) -> list[ResultRow]:
+    """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels, and
+    raw plus the untrained ``recipes`` (:func:`baselines`: truncation, PCA) at every precision,
+    so a trained level can be judged against what it replaces without looking at test."""
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, recipes, seed=seed,
                    precisions=RECIPE_PRECISIONS)
     rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
                     include_raw=False, seed=seed, precisions=[("float32", 0)])

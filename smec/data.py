@@ -252,10 +252,10 @@ def check_inputs(paths: BeirPaths) -> list[str]:
     """
     corpus_ids = {doc_id for doc_id, _ in iter_corpus(paths.corpus)}
     queries = load_queries(paths.queries)
-    train, test = paths.read_train_qrels(), paths.read_test_qrels()
-    warnings = check_qrels_ids(load_qrels(paths.test_qrels), queries, corpus_ids,
-                               paths.test_qrels)
+    test = load_qrels(paths.test_qrels)   # split-test: both parts are in this one file
+    warnings = check_qrels_ids(test, queries, corpus_ids, paths.test_qrels)
     if paths.split_test_frac is None:
+        train = load_qrels(paths.train_qrels)
         warnings += check_qrels_ids(train, queries, corpus_ids, paths.train_qrels)
         shared = sorted(set(train) & set(test))
         if shared:

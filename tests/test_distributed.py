@@ -70,12 +70,9 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
-    qrels_path = tmp_path / "train.tsv"
-    qrels_path.write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{g}\n" for q, docs_ in qrels.items() for d, g in docs_.items()))
     cfg = TrainConfig(**TINY)
     train_func({"train": cfg.model_dump(), "embeddings": str(tmp_path / "emb"),
-                "train_qrels": str(qrels_path), "use_ray": False, "out": str(tmp_path)})
+                "train_qrels": qrels, "use_ray": False, "out": str(tmp_path)})
     history = json.loads((tmp_path / "compressor" / "history.json").read_text())
     uri = tracking_uri(tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"

@@ -27,11 +27,8 @@ def test_train_func_runs_alone_without_ray(tmp_path):
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
-    qrels_path = tmp_path / "train.tsv"
-    qrels_path.write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{g}\n" for q, docs_ in qrels.items() for d, g in docs_.items()))
     train_func({"train": TrainConfig(**TINY).model_dump(), "embeddings": str(tmp_path / "emb"),
-                "train_qrels": str(qrels_path), "use_ray": False, "out": str(tmp_path)})
+                "train_qrels": qrels, "use_ray": False, "out": str(tmp_path)})
     compressor = load_compressor(tmp_path / "compressor")
     assert [s.dim for s in compressor.stages] == [16, 8, 4]
     assert compressor.encode(docs, 4).shape == (120, 4)
@@ -135,11 +132,3 @@ def test_validation_uses_a_fixed_sample_with_every_holdout_positive():
     assert torch.equal(again.val_doc_rows, data.val_doc_rows)
     full = prepare_data(doc_ids, docs, query_ids, queries, qrels, TrainConfig(**TINY))
     assert len(full.val_doc_rows) == 400
-
-
-def test_lr_restarts_every_cycle():
-    """A parallel method's budget runs in cycles of max_epochs_per_stage: where early stopping
-    ends it after a cycle, its LR had decayed, as every sequential stage's does."""
-    cycle = 50
-    lrs = [lr_at(s % cycle, cycle, 1.0, 0.05) for s in range(150)]
-    assert lrs[cycle - 1] < 0.01 and lrs[2 * cycle - 1] < 0.01 and lrs[cycle + 2] > 0.5
