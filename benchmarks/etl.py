@@ -18,14 +18,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.process_tree import run_child
 
 
 def default_data_dir() -> Path:
@@ -77,40 +76,13 @@ def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: flo
 
 def run_arm(args: argparse.Namespace, arm: str, work: Path) -> dict:
     """Run one arm in a child process; sample the RSS of its whole process tree."""
-    import psutil
     cmd = [sys.executable, __file__, "--arm", arm, "--corpus", str(work / "corpus.jsonl"),
            "--model", args.model, "--batch-size", str(args.batch_size),
            "--cpus-per-actor", str(args.cpus_per_actor), "--out", str(work / "store")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        root = psutil.Process(proc.pid)
-        while not stop.is_set():
-            total = 0
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                break
-            peak[0] = max(peak[0], total)
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    stdout, _ = proc.communicate()
-    stop.set()
-    thread.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{arm} arm failed (exit {proc.returncode})")
-    result = json.loads(stdout.strip().splitlines()[-1])
+    result, peak = run_child(cmd, REPO, f"{arm} arm")
     result["docs_per_s"] = round(result["docs"] / result["seconds"], 2)
     result["seconds"] = round(result["seconds"], 2)
-    result["peak_rss_mib"] = round(peak[0] / 2**20)
+    result["peak_rss_mib"] = round(peak / 2**20)
     return result
 
 

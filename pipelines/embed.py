@@ -15,17 +15,13 @@ a marker, so after a crash or SIGKILL every id ends up exactly once; a run whose
 """
 from __future__ import annotations
 
-import json
-import logging
-import os
-import shutil
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.shards import ShardJob, actor_resources, finished, run_jobs
 from smec import store
 from smec.config import Config
 from smec.corpus import OnBadRow, Shard, Source, plan_shards, read_shard
@@ -87,161 +83,55 @@ def _read_shards(batch: dict[str, np.ndarray], source: Source) -> dict[str, np.n
             "shard": np.array(shards, dtype=np.int64), "pos": np.arange(n, dtype=np.int64)}
 
 
-@dataclass
-class EmbedJob:
-    """One input file -> one store folder, planned (validated) before anything runs."""
-    source: Source
-    out_dir: Path
-    encoders: list[EncoderSpec]
-    metadata: dict
-    fingerprint: dict
-    label: str
-    done: dict | None = None                  # the manifest of an already complete store
-    shards: list[Shard] = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
-
-
-def _load_manifest(out_dir: Path) -> dict | None:
-    try:
-        return json.loads((out_dir / store.MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def plan_job(source: Source, out_dir: Path, cfg: Config, encoders: list[EncoderSpec],
-             metadata: dict, *, resume: bool, on_bad_row: OnBadRow, label: str) -> EmbedJob:
+             metadata: dict, *, resume: bool, on_bad_row: OnBadRow, label: str) -> ShardJob:
     """Validate ``source`` (one streaming pass) unless ``out_dir`` already holds its result."""
     fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
                    "max_seq_length": cfg.model.max_seq_length,
                    "encoders": [asdict(e) for e in encoders], "metadata": metadata}
-    job = EmbedJob(source, out_dir, encoders, metadata, fingerprint, label)
-    manifest = _load_manifest(out_dir)
-    if resume and manifest and manifest.get("complete") \
-            and manifest.get("fingerprint") == fingerprint:
-        job.done = manifest
+    job = ShardJob(out_dir, fingerprint, label, [], [e.column for e in encoders],
+                   dataset=partial(embed_dataset, source=source, encoders=encoders, cfg=cfg),
+                   table=partial(_store_table, encoders=encoders, metadata=metadata),
+                   action=f"embedding {source.path}")
+    if resume and (done := finished(out_dir, fingerprint)):
+        job.done = done
         return job
     if on_bad_row == "quarantine":
         with atomic_path(out_dir / BAD_ROWS) as tmp, tmp.open("w", encoding="utf-8") as fh:
-            job.shards, job.counts = plan_shards(source, cfg.embed.shard_rows, on_bad_row, fh)
-        if job.counts["bad_rows"] == 0:
+            job.shards, counts = plan_shards(source, cfg.embed.shard_rows, on_bad_row, fh)
+        if counts["bad_rows"] == 0:
             (out_dir / BAD_ROWS).unlink(missing_ok=True)
     else:
-        job.shards, job.counts = plan_shards(source, cfg.embed.shard_rows, "stop")
-    if job.counts["rows"] == 0:
+        job.shards, counts = plan_shards(source, cfg.embed.shard_rows, "stop")
+    job.bad_rows = counts["bad_rows"]
+    if counts["rows"] == 0:
         raise SmecError(f"{source.path}: no rows to embed")
     return job
 
 
-def _clear(out_dir: Path) -> None:
-    """Remove what an earlier ETL run wrote into ``out_dir`` (only that)."""
-    for part in out_dir.glob("part-*.parquet"):
-        part.unlink()
-    shutil.rmtree(out_dir / store.DONE_DIR, ignore_errors=True)
-    (out_dir / store.MANIFEST).unlink(missing_ok=True)
+def _store_table(ids: list[str], columns: dict[str, np.ndarray], *,
+                 encoders: list[EncoderSpec], metadata: dict):
+    if [e.column for e in encoders] == ["embedding"]:
+        return store.embedding_table(ids, columns["embedding"], metadata)
+    models = [{**m, "dim": int(columns[m["column"]].shape[1])} for m in metadata["models"]]
+    return store.columns_table(ids, columns, {**metadata, "models": models})
 
 
-def _actor_resources(cfg: Config, n_models: int) -> tuple[float, int]:
-    """(CPUs reserved per actor, torch threads per actor)."""
+def embed_dataset(todo: list[Shard], *, source: Source, encoders: list[EncoderSpec],
+                  cfg: Config, extra_actors: int = 0):
+    """Ray Data: shard descriptors -> read tasks -> one encoder actor pool per model, chained.
+
+    ``extra_actors``: actors a caller chains after these (``smec compress --corpus``), counted
+    when CPUs are shared out."""
     import ray
     ecfg = cfg.embed
-    actors = ecfg.num_actors * n_models
-    cpus = ecfg.num_cpus_per_actor
-    if ecfg.num_gpus_per_actor:
-        return cpus, max(1, int(cpus))
-    total = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
-    if actors * cpus > total - 0.5:
-        # Leave CPU for the read tasks, or Ray Data deadlocks with every CPU held by actors
-        # that wait for input (PLATFORM.md 2a); Ray's CPUs are logical, threads are set below.
-        cpus = max(0.1, (total - 0.5) / actors)
-    return cpus, max(1, (os.cpu_count() or 1) // actors)
-
-
-def _configure_ray_data() -> None:
-    """No stall timeout; our own progress bar replaces Ray Data's chatter on stderr."""
-    from ray.data import DataContext
-    ctx = DataContext.get_current()
-    # Ray Data fails a pipeline after 30 min without an output; one batch of a 768-d model on
-    # a busy 2-core CPU can legitimately take that long, and a killed run only resumes at the
-    # last finished shard. A hung run is still visible on the progress bar.
-    ctx.execution_no_progress_timeout_s = -1
-    ctx.enable_progress_bars = False
-    ctx.enable_operator_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # its "Progress bars disabled. To enable, set ..." advice is for someone else's setup
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-
-
-def _as_matrix(values: np.ndarray) -> np.ndarray:
-    return np.stack(values) if values.dtype == object else values
-
-
-def _store_table(job: EmbedJob, ids: list[str], columns: dict[str, np.ndarray]):
-    if [e.column for e in job.encoders] == ["embedding"]:
-        return store.embedding_table(ids, columns["embedding"], job.metadata)
-    models = [{**m, "dim": int(columns[m["column"]].shape[1])} for m in job.metadata["models"]]
-    return store.columns_table(ids, columns, {**job.metadata, "models": models})
-
-
-def execute_job(job: EmbedJob, cfg: Config, *, resume: bool, progress: bool) -> dict:
-    """Embed the shards of ``job`` that are not done yet; returns the run's summary."""
-    start = time.perf_counter()
-    out_dir = job.out_dir
-    if job.done is not None:
-        return {**job.done["summary"], "new_rows": 0, "bytes_written": 0, "skipped": True}
-    manifest = _load_manifest(out_dir)
-    if not resume or manifest is None or manifest.get("fingerprint") != job.fingerprint:
-        if manifest is not None and resume:
-            print(f"smec: {out_dir}: written for another input, model or settings; "
-                  "starting over", file=sys.stderr)
-        _clear(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done_dir = out_dir / store.DONE_DIR
-    done_dir.mkdir(exist_ok=True)
-    for stale in [*out_dir.glob(".*.tmp"), *done_dir.glob(".*.tmp")]:
-        stale.unlink()   # temp files of a killed run (their renames never happened)
-    write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": False,
-                                           "shards": len(job.shards)})
-    done = {int(p.stem.split("-")[1]) for p in done_dir.glob("shard-*.json")}
-    for shard in job.shards:
-        if shard.rows == 0 and shard.index not in done:      # every line bad or blank
-            write_json(done_dir / f"shard-{shard.index:05d}.json", {"rows": 0, "bytes": 0})
-            done.add(shard.index)
-    todo = [s for s in job.shards if s.index not in done]
-    new_rows = sum(s.rows for s in todo)
-    written = 0
-    if todo:
-        written = _run_pipeline(job, todo, cfg, progress)
-    markers = [json.loads(p.read_text()) for p in sorted(done_dir.glob("shard-*.json"))]
-    if len(markers) != len(job.shards):
-        raise SmecError(f"{out_dir}: {len(markers)} of {len(job.shards)} shards finished")
-    seconds = time.perf_counter() - start
-    summary = {"rows": sum(m["rows"] for m in markers), "bad_rows": job.counts["bad_rows"],
-               "shards": len(job.shards), "shards_resumed": len(job.shards) - len(todo),
-               "bytes": sum(m["bytes"] for m in markers), "new_rows": new_rows,
-               "bytes_written": written, "seconds": round(seconds, 2),
-               "rows_per_s": round(new_rows / seconds, 1) if seconds > 0 else 0.0}
-    write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": True,
-                                           "shards": len(job.shards), "summary": summary})
-    return summary
-
-
-def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool) -> int:
-    """Run the Ray Data pipeline over ``todo``; write each shard's part as it completes."""
-    import ray
-    from tqdm import tqdm
-
-    from pipelines.runtime import root_cause
-
-    _configure_ray_data()
-    ecfg = cfg.embed
-    cpus, threads = _actor_resources(cfg, len(job.encoders))
+    cpus, threads = actor_resources(ecfg.num_actors * len(encoders) + extra_actors,
+                                    ecfg.num_cpus_per_actor, ecfg.num_gpus_per_actor)
     dataset = ray.data.from_items([{"shard": s.to_json()} for s in todo],
                                   override_num_blocks=len(todo))
-    dataset = dataset.map_batches(_read_shards, fn_kwargs={"source": job.source}, batch_size=1,
+    dataset = dataset.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1,
                                   batch_format="numpy", num_cpus=0.25)
-    for i, enc in enumerate(job.encoders):
+    for i, enc in enumerate(encoders):
         dataset = dataset.map_batches(
             EncoderActor,
             fn_constructor_kwargs={"model_path": enc.path, "prompt": enc.prompt,
@@ -249,79 +139,11 @@ def _run_pipeline(job: EmbedJob, todo: list[Shard], cfg: Config, progress: bool)
                                    "max_seq_length": cfg.model.max_seq_length,
                                    "threads": threads, "use_gpu": ecfg.num_gpus_per_actor > 0,
                                    "column": enc.column,
-                                   "keep_text": i < len(job.encoders) - 1},
+                                   "keep_text": i < len(encoders) - 1},
             batch_size=ecfg.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=ecfg.num_actors),
             num_cpus=cpus, num_gpus=ecfg.num_gpus_per_actor or None)
-    expected = {s.index: s.rows for s in todo}
-    columns = [e.column for e in job.encoders]
-    pending: dict[int, dict[str, list]] = {}
-    written = 0
-    bar = tqdm(total=sum(expected.values()), unit=" docs", desc=job.label, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
-    shard_log = None if progress else _ShardLog(job.label, len(todo), sum(expected.values()))
-    try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            shard_col = batch["shard"]
-            vectors = {c: _as_matrix(batch[c]) for c in columns}
-            for index in np.unique(shard_col):
-                mask = shard_col == index
-                got = pending.setdefault(int(index), {"id": [], "pos": [],
-                                                      **{c: [] for c in columns}})
-                got["id"].extend(batch["id"][mask].tolist())
-                got["pos"].append(batch["pos"][mask])
-                for c in columns:
-                    got[c].append(vectors[c][mask])
-                bar.update(int(mask.sum()))
-                if len(got["id"]) == expected[int(index)]:
-                    written += _finish_shard(job, int(index), pending.pop(int(index)), columns)
-                    if shard_log is not None:
-                        shard_log.shard_done(expected[int(index)])
-    except SmecError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failure inside Ray: one line, no traceback
-        raise SmecError(f"embedding {job.source.path} failed: {root_cause(exc)}") from None
-    finally:
-        bar.close()
-    if pending:
-        raise SmecError(f"{job.out_dir}: shards {sorted(pending)} came back incomplete")
-    return written
-
-
-class _ShardLog:
-    """Without a progress bar (stderr is a log file, not a terminal): a line per shard."""
-
-    def __init__(self, label: str, shards: int, rows: int) -> None:
-        self.label, self.shards, self.rows = label, shards, rows
-        self.done_shards, self.done_rows, self.start = 0, 0, time.perf_counter()
-
-    def shard_done(self, rows: int) -> None:
-        self.done_shards += 1
-        self.done_rows += rows
-        rate = self.done_rows / max(time.perf_counter() - self.start, 1e-9)
-        left = (self.rows - self.done_rows) / rate if rate > 0 else float("nan")
-        eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
-        print(f"{self.label}: shard {self.done_shards}/{self.shards} written "
-              f"({self.done_rows}/{self.rows} docs, {rate:.1f} docs/s, ~{eta} left)",
-              file=sys.stderr, flush=True)
-
-
-def _finish_shard(job: EmbedJob, index: int, got: dict[str, list], columns: list[str]) -> int:
-    order = np.argsort(np.concatenate(got["pos"]), kind="stable")   # back to file order
-    ids = [got["id"][i] for i in order]
-    table = _store_table(job, ids, {c: np.concatenate(got[c])[order] for c in columns})
-    path = store.write_part(job.out_dir, index, table)
-    size = path.stat().st_size
-    write_json(job.out_dir / store.DONE_DIR / f"shard-{index:05d}.json",
-               {"rows": len(ids), "bytes": size})
-    return size
-
-
-def run_jobs(jobs: list[EmbedJob], cfg: Config, *, resume: bool, progress: bool) -> list[dict]:
-    if any(job.done is None for job in jobs):
-        from pipelines.runtime import init_ray
-        init_ray()
-    return [execute_job(job, cfg, resume=resume, progress=progress) for job in jobs]
+    return dataset
 
 
 def _prompts(cfg: Config) -> tuple[str, str]:
@@ -347,7 +169,7 @@ def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
                              [EncoderSpec(cfg.model.name, model_path, prompt, "embedding")],
                              {**metadata, "kind": kind, "prompt": prompt},
                              resume=resume, on_bad_row=on_bad_row, label=kind))
-    corpus, queries = run_jobs(jobs, cfg, resume=resume, progress=progress)
+    corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     summary = {"model": cfg.model.name, "data_dir": str(paths.root),
                "corpus": corpus, "queries": queries}
     write_json(emb_dir / "embed.json", summary)
@@ -364,7 +186,7 @@ def run_embed_corpus(source: Source, out: Path, cfg: Config, *, resume: bool = T
                    {"model": cfg.model.name, "model_path": model_path, "kind": "corpus",
                     "input": str(source.path.resolve()), "prompt": doc_prompt},
                    resume=resume, on_bad_row=on_bad_row, label="corpus")
-    return run_jobs([job], cfg, resume=resume, progress=progress)[0]
+    return run_jobs([job], resume=resume, progress=progress)[0]
 
 
 def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str], *,
@@ -393,7 +215,7 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
                              {"models": described, "dataset": paths.name,
                               "data_dir": str(paths.root), "kind": kind},
                              resume=resume, on_bad_row=on_bad_row, label=kind))
-    corpus, queries = run_jobs(jobs, cfg, resume=resume, progress=progress)
+    corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     for part in (corpus, queries):
         part["docs_per_s"] = part["rows_per_s"]
     summary = {"models": models, "data_dir": str(paths.root), "corpus": corpus,
@@ -401,9 +223,3 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
     write_json(emb_dir / "embed.json", summary)
     return summary
 
-
-def embeddings_info(out: Path) -> dict:
-    path = out / "embeddings" / "embed.json"
-    if not path.is_file():
-        raise SmecError(f"{path}: not found; run `smec embed --out {out}` first")
-    return json.loads(path.read_text())

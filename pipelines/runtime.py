@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from smec.errors import SmecError
 
@@ -23,6 +24,7 @@ def init_ray(num_cpus: int | None = None, object_store_gib: float = 2.0) -> None
 
 def root_cause(exc: BaseException) -> str:
     """The innermost error message of a (Ray-wrapped) exception chain, on one line."""
+    outer = exc
     while True:
         inner = getattr(exc, "cause", None) or exc.__cause__
         if not isinstance(inner, BaseException) or inner is exc:
@@ -30,5 +32,15 @@ def root_cause(exc: BaseException) -> str:
         exc = inner
     if isinstance(exc, SmecError):
         return str(exc)
+    # Ray Data's UserCodeException keeps only its own advice; the worker's error is in the
+    # traceback text of the RayTaskError around it, above "The above exception was ...".
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(outer))
+    if _CHAINED in text:
+        lines = [line for line in text.split(_CHAINED)[0].splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
+
+
+_CHAINED = "The above exception was the direct cause of the following exception"

@@ -85,6 +85,68 @@ def _embed_line(summary: dict, where: Path) -> str:
             f"{resumed}{bad}; {summary['rows']} rows in {where}")
 
 
+def _compress_parser(sub) -> None:
+    command = sub.add_parser(
+        "compress", help="apply a trained compressor to a whole corpus (Ray Data) -> codes",
+        description="Compress every vector of an embedding store (--store), or embed and "
+                    "compress a corpus file in one pass (--corpus), with a trained compressor "
+                    "at one level and precision. Writes OUT/part-*.parquet (id + codes: float32/"
+                    "float16 lists, int8 lists or packed bits), manifest.json and, for int8, "
+                    "quantizer.npz (calibrated on corpus vectors; quantise queries with it). "
+                    "A killed run resumes where it stopped.",
+        epilog="example: smec compress --store runs/scifact-mini/embeddings/corpus "
+               "--compressor runs/scifact-mini/compressor --dims 48 --precision int8 "
+               "--out runs/scifact-mini/codes-48-int8")
+    given = command.add_mutually_exclusive_group(required=True)
+    given.add_argument("--store", type=Path, help="embedding store folder (`smec embed` wrote it)")
+    given.add_argument("--corpus", type=Path, help="a corpus.jsonl, JSONL or Parquet file: embed "
+                       "and compress in one pass, the float vectors are never stored")
+    command.add_argument("--compressor", type=Path, required=True,
+                         help="compressor folder (RUN/compressor) or its run folder")
+    command.add_argument("--dims", type=int, required=True, help="the level to keep")
+    command.add_argument("--precision", default="float32",
+                         choices=["float32", "float16", "int8", "binary"])
+    command.add_argument("--out", type=Path, required=True, help="codes folder to write")
+    command.add_argument("--model", default=None, help="--corpus: the base model (default: "
+                         "the one the compressor was trained on; another one is refused)")
+    command.add_argument("--id-field", default=None, help="--corpus: the id field")
+    command.add_argument("--text-field", default="text", help="--corpus: the text field")
+    command.add_argument("--num-gpus", type=float, default=None,
+                         help="GPUs per compressor actor (overrides compress.num_gpus_per_actor)")
+    command.add_argument("--num-actors", type=int, default=None,
+                         help="compressor actors (overrides compress.num_actors)")
+    command.add_argument("--calibration-rows", type=int, default=None,
+                         help="int8: corpus vectors sampled for the ranges "
+                              "(overrides compress.calibration_rows)")
+    command.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                         help="skip the parts an earlier (killed) run finished (default: on)")
+    command.add_argument("--config", type=Path, default=None, help="YAML config")
+
+
+def _export_parser(sub) -> None:
+    command = sub.add_parser(
+        "export", help="write the query encoder: base model + compressor as a "
+                       "sentence-transformers folder",
+        description="Write OUT_DIR, a sentence-transformers model folder: the base model, its "
+                    "prompts and the compressor at one level. SentenceTransformer(OUT_DIR, "
+                    "trust_remote_code=True).encode(texts, prompt_name='query') returns the "
+                    "vectors the pipeline scores. A linear level (PCA, truncation) is written "
+                    "with built-in Dense + Normalize modules only and needs no custom code.",
+        epilog="example: smec export runs/scifact-mini runs/scifact-mini/encoder-48 --dims 48")
+    command.add_argument("run_dir", type=Path, help="run folder (its compressor/) or a "
+                         "compressor folder")
+    command.add_argument("out_dir", type=Path, help="the model folder to write")
+    command.add_argument("--dims", type=int, default=None,
+                         help="the level (default: the compressor's smallest)")
+    command.add_argument("--precision", default="float32",
+                         choices=["float32", "float16", "int8", "binary"],
+                         help="int8/binary: ship the calibration the corpus codes were made "
+                              "with (from --codes, else the compressor's own)")
+    command.add_argument("--codes", type=Path, default=None,
+                         help="the codes folder `smec compress` wrote: its quantiser and "
+                              "level are the ones the queries must match")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smec", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
         if name == "embed":
             _embed_options(command)
+    _compress_parser(sub)
+    _export_parser(sub)
     tune_cmd = sub.add_parser(
         "tune", help="Ray Tune search over the train settings (ASHA, MLflow); best config + "
                      "its test results",
@@ -203,6 +267,65 @@ def _submitted_path(path: Path | None) -> Path | None:
     return Path(base) / path
 
 
+def _compressor_dir(path: Path) -> Path:
+    """A run folder means its compressor/; a compressor folder is itself."""
+    return path / "compressor" if not (path / "compressor.json").is_file() \
+        and (path / "compressor").is_dir() else path
+
+
+def _compress(args: argparse.Namespace) -> int:
+    """`smec compress`: a compressor over a store or a corpus file -> a codes folder."""
+    from pipelines.compress import plan_corpus, plan_store, run_compress
+    from smec.config import load_config, updated
+    from smec.corpus import DEFAULT_ID_FIELDS, Source
+    for name in ("store", "corpus", "compressor", "out", "config"):
+        setattr(args, name, _submitted_path(getattr(args, name)))
+    cfg = load_config(args.config)
+    changes = {k: v for k, v in (("num_gpus_per_actor", args.num_gpus),
+                                 ("num_actors", args.num_actors),
+                                 ("calibration_rows", args.calibration_rows)) if v is not None}
+    cfg.compress = _validated(updated, cfg.compress, changes)
+    compressor = _compressor_dir(args.compressor)
+    if args.store is not None:
+        job = plan_store(args.store, compressor, args.dims, args.precision, args.out, cfg,
+                         resume=args.resume)
+    else:
+        if not args.corpus.is_file():
+            raise SmecError(f"--corpus {args.corpus}: file not found")
+        source = Source(args.corpus, (args.id_field,) if args.id_field else DEFAULT_ID_FIELDS,
+                        args.text_field)
+        job = plan_corpus(source, compressor, args.dims, args.precision, args.out, cfg,
+                          model=args.model, resume=args.resume)
+    summary = run_compress(job, resume=args.resume, progress=sys.stderr.isatty())
+    line = _embed_line(summary, args.out).replace("embedded", "compressed").replace(
+        "docs/s", "vectors/s")
+    print(f"{line} ({args.dims} d {args.precision})")
+    return 0
+
+
+def _validated(update, section, changes: dict):
+    """``update(section, **changes)``, a validation error as one line naming the option."""
+    from pydantic import ValidationError
+    try:
+        return update(section, **changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SmecError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    """`smec export`: the query encoder as a sentence-transformers folder."""
+    from smec.export import export_model
+    for name in ("run_dir", "out_dir", "codes"):
+        setattr(args, name, _submitted_path(getattr(args, name)))
+    info = export_model(_compressor_dir(args.run_dir), args.out_dir, dim=args.dims,
+                        precision=args.precision, codes=args.codes)
+    custom = "" if info["builtin_only"] else "; load it with trust_remote_code=True"
+    print(f"exported {info['models']} + {info['compressor_kind']} at {info['dim']} d "
+          f"({info['precision']}) to {args.out_dir}{custom}")
+    return 0
+
+
 def _prepare(args: argparse.Namespace):
     from smec.config import load_config
     from smec.data import check_inputs, resolve_beir_dir
@@ -269,6 +392,10 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
         return 0
 
+    if args.command == "compress":
+        return _compress(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "embed" and args.corpus is not None:
         return _embed_file(args)
     cfg, paths, out = _prepare(args)

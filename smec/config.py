@@ -247,10 +247,22 @@ class ConcatConfig(_Section):
         return self
 
 
+class CompressConfig(_Section):
+    """`smec compress`: compressor actors over a store (or after the encoders, --corpus)."""
+    num_actors: int = Field(1, gt=0, description="compressor actors in the Ray Data actor pool")
+    num_cpus_per_actor: float = Field(1.0, gt=0)
+    num_gpus_per_actor: float = Field(0.0, ge=0, description="> 0 runs the compressor on cuda")
+    batch_size: int = Field(8192, gt=0, description="vectors per compressor call")
+    calibration_rows: int = Field(10000, gt=0, description="int8: corpus vectors sampled to "
+                                  "calibrate the ranges (queries never enter)")
+    seed: int = Field(0, description="which calibration rows are sampled")
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     embed: EmbedConfig = EmbedConfig()
+    compress: CompressConfig = CompressConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     concat: ConcatConfig = ConcatConfig()

@@ -5,6 +5,7 @@
   ``x̂ = (code + 128)/255 · (hi − lo) + lo``. Ranges come from percentiles (default 0.1/99.9)
   or the min/max (what sentence-transformers' ``quantize_embeddings`` does with
   ``calibration_embeddings``).
+* ``float16``: a cast; nothing to calibrate.
 * ``binary``: ``bit = x > t`` with ``t = 0`` (sentence-transformers' convention) or the
   per-dimension calibration median; bits are packed with ``np.packbits`` (``d/8`` bytes).
 
@@ -57,11 +58,12 @@ class Quantizer:
     def fit(cls, precision: str, calibration: np.ndarray, ranges: str = "percentile",
             percentile: float = 0.1, threshold: str = "zero") -> Quantizer:
         """Calibrate on corpus embeddings (``ranges``: percentile|minmax, ``threshold``:
-        zero|median); float32 is the identity."""
+        zero|median); float32 is the identity, float16 a cast."""
         calibration = _check_float(calibration, "calibration embeddings")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision != "float32" and len(calibration) < MIN_CALIBRATION:
+        calibrated = precision == "int8" or (precision == "binary" and threshold == "median")
+        if calibrated and len(calibration) < MIN_CALIBRATION:
             warnings.warn(f"calibrating {precision} on {len(calibration)} vectors (< "
                           f"{MIN_CALIBRATION}); ranges will be noisy", stacklevel=2)
         dim = calibration.shape[1]
@@ -85,11 +87,20 @@ class Quantizer:
             return cls(precision, dim, {"threshold": t})
         return cls(precision, dim, {})
 
+    @classmethod
+    def uncalibrated(cls, precision: str, dim: int) -> Quantizer:
+        """A quantiser that needs no data: float32, float16, binary at the zero threshold."""
+        if precision == "binary":
+            return cls(precision, dim, {"threshold": np.zeros(dim, np.float32)})
+        if precision in ("float32", "float16"):
+            return cls(precision, dim, {})
+        raise ValueError(f"{precision} needs calibration vectors; use Quantizer.fit")
+
     def bytes_per_vector(self) -> int:
         return bytes_per_vector(self.dim, self.precision)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Float ``[n, dim]`` → codes: int8 ``[n, dim]``, packed uint8 ``[n, dim/8]``."""
+        """Float ``[n, dim]`` → codes: int8 or float16 ``[n, dim]``, packed uint8 ``[n, dim/8]``."""
         x = _check_float(x, f"{self.precision} encode")
         if x.shape[1] != self.dim:
             raise ValueError(f"{self.precision} quantiser was fitted on {self.dim} dims, "
@@ -100,6 +111,8 @@ class Quantizer:
             return np.clip(codes, -128, 127).astype(np.int8)
         if self.precision == "binary":
             return np.packbits(x > self.params["threshold"], axis=1)
+        if self.precision == "float16":
+            return x.astype(np.float16)
         return x
 
     def decode(self, codes: np.ndarray) -> np.ndarray:

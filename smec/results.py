@@ -20,7 +20,7 @@ from smec.io import write_json
 
 ROW_KEYS = ("method", "dims", "precision", "bytes_per_vector", "ndcg_at_10", "recall_at_100",
             "seed")
-PRECISION_BITS = {"float32": 32, "int8": 8, "binary": 1}
+PRECISION_BITS = {"float32": 32, "float16": 16, "int8": 8, "binary": 1}
 
 
 def bytes_per_vector(dims: int, precision: str = "float32") -> int:

@@ -61,21 +61,17 @@ def columns_table(ids: list[str], columns: dict[str, np.ndarray], metadata: dict
     return table.replace_schema_metadata({META_KEY: json.dumps(metadata).encode()})
 
 
-def shard_part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
-def check_complete(directory: Path) -> None:
-    """Refuse a store whose ETL run was interrupted (its manifest says so)."""
+def check_complete(directory: Path, command: str = "smec embed") -> None:
+    """Refuse a folder whose writing run (``command``) was interrupted (its manifest says so)."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return
     info = json.loads(manifest.read_text())
     if not info.get("complete"):
         done = len(list((directory / DONE_DIR).glob("shard-*.json")))
-        raise SmecError(f"{directory}: the embedding run that writes it has not finished "
+        raise SmecError(f"{directory}: the run that writes it has not finished "
                         f"({done} of {info.get('shards', '?')} shards); run the same "
-                        "`smec embed` again to resume it")
+                        f"`{command}` again to resume it")
 
 
 def _parts(directory: Path) -> list[Path]:
@@ -93,6 +89,25 @@ def has_columns(directory: Path | str, columns: list[str]) -> bool:
     return bool(parts) and set(columns) <= set(pq.ParquetFile(parts[0]).schema_arrow.names)
 
 
+def read_columns_of_part(part: Path, columns: list[str] | None = None
+                         ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """One part: (ids, column -> float32 [n, dim]); ``columns`` default: every vector column."""
+    pf = pq.ParquetFile(part)
+    schema = pf.schema_arrow
+    names = columns if columns is not None else \
+        [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
+    missing = [c for c in names if c not in schema.names]
+    if missing:
+        raise SmecError(f"{part}: no column {missing[0]!r}; it has {schema.names}")
+    table = pf.read(columns=["id", *names])
+    vectors = {}
+    for name in names:
+        column = table.column(name).combine_chunks()
+        vectors[name] = column.values.to_numpy(zero_copy_only=False).reshape(
+            -1, column.type.list_size).astype(np.float32, copy=False)
+    return table.column("id").to_pylist(), vectors
+
+
 def read_columns(directory: Path | str, columns: list[str] | None = None
                  ) -> tuple[list[str], dict[str, np.ndarray], dict]:
     """Read a (multi-model) store: (ids, column -> float32 [n, dim], metadata).
@@ -100,28 +115,16 @@ def read_columns(directory: Path | str, columns: list[str] | None = None
     ``columns``: which vector columns (default: every fixed-size-list column).
     """
     directory = Path(directory)
-    parts = _parts(directory)
     ids: list[str] = []
     chunks: dict[str, list[np.ndarray]] = {}
     meta: dict = {}
-    for part in parts:
-        pf = pq.ParquetFile(part)
-        schema = pf.schema_arrow
-        meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
-        names = columns if columns is not None else \
-            [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
-        missing = [c for c in names if c not in schema.names]
-        if missing:
-            raise SmecError(f"{part}: no column {missing[0]!r}; it has {schema.names}")
-        table = pf.read(columns=["id", *names])
-        ids.extend(table.column("id").to_pylist())
-        for name in names:
-            column = table.column(name).combine_chunks()
-            dim = column.type.list_size
-            chunks.setdefault(name, []).append(
-                column.values.to_numpy(zero_copy_only=False).reshape(-1, dim))
-    return ids, {name: np.concatenate(c).astype(np.float32, copy=False)
-                 for name, c in chunks.items()}, meta
+    for part in _parts(directory):
+        meta = json.loads((pq.read_schema(part).metadata or {}).get(META_KEY, b"{}"))
+        part_ids, vectors = read_columns_of_part(part, columns)
+        ids.extend(part_ids)
+        for name, v in vectors.items():
+            chunks.setdefault(name, []).append(v)
+    return ids, {name: np.concatenate(c) for name, c in chunks.items()}, meta
 
 
 def read_embeddings(directory: Path | str) -> tuple[list[str], np.ndarray, dict]:

@@ -31,6 +31,26 @@ class Stage:
     #                                          next stage's selection starts from them
 
 
+class AdapterLevel(torch.nn.Module):
+    """One served level: ``normalize(f(e)[I])``, or ``normalize(W f(e) + b)`` with a projection."""
+
+    def __init__(self, adapter: torch.nn.Module, indices: torch.Tensor | None,
+                 projection: dict[str, torch.Tensor] | None) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.project = projection is not None
+        if projection is not None:
+            self.register_buffer("weight", projection["weight"].float())
+            self.register_buffer("bias", projection["bias"].float())
+        else:
+            self.register_buffer("indices", indices.long())
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        h = self.adapter(e)
+        h = F.linear(h, self.weight, self.bias) if self.project else h[:, self.indices]
+        return F.normalize(h, dim=-1)
+
+
 class AdapterCompressor(Compressor):
     kind = "adapter"
 
@@ -42,6 +62,7 @@ class AdapterCompressor(Compressor):
         self.output_dim = int(output_dim or input_dim)   # a decoder's width
         self.stages: list[Stage] = list(stages or [])
         self._nets: dict[int, torch.nn.Module] = {}
+        self.device = "cpu"
 
     def add_stage(self, stage: Stage) -> None:
         if self.stages and stage.dim >= self.stages[-1].dim:
@@ -56,25 +77,31 @@ class AdapterCompressor(Compressor):
         raise ValueError(f"{self.method}: no trained level {dim}; available {[s.dim for s in self.stages]}")
 
     def network(self, dim: int) -> torch.nn.Module:
+        """Level ``dim`` as one module: adapter, kept dims (or projection), L2 norm."""
         if dim not in self._nets:
             net = build_adapter(self.adapter, self.input_dim, self.adapter_hidden,
                                 self.output_dim)
-            net.load_state_dict(self.stage_for(dim).adapter_state)
-            self._nets[dim] = net.eval()
+            stage = self.stage_for(dim)
+            net.load_state_dict(stage.adapter_state)
+            self._nets[dim] = AdapterLevel(net, stage.indices, stage.projection).eval().to(
+                self.device)
         return self._nets[dim]
+
+    def to(self, device: str) -> AdapterCompressor:
+        """Run ``encode`` on ``device`` (``cuda`` in a GPU compress actor)."""
+        self.device = device
+        self._nets = {dim: net.to(device) for dim, net in self._nets.items()}
+        return self
+
+    def torch_level(self, dim: int) -> torch.nn.Module:
+        return self.network(dim)
 
     @torch.no_grad()
     def encode(self, vectors: np.ndarray, dim: int, batch_size: int = 8192) -> np.ndarray:
         vectors = self._check(vectors, dim)
-        net, stage = self.network(dim), self.stage_for(dim)
-        out = []
-        for start in range(0, len(vectors), batch_size):
-            h = net(torch.from_numpy(vectors[start:start + batch_size]))
-            if stage.projection is not None:
-                h = F.linear(h, stage.projection["weight"], stage.projection["bias"])
-            else:
-                h = h[:, stage.indices]
-            out.append(F.normalize(h, dim=-1))
+        net = self.network(dim)
+        out = [net(torch.from_numpy(vectors[start:start + batch_size]).to(self.device)).cpu()
+               for start in range(0, len(vectors), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
 
     def settings(self) -> dict:

@@ -13,12 +13,26 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from smec.errors import SmecError
 from smec.io import atomic_dir
 from smec.quantize import Quantizer
 
 REGISTRY: dict[str, type[Compressor]] = {}
+
+
+class AffineLevel(torch.nn.Module):
+    """``normalize(W x + b)``: a linear level as a torch module."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.from_numpy(np.asarray(weight, np.float32)))
+        self.register_buffer("bias", torch.from_numpy(np.asarray(bias, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.nn.functional.linear(x, self.weight,
+                                                                        self.bias), dim=-1)
 
 
 class Compressor(ABC):
@@ -28,6 +42,7 @@ class Compressor(ABC):
         self.input_dim = int(input_dim)
         self.dims = sorted({int(d) for d in dims}, reverse=True)
         self.quantizers: dict[tuple[int, str], Quantizer] = {}
+        self.inputs: list[dict] | None = None   # the base model(s) and prompts, when known
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +64,19 @@ class Compressor(ABC):
         if dim not in self.dims:
             raise ValueError(f"{self.kind}: no level {dim}; available {self.dims}")
         return vectors
+
+    def affine(self, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(W [dim, input_dim], b [dim])`` when level ``dim`` is ``normalize(W x + b)``:
+        then it exports as plain Dense + Normalize modules. ``None`` when it is not linear."""
+        return None
+
+    def torch_level(self, dim: int) -> torch.nn.Module:
+        """Level ``dim`` as a torch module, ``[n, input_dim] -> [n, dim]`` L2-normalised,
+        equal to :meth:`encode` (what ``smec export`` ships)."""
+        affine = self.affine(dim)
+        if affine is None:
+            raise NotImplementedError(f"{self.kind}: no torch module for level {dim}")
+        return AffineLevel(*affine)
 
     def quantize(self, precision: str, dim: int, calibration: np.ndarray,
                  **options) -> Quantizer:
@@ -79,7 +107,8 @@ class Compressor(ABC):
                 (tmp / "quantizers").mkdir(exist_ok=True)
                 quantizer.save(tmp / "quantizers" / f"d{dim}-{precision}.npz")
             meta = {"kind": self.kind, "input_dim": self.input_dim, "dims": self.dims,
-                    "settings": self.settings()}
+                    "settings": self.settings(),
+                    **({"inputs": self.inputs} if self.inputs else {})}
             (tmp / "compressor.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
@@ -97,6 +126,7 @@ def load_compressor(path: Path | str) -> Compressor:
                         f"{sorted(REGISTRY)}")
     compressor = REGISTRY[kind].read(path, meta["input_dim"], meta["dims"],
                                      meta.get("settings", {}))
+    compressor.inputs = meta.get("inputs")
     for file in sorted((path / "quantizers").glob("d*-*.npz")):
         quantizer = Quantizer.load(file)
         compressor.quantizers[(int(file.stem.split("-")[0][1:]), quantizer.precision)] = quantizer

@@ -58,6 +58,17 @@ class ConcatCompressor(Compressor):
     def encode(self, vectors: np.ndarray, dim: int) -> np.ndarray:
         return self.inner.encode(self._check(vectors, dim), dim)
 
+    def affine(self, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.inner.affine(dim)
+
+    def torch_level(self, dim: int):
+        return self.inner.torch_level(dim)
+
+    def to(self, device: str) -> ConcatCompressor:
+        if hasattr(self.inner, "to"):
+            self.inner.to(device)
+        return self
+
     def settings(self) -> dict:
         return {"models": self.models}
 

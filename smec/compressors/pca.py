@@ -34,6 +34,12 @@ class PCA(Compressor):
             raise RuntimeError("PCA.encode called before fit")
         return l2_normalize((vectors - self.mean.astype(np.float32)) @ self.components[:dim].T)
 
+    def affine(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.components is None:
+            raise RuntimeError("PCA.affine called before fit")
+        weight = self.components[:dim].astype(np.float32)
+        return weight, -(weight @ self.mean.astype(np.float32))
+
     def settings(self) -> dict:
         return {"max_fit_rows": self.max_fit_rows, "seed": self.seed}
 

@@ -12,3 +12,6 @@ class Truncation(Compressor):
 
     def encode(self, vectors: np.ndarray, dim: int) -> np.ndarray:
         return l2_normalize(self._check(vectors, dim)[:, :dim])
+
+    def affine(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.eye(dim, self.input_dim, dtype=np.float32), np.zeros(dim, np.float32)

@@ -1,0 +1,301 @@
+"""``smec compress``: a trained compressor over a whole corpus, as a resumable Ray Data job.
+
+    store parts -> read task per part -> CompressActor pool (encode + quantise) -> driver
+    (or, with --corpus: input shards -> read tasks -> encoder actors -> CompressActor -> driver)
+
+The driver writes one codes part per input part (or shard) through :mod:`pipelines.shards`,
+the machinery ``smec embed`` runs on, so a killed run resumes and every id lands once. The
+int8 calibration is fitted on a sample of the corpus (never queries) before the pipeline
+starts and saved beside the parts (``quantizer.npz``); a resumed run reuses it.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines.embed import EncoderSpec, embed_dataset
+from pipelines.shards import (
+    ShardJob,
+    actor_resources,
+    finished,
+    load_manifest,
+    run_jobs,
+)
+from smec.codes import (
+    QUANTIZER,
+    codes_table,
+    compressor_fingerprint,
+    compressor_models,
+    store_models,
+)
+from smec.compressors.base import Compressor, load_compressor
+from smec.compressors.concat import ConcatCompressor
+from smec.config import Config
+from smec.corpus import Source, plan_shards, read_shard
+from smec.encoders import resolve_model
+from smec.errors import SmecError
+from smec.quantize import Quantizer
+from smec.results import PRECISION_BITS
+from smec.store import check_complete
+
+PRECISIONS = tuple(PRECISION_BITS)
+
+
+def _inputs(compressor: Compressor, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The compressor's input matrix from a batch's vector columns."""
+    if isinstance(compressor, ConcatCompressor):
+        return compressor.concatenate({m["name"]: columns[f"embedding:{m['name']}"]
+                                       for m in compressor.models})
+    return columns["embedding"]
+
+
+class CompressActor:
+    """Ray Data callable class: vector column(s) -> ``codes`` (compressed, then quantised)."""
+
+    def __init__(self, compressor_path: str, dim: int, quantizer_path: str | None,
+                 precision: str, input_columns: list[str], threads: int, use_gpu: bool) -> None:
+        import torch
+        torch.set_num_threads(max(1, threads))
+        self.compressor = load_compressor(compressor_path)
+        if use_gpu and torch.cuda.is_available() and hasattr(self.compressor, "to"):
+            self.compressor.to("cuda")
+        self.dim, self.input_columns = dim, input_columns
+        self.quantizer = Quantizer.load(quantizer_path) if quantizer_path else \
+            Quantizer.uncalibrated(precision, dim)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pipelines.shards import as_matrix
+        columns = {c: as_matrix(batch[c]) for c in self.input_columns}
+        vectors = self.compressor.encode(_inputs(self.compressor, columns), self.dim)
+        out = {k: v for k, v in batch.items() if k not in self.input_columns and k != "text"}
+        out["codes"] = self.quantizer.encode(vectors)
+        return out
+
+
+def _read_parts(batch: dict[str, np.ndarray], columns: list[str]) -> dict[str, np.ndarray]:
+    """Ray Data task: part descriptors -> their rows (id, vector columns, shard, position)."""
+    from smec.store import read_columns_of_part
+    out: dict[str, list] = {"id": [], "shard": [], "pos": [], **{c: [] for c in columns}}
+    for path, index in zip(batch["path"], batch["index"]):
+        ids, vectors = read_columns_of_part(Path(str(path)), columns)
+        out["id"].append(np.array(ids, dtype=object))
+        out["shard"].append(np.full(len(ids), int(index), np.int64))
+        out["pos"].append(np.arange(len(ids), dtype=np.int64))
+        for c in columns:
+            out[c].append(vectors[c])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A store part as a shard of the compress job."""
+    index: int
+    rows: int
+    path: str
+
+
+def _check_level(compressor: Compressor, path: Path, dim: int, precision: str) -> None:
+    if dim not in compressor.dims:
+        raise SmecError(f"--dims {dim}: {path} has no level {dim}; its levels are "
+                        f"{compressor.dims}")
+    if precision not in PRECISIONS:
+        raise SmecError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "binary" and dim % 8:
+        raise SmecError(f"--dims {dim}: binary codes need a multiple of 8 dims")
+
+
+def _check_models(store_dir: Path, have: list[dict], want: list[dict], input_dim: int) -> None:
+    """Refuse a store from another model, or with another dim, than the compressor's."""
+    by_name = {m["name"]: m for m in have}
+    for model in want:
+        got = by_name.get(model["name"])
+        if got is None:
+            raise SmecError(f"{store_dir}: embedded with {sorted(by_name)}, but the compressor "
+                            f"was trained on {model['name']} embeddings; embed the corpus with "
+                            "that model")
+        if int(got["dim"]) != int(model["dim"]):
+            raise SmecError(f"{store_dir}: {model['name']} vectors of {got['dim']} dims, the "
+                            f"compressor expects {model['dim']}")
+    if len(want) == 1 and int(have[0]["dim"]) != input_dim:
+        raise SmecError(f"{store_dir}: {have[0]['dim']}-d vectors, the compressor expects "
+                        f"{input_dim}")
+
+
+def _sample_store(parts: list[Part], columns: list[str], rows: int, seed: int
+                  ) -> dict[str, np.ndarray]:
+    """About ``rows`` vectors drawn evenly from every part, one part in memory at a time."""
+    from smec.store import read_columns_of_part
+    total = sum(p.rows for p in parts)
+    rng = np.random.default_rng(seed)
+    keep: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for part in parts:
+        take = min(part.rows, int(np.ceil(rows * part.rows / total)))
+        _, vectors = read_columns_of_part(Path(part.path), columns)
+        chosen = np.sort(rng.choice(part.rows, take, replace=False))
+        for c in columns:
+            keep[c].append(vectors[c][chosen])
+    return {c: np.concatenate(v) for c, v in keep.items()}
+
+
+def _quantizer(out: Path, fingerprint: dict, precision: str, dim: int, resume: bool,
+               sample: Callable[[], np.ndarray]) -> Path | None:
+    """The job's quantiser file: reused when resuming the same job, else fitted on ``sample()``
+    (compressed corpus vectors) and written before any part."""
+    if precision in ("float32", "float16", "binary"):   # binary: the zero threshold
+        return None
+    path = out / QUANTIZER
+    manifest = load_manifest(out)
+    if resume and path.is_file() and manifest and manifest.get("fingerprint") == fingerprint:
+        return path
+    Quantizer.fit(precision, sample()).save(path)
+    return path
+
+
+def _codes_meta(compressor: Compressor, path: Path, dim: int, precision: str,
+                models: list[dict]) -> dict:
+    return {"precision": precision, "dim": dim, "compressor": compressor_fingerprint(path),
+            "compressor_path": str(path.resolve()), "compressor_kind":
+            getattr(compressor, "method", compressor.kind), "input_dim": compressor.input_dim,
+            "models": [{k: m.get(k, "") for k in ("name", "dim", "query_prompt",
+                                                   "document_prompt")} for m in models]}
+
+
+def _compress_stage(dataset, *, compressor_path: Path, dim: int, quantizer: Path | None,
+                    precision: str, columns: list[str], cfg: Config, actors_before: int = 0):
+    import ray
+    ccfg = cfg.compress
+    cpus, threads = actor_resources(ccfg.num_actors + actors_before, ccfg.num_cpus_per_actor,
+                                    ccfg.num_gpus_per_actor)
+    return dataset.map_batches(
+        CompressActor,
+        fn_constructor_kwargs={"compressor_path": str(compressor_path), "dim": dim,
+                               "quantizer_path": str(quantizer) if quantizer else None,
+                               "precision": precision, "input_columns": columns,
+                               "threads": threads, "use_gpu": ccfg.num_gpus_per_actor > 0},
+        batch_size=ccfg.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=ccfg.num_actors),
+        num_cpus=cpus, num_gpus=ccfg.num_gpus_per_actor or None)
+
+
+def _store_dataset(todo: list[Part], *, columns: list[str], stage: partial):
+    import ray
+    dataset = ray.data.from_items([{"path": p.path, "index": p.index} for p in todo],
+                                  override_num_blocks=len(todo))
+    dataset = dataset.map_batches(_read_parts, fn_kwargs={"columns": columns}, batch_size=1,
+                                  batch_format="numpy", num_cpus=0.25)
+    return stage(dataset)
+
+
+def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str, out: Path,
+               cfg: Config, *, resume: bool) -> ShardJob:
+    """Validate everything, calibrate int8 if needed; the job over the store's parts."""
+    store_dir, compressor_path = Path(store_dir), Path(compressor_path)
+    compressor = load_compressor(compressor_path)
+    _check_level(compressor, compressor_path, dim, precision)
+    paths = sorted(store_dir.glob("part-*.parquet")) if store_dir.is_dir() else []
+    if not paths:
+        raise SmecError(f"--store {store_dir}: no embeddings found (part-*.parquet); run "
+                        "`smec embed` first")
+    check_complete(store_dir)
+    have, want = store_models(store_dir), compressor_models(compressor_path)
+    _check_models(store_dir, have, want, compressor.input_dim)
+    by_name = {m["name"]: m for m in have}
+    columns = [by_name[m["name"]]["column"] for m in want]
+    if out.resolve() == store_dir.resolve():
+        raise SmecError(f"--out {out}: is the store itself; write the codes elsewhere")
+    parts = [Part(int(p.stem.split("-")[1]), pq.ParquetFile(p).metadata.num_rows,
+                  str(p.resolve())) for p in paths]
+    fingerprint = {"store": str(store_dir.resolve()),
+                   "parts": [[Path(p.path).name, Path(p.path).stat().st_size,
+                              Path(p.path).stat().st_mtime_ns] for p in parts],
+                   "compressor": compressor_fingerprint(compressor_path), "dim": dim,
+                   "precision": precision, "calibration_rows": cfg.compress.calibration_rows,
+                   "seed": cfg.compress.seed}
+    meta = _codes_meta(compressor, compressor_path, dim, precision,
+                       [{**by_name[m["name"]], **m} for m in want])
+
+    def sample() -> np.ndarray:
+        vectors = _sample_store(parts, columns, cfg.compress.calibration_rows, cfg.compress.seed)
+        return compressor.encode(_inputs(compressor, vectors), dim)
+
+    job = ShardJob(out, fingerprint, "compress", parts, ["codes"], dataset=None,
+                   table=lambda ids, cols: codes_table(ids, cols["codes"], meta),
+                   action=f"compressing {store_dir}", unit="vectors")
+    if resume and (done := finished(out, fingerprint)):
+        job.done = done
+        return job
+    quantizer = _quantizer(out, fingerprint, precision, dim, resume, sample)
+    stage = partial(_compress_stage, compressor_path=compressor_path, dim=dim,
+                    quantizer=quantizer, precision=precision, columns=columns, cfg=cfg)
+    job.dataset = partial(_store_dataset, columns=columns, stage=stage)
+    return job
+
+
+def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str, out: Path,
+                cfg: Config, *, model: str | None, resume: bool) -> ShardJob:
+    """Embed and compress in one pass: the float vectors are never stored."""
+    from smec.encoders import encode, load_model
+    compressor_path = Path(compressor_path)
+    compressor = load_compressor(compressor_path)
+    _check_level(compressor, compressor_path, dim, precision)
+    want = compressor_models(compressor_path)
+    if model is not None and [m["name"] for m in want] != [model]:
+        raise SmecError(f"--model {model}: the compressor was trained on "
+                        f"{[m['name'] for m in want]} embeddings; leave --model out or pass "
+                        "that model")
+    single = not isinstance(compressor, ConcatCompressor)
+    encoders = [EncoderSpec(m["name"], str(resolve_model(m["name"])), m["document_prompt"],
+                            "embedding" if single else f"embedding:{m['name']}") for m in want]
+    columns = [e.column for e in encoders]
+    fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
+                   "max_seq_length": cfg.model.max_seq_length,
+                   "encoders": [e.__dict__ for e in encoders],
+                   "compressor": compressor_fingerprint(compressor_path), "dim": dim,
+                   "precision": precision, "calibration_rows": cfg.compress.calibration_rows,
+                   "seed": cfg.compress.seed}
+    meta = _codes_meta(compressor, compressor_path, dim, precision, want)
+    job = ShardJob(out, fingerprint, "compress", [], ["codes"], dataset=None,
+                   table=lambda ids, cols: codes_table(ids, cols["codes"], meta),
+                   action=f"compressing {source.path}")
+    if resume and (done := finished(out, fingerprint)):
+        job.done = done
+        return job
+    job.shards, counts = plan_shards(source, cfg.embed.shard_rows, "stop")
+    if counts["rows"] == 0:
+        raise SmecError(f"{source.path}: no rows to compress")
+
+    def sample() -> np.ndarray:   # embedded here: the store that would hold them does not exist
+        rng = np.random.default_rng(cfg.compress.seed)
+        texts: list[str] = []
+        for index in rng.permutation(len(job.shards)):
+            texts += read_shard(source, job.shards[index])[1]
+            if len(texts) >= cfg.compress.calibration_rows:
+                break
+        texts = texts[:cfg.compress.calibration_rows]
+        print(f"smec: embedding {len(texts)} documents to calibrate {precision}",
+              file=sys.stderr)
+        vectors = {e.column: encode(load_model(e.path, max_seq_length=cfg.model.max_seq_length),
+                                    texts, e.prompt, cfg.model.encode_batch_size)
+                   for e in encoders}
+        return compressor.encode(_inputs(compressor, vectors), dim)
+
+    quantizer = _quantizer(out, fingerprint, precision, dim, resume, sample)
+    stage = partial(_compress_stage, compressor_path=compressor_path, dim=dim,
+                    quantizer=quantizer, precision=precision, columns=columns, cfg=cfg,
+                    actors_before=cfg.embed.num_actors * len(encoders))
+
+    def dataset(todo):
+        return stage(embed_dataset(todo, source=source, encoders=encoders, cfg=cfg,
+                                   extra_actors=cfg.compress.num_actors))
+    job.dataset = dataset
+    return job
+
+
+def run_compress(job: ShardJob, *, resume: bool, progress: bool) -> dict:
+    return run_jobs([job], resume=resume, progress=progress)[0]

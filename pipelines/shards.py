@@ -1,0 +1,235 @@
+"""Resumable sharded output: a Ray Data pipeline whose rows the driver writes one part per shard.
+
+Every job that turns an input into a folder of Parquet parts (``smec embed``, ``smec compress``)
+runs through :func:`execute_job`. The input is cut into shards before anything runs; the
+pipeline tags each row with its ``shard`` and ``pos`` (position in the shard); the driver
+collects a shard's rows, writes ``part-k.parquet`` atomically as soon as all of them are back,
+then a marker ``_done/shard-k.json`` (see :mod:`smec.store`). ``manifest.json`` names what the
+folder is made from (the fingerprint) and whether every shard is done. A run with the same
+fingerprint skips the shards that have a marker, so after a crash or SIGKILL every id lands
+exactly once; a complete folder with the same fingerprint returns at once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from smec import store
+from smec.errors import SmecError
+from smec.io import write_json
+
+
+class ShardLike(Protocol):
+    index: int
+    rows: int
+
+
+@dataclass
+class ShardJob:
+    """One input -> one folder of parts, planned (validated) before anything runs.
+
+    ``dataset(todo)`` builds the Ray Data pipeline over the shards still to do; its rows carry
+    ``id``, ``shard``, ``pos`` and every name in ``columns``. ``table(ids, columns)`` turns one
+    finished shard into the Arrow table of its part.
+    """
+    out_dir: Path
+    fingerprint: dict
+    label: str
+    shards: list[Any]
+    columns: list[str]
+    dataset: Callable[[list[Any]], Any]
+    table: Callable[[list[str], dict[str, np.ndarray]], pa.Table]
+    action: str = "the job"        # for errors: "<action> failed: …", e.g. "embedding corpus.jsonl"
+    bad_rows: int = 0
+    unit: str = "docs"
+    done: dict | None = None       # the manifest of an already complete folder
+
+
+def load_manifest(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((out_dir / store.MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def finished(out_dir: Path, fingerprint: dict) -> dict | None:
+    """The manifest of ``out_dir`` if it is complete for exactly ``fingerprint``."""
+    manifest = load_manifest(out_dir)
+    if manifest and manifest.get("complete") and manifest.get("fingerprint") == fingerprint:
+        return manifest
+    return None
+
+
+def clear(out_dir: Path) -> None:
+    """Remove what an earlier run wrote into ``out_dir`` (only that)."""
+    for part in out_dir.glob("part-*.parquet"):
+        part.unlink()
+    shutil.rmtree(out_dir / store.DONE_DIR, ignore_errors=True)
+    (out_dir / store.MANIFEST).unlink(missing_ok=True)
+
+
+def actor_resources(actors: int, cpus_per_actor: float, gpus_per_actor: float
+                    ) -> tuple[float, int]:
+    """(CPUs reserved per actor, torch threads per actor) for ``actors`` actors in all."""
+    import ray
+    if gpus_per_actor:
+        return cpus_per_actor, max(1, int(cpus_per_actor))
+    cpus = cpus_per_actor
+    total = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
+    if actors * cpus > total - 0.5:
+        # Leave CPU for the read tasks, or Ray Data deadlocks with every CPU held by actors
+        # that wait for input (PLATFORM.md 2a); Ray's CPUs are logical, threads are set below.
+        cpus = max(0.1, (total - 0.5) / actors)
+    return cpus, max(1, (os.cpu_count() or 1) // actors)
+
+
+def configure_ray_data() -> None:
+    """No stall timeout; our own progress bar replaces Ray Data's chatter on stderr."""
+    from ray.data import DataContext
+    ctx = DataContext.get_current()
+    # Ray Data fails a pipeline after 30 min without an output; one batch of a 768-d model on
+    # a busy 2-core CPU can legitimately take that long, and a killed run only resumes at the
+    # last finished shard. A hung run is still visible on the progress bar.
+    ctx.execution_no_progress_timeout_s = -1
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # its "Progress bars disabled. To enable, set ..." advice is for someone else's setup
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
+    """Run the shards of ``job`` that are not done yet; returns the run's summary."""
+    start = time.perf_counter()
+    out_dir = job.out_dir
+    if job.done is not None:
+        return {**job.done["summary"], "new_rows": 0, "bytes_written": 0, "skipped": True}
+    manifest = load_manifest(out_dir)
+    if not resume or manifest is None or manifest.get("fingerprint") != job.fingerprint:
+        if manifest is not None and resume:
+            print(f"smec: {out_dir}: written from another input, model or settings; "
+                  "starting over", file=sys.stderr)
+        clear(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done_dir = out_dir / store.DONE_DIR
+    done_dir.mkdir(exist_ok=True)
+    for stale in [*out_dir.glob(".*.tmp"), *done_dir.glob(".*.tmp")]:
+        stale.unlink()   # temp files of a killed run (their renames never happened)
+    write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": False,
+                                           "shards": len(job.shards)})
+    done = {int(p.stem.split("-")[1]) for p in done_dir.glob("shard-*.json")}
+    for shard in job.shards:
+        if shard.rows == 0 and shard.index not in done:      # every line bad or blank
+            write_json(done_dir / f"shard-{shard.index:05d}.json", {"rows": 0, "bytes": 0})
+            done.add(shard.index)
+    todo = [s for s in job.shards if s.index not in done]
+    new_rows = sum(s.rows for s in todo)
+    written = _run_pipeline(job, todo, progress) if todo else 0
+    markers = [json.loads(p.read_text()) for p in sorted(done_dir.glob("shard-*.json"))]
+    if len(markers) != len(job.shards):
+        raise SmecError(f"{out_dir}: {len(markers)} of {len(job.shards)} shards finished")
+    seconds = time.perf_counter() - start
+    summary = {"rows": sum(m["rows"] for m in markers), "bad_rows": job.bad_rows,
+               "shards": len(job.shards), "shards_resumed": len(job.shards) - len(todo),
+               "bytes": sum(m["bytes"] for m in markers), "new_rows": new_rows,
+               "bytes_written": written, "seconds": round(seconds, 2),
+               "rows_per_s": round(new_rows / seconds, 1) if seconds > 0 else 0.0}
+    write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": True,
+                                           "shards": len(job.shards), "summary": summary})
+    return summary
+
+
+def as_matrix(values: np.ndarray) -> np.ndarray:
+    """A Ray Data column of vectors as one ``[n, dim]`` array."""
+    return np.stack(values) if values.dtype == object else values
+
+
+def _run_pipeline(job: ShardJob, todo: list[Any], progress: bool) -> int:
+    """Run the pipeline over ``todo``; write each shard's part as soon as it is complete."""
+    from tqdm import tqdm
+
+    from pipelines.runtime import root_cause
+
+    configure_ray_data()
+    expected = {s.index: s.rows for s in todo}
+    pending: dict[int, dict[str, list]] = {}
+    written = 0
+    bar = tqdm(total=sum(expected.values()), unit=f" {job.unit}", desc=job.label,
+               disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+    shard_log = None if progress else _ShardLog(job.label, len(todo), sum(expected.values()),
+                                                job.unit)
+    try:
+        for batch in job.dataset(todo).iter_batches(batch_size=None, batch_format="numpy"):
+            shard_col = batch["shard"]
+            vectors = {c: as_matrix(batch[c]) for c in job.columns}
+            for index in np.unique(shard_col):
+                mask = shard_col == index
+                got = pending.setdefault(int(index), {"id": [], "pos": [],
+                                                      **{c: [] for c in job.columns}})
+                got["id"].extend(batch["id"][mask].tolist())
+                got["pos"].append(batch["pos"][mask])
+                for c in job.columns:
+                    got[c].append(vectors[c][mask])
+                bar.update(int(mask.sum()))
+                if len(got["id"]) == expected[int(index)]:
+                    written += _finish_shard(job, int(index), pending.pop(int(index)))
+                    if shard_log is not None:
+                        shard_log.shard_done(expected[int(index)])
+    except SmecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failure inside Ray: one line, no traceback
+        raise SmecError(f"{job.action} failed: {root_cause(exc)}") from None
+    finally:
+        bar.close()
+    if pending:
+        raise SmecError(f"{job.out_dir}: shards {sorted(pending)} came back incomplete")
+    return written
+
+
+def _finish_shard(job: ShardJob, index: int, got: dict[str, list]) -> int:
+    order = np.argsort(np.concatenate(got["pos"]), kind="stable")   # back to input order
+    ids = [got["id"][i] for i in order]
+    table = job.table(ids, {c: np.concatenate(got[c])[order] for c in job.columns})
+    path = store.write_part(job.out_dir, index, table)
+    size = path.stat().st_size
+    write_json(job.out_dir / store.DONE_DIR / f"shard-{index:05d}.json",
+               {"rows": len(ids), "bytes": size})
+    return size
+
+
+class _ShardLog:
+    """Without a progress bar (stderr is a log file, not a terminal): a line per shard."""
+
+    def __init__(self, label: str, shards: int, rows: int, unit: str) -> None:
+        self.label, self.shards, self.rows, self.unit = label, shards, rows, unit
+        self.done_shards, self.done_rows, self.start = 0, 0, time.perf_counter()
+
+    def shard_done(self, rows: int) -> None:
+        self.done_shards += 1
+        self.done_rows += rows
+        rate = self.done_rows / max(time.perf_counter() - self.start, 1e-9)
+        left = (self.rows - self.done_rows) / rate if rate > 0 else float("nan")
+        eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+        print(f"{self.label}: shard {self.done_shards}/{self.shards} written "
+              f"({self.done_rows}/{self.rows} {self.unit}, {rate:.1f} {self.unit}/s, "
+              f"~{eta} left)", file=sys.stderr, flush=True)
+
+
+def run_jobs(jobs: list[ShardJob], *, resume: bool, progress: bool) -> list[dict]:
+    if any(job.done is None for job in jobs):
+        from pipelines.runtime import init_ray
+        init_ray()
+    return [execute_job(job, resume=resume, progress=progress) for job in jobs]
