@@ -45,11 +45,13 @@ def build_corpus(src: Path, docs: int, dest: Path) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
-def arm_plain(corpus: Path, model_name: str, batch_size: int) -> dict:
+def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float) -> dict:
     from smec.corpus import Source, plan_shards, read_shard
     from smec.encoders import encode, load_model, resolve_model
     start = time.perf_counter()
-    model = load_model(resolve_model(model_name))
+    model = load_model(resolve_model(model_name), device="cuda" if num_gpus else "cpu")
+    if num_gpus:
+        model.half()    # as the Ray encoder actors do on a GPU
     source = Source(corpus)
     shards, _ = plan_shards(source, 1 << 30)
     _, texts = read_shard(source, shards[0])
@@ -58,7 +60,8 @@ def arm_plain(corpus: Path, model_name: str, batch_size: int) -> dict:
     return {"docs": len(vectors), "seconds": seconds, "dim": int(vectors.shape[1])}
 
 
-def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: float) -> dict:
+def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: float,
+            num_gpus: float) -> dict:
     from pipelines.embed import run_embed_corpus
     from pipelines.runtime import init_ray
     from smec.config import Config
@@ -66,6 +69,7 @@ def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: flo
     cfg = Config()
     cfg.model.name, cfg.model.encode_batch_size = model_name, batch_size
     cfg.embed.num_cpus_per_actor = cpus
+    cfg.embed.num_gpus_per_actor = num_gpus
     start = time.perf_counter()
     init_ray()
     summary = run_embed_corpus(Source(corpus), out, cfg, resume=False)
@@ -78,7 +82,8 @@ def run_arm(args: argparse.Namespace, arm: str, work: Path) -> dict:
     """Run one arm in a child process; sample the RSS of its whole process tree."""
     cmd = [sys.executable, __file__, "--arm", arm, "--corpus", str(work / "corpus.jsonl"),
            "--model", args.model, "--batch-size", str(args.batch_size),
-           "--cpus-per-actor", str(args.cpus_per_actor), "--out", str(work / "store")]
+           "--cpus-per-actor", str(args.cpus_per_actor), "--num-gpus", str(args.num_gpus),
+           "--out", str(work / "store")]
     result, peak = run_child(cmd, REPO, f"{arm} arm")
     result["docs_per_s"] = round(result["docs"] / result["seconds"], 2)
     result["seconds"] = round(result["seconds"], 2)
@@ -112,6 +117,8 @@ def main() -> None:
     parser.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     parser.add_argument("--batch-size", type=int, default=64, help="encode batch size, both arms")
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--num-gpus", type=float, default=0.0,
+                        help="> 0: both arms encode on cuda in fp16 (GPUs per Ray actor)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None,
                         help="default benchmarks/results/etl-<model>-<docs>")
@@ -123,16 +130,16 @@ def main() -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     if args.arm == "plain":
-        print(json.dumps(arm_plain(args.corpus, args.model, args.batch_size)))
+        print(json.dumps(arm_plain(args.corpus, args.model, args.batch_size, args.num_gpus)))
         return
     if args.arm == "ray":
         print(json.dumps(arm_ray(args.corpus, args.model, args.batch_size, args.out,
-                                 args.cpus_per_actor)))
+                                 args.cpus_per_actor, args.num_gpus)))
         return
 
     import tempfile
     data_dir = args.data_dir or default_data_dir()
-    out = args.out or REPO / "benchmarks" / "results" / f"etl-{args.model}-{args.docs}"
+    out = args.out or REPO / "benchmarks" / "results" / f"etl-{Path(args.model).name}-{args.docs}"
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
@@ -147,7 +154,7 @@ def main() -> None:
     results = {
         "benchmark": "etl", "model": args.model, "docs": args.docs,
         "corpus": f"{data_dir / 'corpus.jsonl'} repeated to {args.docs} docs",
-        "batch_size": args.batch_size, "arms": arms,
+        "batch_size": args.batch_size, "num_gpus": args.num_gpus, "arms": arms,
         "ratio": round(arms["ray"]["docs_per_s"] / arms["plain"]["docs_per_s"], 3),
         "command": "python benchmarks/etl.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

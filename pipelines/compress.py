@@ -1,6 +1,6 @@
 """``smec compress``: a trained compressor over a whole corpus, as a resumable Ray Data job.
 
-    store parts -> read task per part -> CompressActor pool (encode + quantise) -> driver
+    store parts -> CompressActor pool (read the part, encode, quantise) -> driver
     (or, with --corpus: input shards -> read tasks -> encoder actors -> CompressActor -> driver)
 
 The driver writes one codes part per input part (or shard) through :mod:`pipelines.shards`,
@@ -56,7 +56,11 @@ def _inputs(compressor: Compressor, columns: dict[str, np.ndarray]) -> np.ndarra
 
 
 class CompressActor:
-    """Ray Data callable class: vector column(s) -> ``codes`` (compressed, then quantised)."""
+    """Ray Data callable class: vectors -> ``codes`` (compressed, then quantised).
+
+    The vectors come either as columns of the batch (after the encoder actors, ``--corpus``)
+    or, for a store, as part files the actor reads itself (a batch of ``path``/``index`` rows):
+    then only the codes, 1/8 to 1/64 of the bytes, ever pass through Ray's object store."""
 
     def __init__(self, compressor_path: str, dim: int, quantizer_path: str | None,
                  precision: str, input_columns: list[str], threads: int, use_gpu: bool) -> None:
@@ -71,25 +75,27 @@ class CompressActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pipelines.shards import as_matrix
+        if "path" in batch:
+            return self._parts(batch)
         columns = {c: as_matrix(batch[c]) for c in self.input_columns}
-        vectors = self.compressor.encode(_inputs(self.compressor, columns), self.dim)
         out = {k: v for k, v in batch.items() if k not in self.input_columns and k != "text"}
-        out["codes"] = self.quantizer.encode(vectors)
+        out["codes"] = self._codes(columns)
         return out
 
+    def _codes(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return self.quantizer.encode(self.compressor.encode(_inputs(self.compressor, columns),
+                                                            self.dim))
 
-def _read_parts(batch: dict[str, np.ndarray], columns: list[str]) -> dict[str, np.ndarray]:
-    """Ray Data task: part descriptors -> their rows (id, vector columns, shard, position)."""
-    from smec.store import read_columns_of_part
-    out: dict[str, list] = {"id": [], "shard": [], "pos": [], **{c: [] for c in columns}}
-    for path, index in zip(batch["path"], batch["index"]):
-        ids, vectors = read_columns_of_part(Path(str(path)), columns)
-        out["id"].append(np.array(ids, dtype=object))
-        out["shard"].append(np.full(len(ids), int(index), np.int64))
-        out["pos"].append(np.arange(len(ids), dtype=np.int64))
-        for c in columns:
-            out[c].append(vectors[c])
-    return {k: np.concatenate(v) for k, v in out.items()}
+    def _parts(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from smec.store import read_columns_of_part
+        out: dict[str, list] = {"id": [], "shard": [], "pos": [], "codes": []}
+        for path, index in zip(batch["path"], batch["index"]):
+            ids, vectors = read_columns_of_part(Path(str(path)), self.input_columns)
+            out["id"].append(np.array(ids, dtype=object))
+            out["shard"].append(np.full(len(ids), int(index), np.int64))
+            out["pos"].append(np.arange(len(ids), dtype=np.int64))
+            out["codes"].append(self._codes(vectors))
+        return {k: np.concatenate(v) for k, v in out.items()}
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,8 @@ def _codes_meta(compressor: Compressor, path: Path, dim: int, precision: str,
 
 
 def _compress_stage(dataset, *, compressor_path: Path, dim: int, quantizer: Path | None,
-                    precision: str, columns: list[str], cfg: Config, actors_before: int = 0):
+                    precision: str, columns: list[str], cfg: Config, actors_before: int = 0,
+                    batch_size: int | None = None):
     import ray
     ccfg = cfg.compress
     cpus, threads = actor_resources(ccfg.num_actors + actors_before, ccfg.num_cpus_per_actor,
@@ -178,18 +185,16 @@ def _compress_stage(dataset, *, compressor_path: Path, dim: int, quantizer: Path
                                "quantizer_path": str(quantizer) if quantizer else None,
                                "precision": precision, "input_columns": columns,
                                "threads": threads, "use_gpu": ccfg.num_gpus_per_actor > 0},
-        batch_size=ccfg.batch_size, batch_format="numpy",
+        batch_size=batch_size or ccfg.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=ccfg.num_actors),
         num_cpus=cpus, num_gpus=ccfg.num_gpus_per_actor or None)
 
 
-def _store_dataset(todo: list[Part], *, columns: list[str], stage: partial):
+def _store_dataset(todo: list[Part], *, stage: partial):
+    """Part descriptors, one per batch, straight to the compressor actors (they read them)."""
     import ray
-    dataset = ray.data.from_items([{"path": p.path, "index": p.index} for p in todo],
-                                  override_num_blocks=len(todo))
-    dataset = dataset.map_batches(_read_parts, fn_kwargs={"columns": columns}, batch_size=1,
-                                  batch_format="numpy", num_cpus=0.25)
-    return stage(dataset)
+    return stage(ray.data.from_items([{"path": p.path, "index": p.index} for p in todo],
+                                     override_num_blocks=len(todo)), batch_size=1)
 
 
 def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str, out: Path,
@@ -233,7 +238,7 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
     quantizer = _quantizer(out, fingerprint, precision, dim, resume, sample)
     stage = partial(_compress_stage, compressor_path=compressor_path, dim=dim,
                     quantizer=quantizer, precision=precision, columns=columns, cfg=cfg)
-    job.dataset = partial(_store_dataset, columns=columns, stage=stage)
+    job.dataset = partial(_store_dataset, stage=stage)
     return job
 
 

@@ -8,6 +8,7 @@ leaves the existing levels unchanged; parallel methods store the same adapter fo
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,14 @@ class Stage:
     projection: dict[str, torch.Tensor] | None = None   # {"weight" [dim, D], "bias" [dim]}
     ads_logits: torch.Tensor | None = None   # learned ADS logits of the kept dims (SMEC): the
     #                                          next stage's selection starts from them
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor view of ``x``, also of a read-only array (Arrow and Ray hand those out): the
+    adapter only reads its input, so the copy that would silence torch's warning is waste."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(x)
 
 
 class AdapterLevel(torch.nn.Module):
@@ -100,7 +109,7 @@ class AdapterCompressor(Compressor):
     def encode(self, vectors: np.ndarray, dim: int, batch_size: int = 8192) -> np.ndarray:
         vectors = self._check(vectors, dim)
         net = self.network(dim)
-        out = [net(torch.from_numpy(vectors[start:start + batch_size]).to(self.device)).cpu()
+        out = [net(_tensor(vectors[start:start + batch_size]).to(self.device)).cpu()
                for start in range(0, len(vectors), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
 
