@@ -24,7 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smec.codes import codes_meta, compressor_fingerprint, compressor_models, load_codes_quantizer
+from smec.codes import (
+    codes_meta,
+    compressor_fingerprint,
+    compressor_models,
+    load_codes_quantizer,
+)
 from smec.compressors.base import Compressor, load_compressor
 from smec.compressors.concat import ConcatCompressor
 from smec.errors import SmecError
@@ -34,7 +39,7 @@ from smec.quantize import Quantizer
 EXPORT_INFO = "smec_export.json"
 QUANTIZER = "quantizer.npz"
 MODULE_FILE = "smec_compressor.py"
-MODULE_TYPE = "smec_compressor.SmecCompressor"
+MODULE_NAME = "smec_compressor"
 
 
 def _quantizer(compressor: Compressor, dim: int, precision: str, codes: Path | None
@@ -96,6 +101,21 @@ def _level_modules(compressor: Compressor, dim: int) -> tuple[list[torch.nn.Modu
     return [SmecCompressor(compressor.input_dim, dim, level)], False
 
 
+def _concat_input(compressor: ConcatCompressor, models: list[dict]
+                  ) -> tuple[list[torch.nn.Module], dict[str, str]]:
+    """The input module that runs every base model of a concat compressor, in its order."""
+    from smec.encoders import load_model, resolve_model
+    from smec.st_module import SmecConcat
+    by_name = {m["name"]: m for m in models}
+    ordered = [by_name.get(m["name"], {"name": m["name"]}) for m in compressor.models]
+    concat = SmecConcat(
+        [m["name"] for m in ordered],
+        {task: [m.get(f"{task}_prompt", "") for m in ordered] for task in ("query", "document")},
+        [load_model(resolve_model(m["name"])) for m in ordered])
+    # the prompt *names* reach SmecConcat, which gives each base model its own prompt
+    return [concat], {"query": "query", "document": "document"}
+
+
 def export_model(compressor_dir: Path, out_dir: Path, dim: int | None = None,
                  precision: str = "float32", codes: Path | None = None) -> dict:
     """Write the sentence-transformers folder ``out_dir``; returns what it records."""
@@ -112,27 +132,28 @@ def export_model(compressor_dir: Path, out_dir: Path, dim: int | None = None,
     if dim not in compressor.dims:
         raise SmecError(f"--dims {dim}: {compressor_dir} has no level {dim}; its levels are "
                         f"{compressor.dims}")
-    if isinstance(compressor, ConcatCompressor):
-        raise SmecError(f"{compressor_dir}: a concat compressor; exporting several base models "
-                        "into one folder is not supported yet")
     models = compressor_models(compressor_dir)
-    base = models[0]
     if out_dir.resolve() == compressor_dir.resolve():
         raise SmecError(f"{out_dir}: is the compressor folder; export elsewhere")
     quantizer = _quantizer(compressor, dim, precision, codes)
-    model = load_model(resolve_model(base["name"]))
-    modules = list(model)
-    if not isinstance(modules[-1], Normalize):
-        modules.append(Normalize())
-    level, builtin = _level_modules(compressor, dim)
-    exported = SentenceTransformer(modules=modules + level, device="cpu",
-                                   prompts={"query": base.get("query_prompt", ""),
-                                            "document": base.get("document_prompt", "")})
+    if isinstance(compressor, ConcatCompressor):
+        modules, prompts = _concat_input(compressor, models)
+        level, builtin = _level_modules(compressor, dim)
+        builtin = False
+    else:
+        base = models[0]
+        modules = list(load_model(resolve_model(base["name"])))
+        if not isinstance(modules[-1], Normalize):
+            modules.append(Normalize())
+        prompts = {"query": base.get("query_prompt", ""),
+                   "document": base.get("document_prompt", "")}
+        level, builtin = _level_modules(compressor, dim)
+    exported = SentenceTransformer(modules=modules + level, device="cpu", prompts=prompts)
     run_dir = compressor_dir.parent
     method = getattr(compressor, "method", compressor.kind)
     info = {"compressor_path": str(compressor_dir.resolve()), "compressor": fingerprint,
             "compressor_kind": method, "dim": dim, "precision": precision,
-            "models": [m["name"] for m in models], "base_model": base,
+            "models": [m["name"] for m in models], "base_models": models,
             "holdout_ndcg_at_10": _holdout_ndcg(run_dir, method, dim),
             "codes": str(codes.resolve()) if codes else None, "builtin_only": builtin,
             "quantizer": QUANTIZER if quantizer is not None else None}
@@ -141,9 +162,9 @@ def export_model(compressor_dir: Path, out_dir: Path, dim: int | None = None,
         if not builtin:
             shutil.copyfile(Path(__file__).with_name("st_module.py"), tmp / MODULE_FILE)
             entries = json.loads((tmp / "modules.json").read_text())
-            for entry in entries:
-                if entry["type"].endswith(".SmecCompressor"):
-                    entry["type"] = MODULE_TYPE
+            for entry in entries:   # the class from the copied file, not from smec
+                if entry["type"].startswith("smec."):
+                    entry["type"] = f"{MODULE_NAME}.{entry['type'].rsplit('.', 1)[1]}"
             (tmp / "modules.json").write_text(json.dumps(entries, indent=2) + "\n")
         if quantizer is not None:
             quantizer.save(tmp / QUANTIZER)

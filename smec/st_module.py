@@ -1,16 +1,24 @@
-"""The sentence-transformers module that ``smec export`` ships as ``smec_compressor.py``.
+"""The sentence-transformers modules that ``smec export`` ships as ``smec_compressor.py``.
 
-It runs one level of a trained smec compressor on the pooled, normalised sentence embedding:
-``sentence_embedding [n, input_dim] -> [n, dim]``, L2-normalised. The level is stored as a
-``torch.export`` program (``level.pt2``), so this file needs neither smec nor the adapter's
-source, only torch and sentence-transformers. Loading it runs code from the model folder,
-which sentence-transformers 6 allows only with ``trust_remote_code=True``.
+* :class:`SmecCompressor` runs one level of a trained smec compressor on the sentence
+  embedding: ``[n, input_dim] -> [n, dim]``, L2-normalised. The level is stored as a
+  ``torch.export`` program (``level.pt2``), so this file needs neither smec nor the adapter's
+  source, only torch and sentence-transformers.
+* :class:`SmecConcat` is the input module of a concat compressor's export: it runs every base
+  model (each with its own query or document prompt), L2-normalises each embedding, weights it
+  ``1/sqrt(n)`` and concatenates them, as ``smec.compressors.concat.concatenate`` does.
+
+Loading either runs code from the model folder, which sentence-transformers 6 allows only with
+``trust_remote_code=True``.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
+import torch.nn.functional as F
+from sentence_transformers.base.modules.input_module import InputModule
 from sentence_transformers.base.modules.module import Module
 
 PROGRAM = "level.pt2"
@@ -54,3 +62,61 @@ class SmecCompressor(Module):
         folder = cls.load_dir_path(model_name_or_path, **hub)
         level = torch.export.load(os.path.join(folder, PROGRAM)).module()
         return cls(config["input_dim"], config["dim"], level)
+
+
+class SmecConcat(InputModule):
+    """Several base models -> one concatenated, unit-norm ``sentence_embedding``.
+
+    ``prompts`` maps a prompt name of the exported model (``query``, ``document``) to each base
+    model's own prompt for it; any other prompt string is prepended for every model."""
+
+    config_file_name = "smec_concat.json"
+    config_keys: list[str] = ["models", "prompts"]
+    save_in_root = False
+
+    def __init__(self, models: list[str], prompts: dict[str, list[str]],
+                 encoders: list[torch.nn.Module] | None = None) -> None:
+        super().__init__()
+        self.models, self.prompts = list(models), dict(prompts)
+        self.encoders = torch.nn.ModuleList(encoders or [])
+
+    def preprocess(self, inputs: list[str], prompt: str | None = None, **kwargs) -> dict:
+        features = {}
+        for i, encoder in enumerate(self.encoders):
+            own = self.prompts[prompt][i] if prompt in self.prompts else (prompt or "")
+            tokens = encoder.preprocess([own + text for text in inputs])
+            features.update({f"{i}.{key}": value for key, value in tokens.items()})
+        return features
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = []
+        for i, encoder in enumerate(self.encoders):
+            own = {key.split(".", 1)[1]: value for key, value in features.items()
+                   if key.startswith(f"{i}.")}
+            embedding = encoder(own)["sentence_embedding"].float()
+            parts.append(F.normalize(embedding, dim=-1) / math.sqrt(len(self.encoders)))
+        features["sentence_embedding"] = torch.cat(parts, dim=-1)
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return sum(e.get_sentence_embedding_dimension() for e in self.encoders)
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        for i, encoder in enumerate(self.encoders):
+            encoder.save(os.path.join(output_path, f"encoder_{i}"),
+                         safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None,
+             local_files_only: bool = False, **kwargs) -> SmecConcat:
+        from sentence_transformers import SentenceTransformer
+        hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder,
+               "revision": revision, "local_files_only": local_files_only}
+        config = cls.load_config(model_name_or_path, **hub)
+        folder = cls.load_dir_path(model_name_or_path, **hub)
+        encoders = [SentenceTransformer(os.path.join(folder, f"encoder_{i}"), device="cpu",
+                                        local_files_only=True)
+                    for i in range(len(config["models"]))]
+        return cls(config["models"], config["prompts"], encoders)

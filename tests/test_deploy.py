@@ -257,3 +257,31 @@ def test_compress_bad_input_is_one_line_and_writes_nothing(tmp_path, case, messa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(comp=tmp_path / "pca") in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_exported_concat_model_runs_every_base_model(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from smec.compressors.concat import ConcatCompressor
+    from smec.encoders import encode, load_model, resolve_model
+    second = "tokenlearn-static-64d"
+    # each base model keeps its own prompt: one here has a query prompt, the other none
+    inputs = [{**INPUTS[0], "query_prompt": "search query: "},
+              {"name": second, "column": f"embedding:{second}", "dim": 64,
+               "query_prompt": "", "document_prompt": ""}]
+    comp = ConcatCompressor(448, [448, 48], [{"name": MODEL, "dim": 384},
+                                             {"name": second, "dim": 64}],
+                            _smec_compressor(448, [448, 48], seed=3))
+    comp.inputs = inputs
+    comp.save(tmp_path / "concat")
+    result = _export(tmp_path / "concat", tmp_path / "encoder", "--dims", "48")
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts = _texts()
+    model = SentenceTransformer(str(tmp_path / "encoder"), local_files_only=True,
+                                trust_remote_code=True)
+    got = model.encode(texts, prompt_name="query", convert_to_numpy=True)
+    columns = {MODEL: encode(load_model(resolve_model(MODEL)), texts, "search query: "),
+               second: encode(load_model(resolve_model(second)), texts, "")}
+    want = comp.encode(comp.concatenate(columns), 48)
+    assert got.shape == (len(texts), 48) and np.abs(got - want).max() < 1e-5
