@@ -15,7 +15,8 @@ Every job reads and writes one run folder (--out, default runs/<dataset>):
   embeddings/{corpus,queries}/part-*.parquet   (smec embed)
   compressor/                                   (smec train)
   results.json, results.md, ndcg_vs_bytes.png   (smec evaluate)
-`smec demo` runs the three in a row on the bundled SciFact-mini set."""
+`smec demo` runs the three in a row on the bundled SciFact-mini set. Then
+`smec compress` writes the corpus codes and `smec export` the query encoder."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +148,57 @@ def _export_parser(sub) -> None:
                               "level are the ones the queries must match")
 
 
+def _search_parsers(sub) -> None:
+    index = sub.add_parser(
+        "index", help="build a faiss index from compressed codes",
+        description="Build a faiss index (flat or HNSW, inner product; int8 through the scalar "
+                    "quantizer with the codes' own calibration; binary through the binary "
+                    "indexes on the packed bits) from the parts `smec compress` wrote, one "
+                    "part in memory at a time. Writes OUT/index.faiss, ids.txt, codes.npy (for "
+                    "rescoring), quantizer.npz and manifest.json, atomically.",
+        epilog="example: smec index --codes runs/scifact-mini/codes-48-int8 "
+               "--out runs/scifact-mini/index-48-int8")
+    index.add_argument("--codes", type=Path, required=True, help="codes folder (smec compress)")
+    index.add_argument("--out", type=Path, required=True, help="index folder to write")
+    index.add_argument("--kind", choices=["flat", "hnsw"], default="flat")
+    index.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
+    index.add_argument("--encoder", type=Path, default=None,
+                       help="the exported query encoder (smec export) to record for search")
+    search = sub.add_parser(
+        "search", help="search an index with query text; --queries for a TREC run",
+        description="Encode the query (the exported model, or the base model + compressor), "
+                    "take R·k candidates from the index and rescore them with the float query "
+                    "against the dequantised codes (no float documents needed).",
+        epilog='example: smec search runs/scifact-mini/index-48-int8 "vitamin D and flu" '
+               "--rescore 4 --corpus smec/datasets/scifact-mini/corpus.jsonl")
+    search.add_argument("index", type=Path, help="index folder (smec index)")
+    search.add_argument("query", nargs="?", default=None, help="the query text")
+    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--rescore", type=int, default=1,
+                        help="R: rescore the top R·k candidates (default 1; 4 for binary)")
+    search.add_argument("--corpus", type=Path, default=None,
+                        help="corpus.jsonl to print each hit's title or a snippet")
+    search.add_argument("--encoder", type=Path, default=None,
+                        help="exported query encoder (default: the index's, else the base "
+                             "model + compressor)")
+    search.add_argument("--queries", type=Path, default=None,
+                        help="batch mode: a queries.jsonl; needs --out")
+    search.add_argument("--out", type=Path, default=None, help="batch mode: the TREC run file")
+    plan = sub.add_parser(
+        "plan", help="recommend a compressor for a bytes-per-vector budget",
+        description="Build the Pareto front of (bytes/vector -> best hold-out nDCG@10) over "
+                    "every method, level and precision of measured results, and recommend the "
+                    "best under the budget. Ranks by hold-out (train-query) scores only; the "
+                    "test score is shown for information.",
+        epilog="example: smec plan --bytes-per-vector 48 runs/scifact-mini/results.json")
+    plan.add_argument("results", type=Path, nargs="*",
+                      help="results.json files (bench, concat or demo; default: "
+                           "runs/*/results.json)")
+    plan.add_argument("--bytes-per-vector", type=int, required=True)
+    plan.add_argument("--out", type=Path, default=None,
+                      help="the front's PNG (default: pareto.png beside the first results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smec", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,8 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
         if name == "embed":
             _embed_options(command)
+        if name == "evaluate":
+            command.add_argument("--run", type=Path, default=None,
+                                 help="score this TREC run file (qid Q0 docid rank score tag; "
+                                      "`smec search --queries … --out` writes one) against the "
+                                      "test qrels of --data-dir instead")
     _compress_parser(sub)
     _export_parser(sub)
+    _search_parsers(sub)
     tune_cmd = sub.add_parser(
         "tune", help="Ray Tune search over the train settings (ASHA, MLflow); best config + "
                      "its test results",
@@ -303,6 +361,75 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    """`smec search`: one query printed, or every query of a file into a TREC run."""
+    from smec.index import Searcher
+    searcher = Searcher(args.index, args.encoder)
+    if args.queries is not None:
+        from smec.runfile import write_trec_run
+        if args.out is None:
+            raise SmecError("--queries needs --out RUN.tsv (the TREC run file to write)")
+        count = write_trec_run(searcher, args.queries, args.out, args.k, args.rescore)
+        print(f"searched {count} queries; run: {args.out}")
+        return 0
+    if args.query is None:
+        raise SmecError("give a query text, or --queries FILE --out RUN.tsv")
+    hits = searcher.search([args.query], args.k, args.rescore)[0]
+    from smec.runfile import snippets
+    texts = snippets(args.corpus, [doc for doc, _ in hits]) if args.corpus else {}
+    for rank, (doc, score) in enumerate(hits, 1):
+        print(f"{rank:>3}  {score:.4f}  {doc}  {texts.get(doc, '')}".rstrip())
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """`smec plan`: the Pareto front of measured results and the pick under a budget."""
+    from smec.plan import choices, front_table, pareto_front, plot_front, recommend
+    paths = args.results or sorted(Path("runs").glob("*/results.json"))
+    if not paths:
+        from smec.plan import MAKE_RESULTS
+        raise SmecError(MAKE_RESULTS)
+    for path in paths:
+        if not path.is_file():
+            raise SmecError(f"{path}: not found")
+    found = choices(paths)
+    front = pareto_front(found)
+    pick = recommend(found, args.bytes_per_vector)
+    print(front_table(front, pick))
+    if pick is None:
+        cheapest = min(c.bytes_per_vector for c in found)
+        print(f"\nnothing measured fits {args.bytes_per_vector} bytes/vector; the smallest "
+              f"measured configuration takes {cheapest}")
+    else:
+        test = f", test {pick.test_ndcg:.4f} (information only)" \
+            if pick.test_ndcg is not None else ""
+        print(f"\nrecommended for {args.bytes_per_vector} bytes/vector: {pick.label()} "
+              f"({pick.bytes_per_vector} B, hold-out nDCG@10 {pick.holdout_ndcg:.4f}{test}; "
+              f"from {pick.source})")
+    png = args.out or paths[0].parent / "pareto.png"
+    print(f"plot: {plot_front(found, front, pick, args.bytes_per_vector, png)}")
+    return 0
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    """`smec evaluate --run RUN.tsv`: a TREC run scored with the metric code of everything else."""
+    from smec.config import load_config
+    from smec.data import resolve_beir_dir
+    from smec.eval import evaluate_run
+    from smec.runfile import read_trec_run
+    cfg = load_config(_submitted_path(args.config))
+    paths = resolve_beir_dir(_submitted_path(args.data_dir), cfg.data.train_split,
+                             cfg.data.test_split, cfg.data.split_test_frac)
+    run = read_trec_run(_submitted_path(args.run))
+    try:
+        scores = evaluate_run(run, paths.read_test_qrels())
+    except ValueError as exc:
+        raise SmecError(f"--run {args.run}: {exc} ({paths.test_qrels})") from None
+    print(f"{args.run} on {paths.name} ({paths.split_label}): nDCG@10 "
+          f"{scores['ndcg_at_10']:.4f}, recall@100 {scores['recall_at_100']:.4f}")
+    return 0
+
+
 def _validated(update, section, changes: dict):
     """``update(section, **changes)``, a validation error as one line naming the option."""
     from pydantic import ValidationError
@@ -394,6 +521,18 @@ def run(argv: list[str] | None = None) -> int:
 
     if args.command == "compress":
         return _compress(args)
+    if args.command == "index":
+        from smec.index import build_index
+        manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder)
+        print(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
+              f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
+        return 0
+    if args.command == "search":
+        return _search(args)
+    if args.command == "plan":
+        return _plan(args)
+    if args.command == "evaluate" and args.run is not None:
+        return _evaluate_run(args)
     if args.command == "export":
         return _export(args)
     if args.command == "embed" and args.corpus is not None:

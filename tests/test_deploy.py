@@ -15,10 +15,10 @@ from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.compressors.base import load_compressor
 from smec.compressors.pca import PCA
 from smec.errors import SmecError
+from smec.io import write_json
 from smec.modules.adapter import build_adapter
 from smec.quantize import Quantizer
 from smec.store import embedding_table, read_embeddings, write_part
-from smec.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "all-MiniLM-L6-v2"
