@@ -164,6 +164,9 @@ def _search_parsers(sub) -> None:
     index.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
     index.add_argument("--encoder", type=Path, default=None,
                        help="the exported query encoder (smec export) to record for search")
+    index.add_argument("--rescore-codes", type=Path, default=None,
+                       help="another codes folder of the same compressor and level (e.g. int8 "
+                            "beside binary codes) to rescore candidates with; kept on disk")
     search = sub.add_parser(
         "search", help="search an index with query text; --queries for a TREC run",
         description="Encode the query (the exported model, or the base model + compressor), "
@@ -523,7 +526,8 @@ def run(argv: list[str] | None = None) -> int:
         return _compress(args)
     if args.command == "index":
         from smec.index import build_index
-        manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder)
+        manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder,
+                               args.rescore_codes)
         print(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
               f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
         return 0

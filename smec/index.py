@@ -13,8 +13,10 @@ An int8 code ``c`` of smec's quantiser decodes to ``lo + (c + 128)/255 · (hi �
 8-bit scalar quantiser with ``vmin = lo, vdiff = hi − lo`` stores the same byte ``c + 128`` and
 decodes it half a step higher in every dimension, which adds one constant to every inner
 product with a query and so changes no ranking. The index folder holds ``index.faiss``, the id
-map ``ids.txt``, ``codes.npy`` (the codes again, memory-mapped at search time, for rescoring
-without float documents), ``quantizer.npz`` and ``manifest.json``; it is written atomically.
+map ``ids.txt``, ``codes.npy`` (the codes again, or int8 codes of the same level from a second
+codes folder, memory-mapped at search time, for rescoring without float documents) with their
+quantiser ``codes_quantizer.npz``, ``quantizer.npz`` and ``manifest.json``; it is written
+atomically.
 
 :class:`Searcher` takes ``R·k`` candidates from the index and, with ``rescore > 1`` (or
 always, for binary), re-ranks them by the float query against the dequantised codes.
@@ -41,6 +43,7 @@ from smec.quantize import Quantizer
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"
 CODES_FILE = "codes.npy"
+RESCORE_QUANTIZER = "codes_quantizer.npz"
 MANIFEST_FILE = "manifest.json"
 KINDS = ("flat", "hnsw")
 
@@ -76,9 +79,20 @@ def _addable(codes: np.ndarray, precision: str, quantizer: Quantizer) -> np.ndar
     return np.ascontiguousarray(codes, dtype=np.float32)
 
 
+def _check_rescore_codes(meta: dict, rescore_dir: Path, rescore: dict) -> None:
+    if rescore["compressor"] != meta["compressor"] or int(rescore["dim"]) != int(meta["dim"]):
+        raise SmecError(f"--rescore-codes {rescore_dir}: codes of another compressor or level "
+                        f"({rescore['compressor_path']}, {rescore['dim']} d) than the index's "
+                        f"({meta['compressor_path']}, {meta['dim']} d)")
+
+
 def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32,
-                encoder: Path | None = None) -> dict:
-    """Build the index folder ``out`` from the codes folder ``codes_dir``; its manifest."""
+                encoder: Path | None = None, rescore_codes: Path | None = None) -> dict:
+    """Build the index folder ``out`` from the codes folder ``codes_dir``; its manifest.
+
+    ``rescore_codes``: another codes folder of the same compressor and level (say int8 beside
+    a binary index) whose codes, not the index's, are kept for rescoring: the index stays
+    small in memory, the rescoring codes are read from disk for R·k candidates only."""
     import faiss
     import pyarrow.parquet as pq
     if kind not in KINDS:
@@ -88,88 +102,110 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
     precision, dim = meta["precision"], int(meta["dim"])
     quantizer = load_codes_quantizer(codes_dir)
     index = _new_index(precision, dim, kind, hnsw_m, quantizer)
+    rescore_dir = Path(rescore_codes) if rescore_codes else codes_dir
+    rescore_meta = codes_meta(rescore_dir)
+    _check_rescore_codes(meta, rescore_dir, rescore_meta)
+    rescore_precision = rescore_meta["precision"]
     count = 0
     with atomic_dir(out) as tmp:
-        width = (dim + 7) // 8 if precision == "binary" else dim
+        width = (dim + 7) // 8 if rescore_precision == "binary" else dim
         dtype = {"binary": np.uint8, "int8": np.int8, "float16": np.float16,
-                 "float32": np.float32}[precision]
+                 "float32": np.float32}[rescore_precision]
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in code_parts(codes_dir))
         stored = np.lib.format.open_memmap(tmp / CODES_FILE, mode="w+", dtype=dtype,
                                            shape=(rows, width))
+        pairs = zip(iter_codes(codes_dir), iter_codes(rescore_dir)) if rescore_codes else \
+            ((part, part) for part in iter_codes(codes_dir))
         with (tmp / IDS_FILE).open("w", encoding="utf-8") as ids_file:
-            for ids, codes in iter_codes(codes_dir):   # one part in memory at a time
+            for (ids, codes), (rescore_ids, kept) in pairs:   # a part in memory at a time
+                if rescore_ids != ids:
+                    raise SmecError(f"--rescore-codes {rescore_dir}: its ids differ from those "
+                                    f"of {codes_dir} (compress the same store to both)")
                 index.add(_addable(codes, precision, quantizer))
-                stored[count:count + len(ids)] = codes
+                stored[count:count + len(ids)] = kept
                 ids_file.writelines(f"{i}\n" for i in ids)
                 count += len(ids)
         stored.flush()
         del stored
+        if count != rows:
+            raise SmecError(f"--rescore-codes {rescore_dir}: fewer rows than {codes_dir}")
         if precision == "binary":
             faiss.write_index_binary(index, str(tmp / INDEX_FILE))
         else:
             faiss.write_index(index, str(tmp / INDEX_FILE))
         if (codes_dir / QUANTIZER).is_file():
             shutil.copyfile(codes_dir / QUANTIZER, tmp / QUANTIZER)
+        load_codes_quantizer(rescore_dir).save(tmp / RESCORE_QUANTIZER)
         manifest = {"kind": kind, "hnsw_m": hnsw_m if kind == "hnsw" else None,
                     "precision": precision, "dim": dim, "count": count,
+                    "rescore_precision": rescore_precision,
                     "compressor": meta["compressor"], "compressor_path": meta["compressor_path"],
                     "compressor_kind": meta.get("compressor_kind"), "models": meta["models"],
-                    "codes": str(codes_dir.resolve()),
+                    "codes": str(codes_dir.resolve()), "rescore_codes": str(rescore_dir.resolve()),
                     "encoder": str(Path(encoder).resolve()) if encoder else None,
-                    "index_bytes": (tmp / INDEX_FILE).stat().st_size}
+                    "index_bytes": (tmp / INDEX_FILE).stat().st_size,
+                    "rescore_bytes": (tmp / CODES_FILE).stat().st_size}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 class QueryEncoder:
     """Text -> the float query vectors an index's codes were made from: an exported
-    sentence-transformers folder, or the base model(s) + the compressor."""
+    sentence-transformers folder, or the base model(s) + the compressor. Checked when made,
+    loaded on the first ``encode``."""
 
     def __init__(self, manifest: dict, encoder: Path | None = None) -> None:
-        self.dim = int(manifest["dim"])
-        self.model = None
-        if encoder is not None:
-            info_path = Path(encoder) / "smec_export.json"
-            if not info_path.is_file():
-                raise SmecError(f"--encoder {encoder}: not a folder `smec export` wrote "
-                                "(no smec_export.json)")
-            info = json.loads(info_path.read_text())
-            if info["compressor"] != manifest["compressor"]:
-                raise SmecError(f"--encoder {encoder}: exported from another compressor "
-                                f"({info['compressor_path']}) than the index's "
-                                f"({manifest['compressor_path']})")
-            if int(info["dim"]) != self.dim:
-                raise SmecError(f"--encoder {encoder}: {info['dim']}-d vectors, the index holds "
-                                f"{self.dim}-d codes")
-            from sentence_transformers import SentenceTransformer
-            self.model = SentenceTransformer(str(encoder), device="cpu", local_files_only=True,
-                                             trust_remote_code=not info["builtin_only"])
-        else:
-            from smec.codes import compressor_fingerprint
-            from smec.compressors.base import load_compressor
-            path = Path(manifest["compressor_path"])
-            if not (path / "compressor.json").is_file():
-                raise SmecError(f"{path}: the index's compressor is gone; pass --encoder "
-                                "(the folder `smec export` wrote)")
-            if compressor_fingerprint(path) != manifest["compressor"]:
-                raise SmecError(f"{path}: changed since the index was built; rebuild the codes "
-                                "and the index, or pass --encoder")
-            self.compressor = load_compressor(path)
-            self.models = manifest["models"]
+        self.manifest, self.dim, self.path = manifest, int(manifest["dim"]), encoder
+        self._encode = None
+        if encoder is None:
+            return
+        info_path = Path(encoder) / "smec_export.json"
+        if not info_path.is_file():
+            raise SmecError(f"--encoder {encoder}: not a folder `smec export` wrote "
+                            "(no smec_export.json)")
+        self.info = json.loads(info_path.read_text())
+        if self.info["compressor"] != manifest["compressor"]:
+            raise SmecError(f"--encoder {encoder}: exported from another compressor "
+                            f"({self.info['compressor_path']}) than the index's "
+                            f"({manifest['compressor_path']})")
+        if int(self.info["dim"]) != self.dim:
+            raise SmecError(f"--encoder {encoder}: {self.info['dim']}-d vectors, the index "
+                            f"holds {self.dim}-d codes")
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        if self.model is not None:
-            return np.asarray(self.model.encode(texts, prompt_name="query",
-                                                convert_to_numpy=True), np.float32)
+    def _exported(self):
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True,
+                                    trust_remote_code=not self.info["builtin_only"])
+        return lambda texts: np.asarray(model.encode(texts, prompt_name="query",
+                                                     convert_to_numpy=True), np.float32)
+
+    def _pipeline(self):
+        from smec.codes import compressor_fingerprint
+        from smec.compressors.base import load_compressor
         from smec.compressors.concat import ConcatCompressor
         from smec.encoders import encode, load_model, resolve_model
-        if not hasattr(self, "_bases"):
-            self._bases = [load_model(resolve_model(m["name"])) for m in self.models]
-        columns = {m["name"]: encode(base, texts, m.get("query_prompt", ""))
-                   for m, base in zip(self.models, self._bases)}
-        vectors = self.compressor.concatenate(columns) \
-            if isinstance(self.compressor, ConcatCompressor) else columns[self.models[0]["name"]]
-        return self.compressor.encode(vectors, self.dim)
+        path = Path(self.manifest["compressor_path"])
+        if not (path / "compressor.json").is_file():
+            raise SmecError(f"{path}: the index's compressor is gone; pass --encoder (the "
+                            "folder `smec export` wrote)")
+        if compressor_fingerprint(path) != self.manifest["compressor"]:
+            raise SmecError(f"{path}: changed since the index was built; rebuild the codes "
+                            "and the index, or pass --encoder")
+        compressor, models = load_compressor(path), self.manifest["models"]
+        bases = [load_model(resolve_model(m["name"])) for m in models]
+
+        def run(texts: list[str]) -> np.ndarray:
+            columns = {m["name"]: encode(base, texts, m.get("query_prompt", ""))
+                       for m, base in zip(models, bases)}
+            vectors = compressor.concatenate(columns) \
+                if isinstance(compressor, ConcatCompressor) else columns[models[0]["name"]]
+            return compressor.encode(vectors, self.dim)
+        return run
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self._encode is None:
+            self._encode = self._exported() if self.path is not None else self._pipeline()
+        return self._encode(texts)
 
 
 class Searcher:
@@ -190,12 +226,13 @@ class Searcher:
         self.index = read(str(self.dir / INDEX_FILE))
         self.ids = (self.dir / IDS_FILE).read_text(encoding="utf-8").splitlines()
         self.codes = np.load(self.dir / CODES_FILE, mmap_mode="r")
+        self.rescorer = Quantizer.load(self.dir / RESCORE_QUANTIZER)
         self.quantizer = Quantizer.load(self.dir / QUANTIZER) \
             if (self.dir / QUANTIZER).is_file() else \
             Quantizer.uncalibrated(self.precision, self.dim)
-        given = Path(encoder) if encoder else (Path(self.manifest["encoder"])
-                                              if self.manifest.get("encoder") else None)
-        self.encoder = QueryEncoder(self.manifest, given)
+        recorded = self.manifest.get("encoder")
+        self.encoder = QueryEncoder(self.manifest, Path(encoder) if encoder else
+                                    Path(recorded) if recorded else None)
         if self.manifest["kind"] == "hnsw":
             hnsw = self.index.hnsw
             hnsw.efSearch = max(hnsw.efSearch, 64)
@@ -215,7 +252,7 @@ class Searcher:
         results = []
         for row, query in zip(cand, queries):
             rows = np.sort(row[row >= 0])      # sorted: cheap reads of the memory-mapped codes
-            scores = self.quantizer.decode(np.asarray(self.codes[rows])) @ query
+            scores = self.rescorer.decode(np.asarray(self.codes[rows])) @ query
             best = np.argsort(-scores, kind="stable")[:k]
             results.append([(self.ids[rows[i]], float(scores[i])) for i in best])
         return results

@@ -43,19 +43,8 @@ def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def _searcher(index_dir: Path) -> Searcher:
-    """A Searcher for vector queries only (no encoder needed)."""
-    s = Searcher.__new__(Searcher)
-    import faiss
-    manifest = json.loads((index_dir / "manifest.json").read_text())
-    s.dir, s.manifest = index_dir, manifest
-    s.precision, s.dim = manifest["precision"], manifest["dim"]
-    read = faiss.read_index_binary if s.precision == "binary" else faiss.read_index
-    s.index = read(str(index_dir / "index.faiss"))
-    s.ids = (index_dir / "ids.txt").read_text().splitlines()
-    s.codes = np.load(index_dir / "codes.npy", mmap_mode="r")
-    s.quantizer = Quantizer.load(index_dir / "quantizer.npz") \
-        if (index_dir / "quantizer.npz").is_file() else Quantizer.uncalibrated(s.precision, s.dim)
-    return s
+    """A Searcher given vector queries only: its text encoder is never loaded."""
+    return Searcher(index_dir)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary"])
