@@ -11,8 +11,9 @@ through smec's own path: codes folder (as `smec compress` writes it) -> ``build_
 
 * recall@10: of the exact float32 top 10 of the *same* vectors (the raw ones for raw rows,
   the level's float vectors for SMEC rows), and of the raw float32 top 10 (``recall_vs_raw``);
-* nDCG@10: test qrels, searching the real documents only (a sanity row, not a result: the
-  synthetic documents have no judgements);
+* nDCG@10: test qrels, on the index's top 100 with the synthetic documents dropped, so over
+  real documents only (a sanity row, not a result: the synthetic documents have no judgements,
+  but they can push real ones out of the top 100);
 * queries/s: one query per call, as a server answers them, at 1 and 2 faiss threads.
 Binary indexes take R·k candidates by Hamming distance and rescore them against int8 codes of
 the same vectors kept on disk (memory-mapped; `smec index --rescore-codes`): the index in

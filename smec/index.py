@@ -236,6 +236,10 @@ class Searcher:
         if self.manifest["kind"] == "hnsw":
             hnsw = self.index.hnsw
             hnsw.efSearch = max(hnsw.efSearch, 64)
+        elif self.precision != "binary" and hasattr(faiss, "StandardGpuResources") \
+                and faiss.get_num_gpus() > 0:    # the `gpu` extra and a GPU: flat on the GPU
+            self._gpu = faiss.StandardGpuResources()
+            self.index = faiss.index_cpu_to_gpu(self._gpu, 0, self.index)
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, rescore: int = 1
                        ) -> list[list[tuple[str, float]]]:

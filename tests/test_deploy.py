@@ -285,3 +285,34 @@ def test_exported_concat_model_runs_every_base_model(tmp_path):
                second: encode(load_model(resolve_model(second)), texts, "")}
     want = comp.encode(comp.concatenate(columns), 48)
     assert got.shape == (len(texts), 48) and np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_compress_corpus_embeds_and_compresses_in_one_pass(tmp_path):
+    """`smec compress --corpus`: encoder actors then compressor actors; no store written."""
+    from smec.data import bundled_dataset_dir
+    from smec.encoders import encode, load_model, resolve_model
+    lines = (bundled_dataset_dir() / "corpus.jsonl").read_text().splitlines()[:150]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    records = [json.loads(line) for line in lines]
+    texts = [f"{r['title']} {r['text']}" if r.get("title") else r["text"] for r in records]
+    vectors = encode(load_model(resolve_model(MODEL)), texts, "")
+    pca = PCA(384, [48]).fit(vectors)
+    pca.inputs = INPUTS
+    pca.save(tmp_path / "pca")
+    config = tmp_path / "c.yaml"
+    config.write_text("embed:\n  shard_rows: 50\ncompress:\n  calibration_rows: 120\n")
+    out = tmp_path / "codes"
+    result = subprocess.run([sys.executable, "-m", "smec.cli", "compress", "--corpus",
+                             str(corpus), "--compressor", str(tmp_path / "pca"), "--dims", "48",
+                             "--precision", "int8", "--out", str(out), "--config", str(config)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids, codes, meta = read_codes(out)
+    assert ids == [r["_id"] for r in records] and len(list(out.glob("part-*.parquet"))) == 3
+    quantizer = Quantizer.load(out / "quantizer.npz")
+    want = pca.encode(vectors, 48)
+    # the actors embed in other batches than this process: allow a step for rounding
+    assert np.abs(codes.astype(int) - quantizer.encode(want).astype(int)).max() <= 1
+    assert meta["precision"] == "int8" and not list(out.glob("*.npy"))
