@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--compressor", type=Path, required=True)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, default=64)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
                         "search-scifact-minilm")
     parser.add_argument("--work", type=Path, default=None)
@@ -158,13 +159,15 @@ def main() -> None:
             manifest = build_index(work / "codes", work / "index", kind, args.hnsw_m,
                                    rescore_codes=rescore_codes)
             build_s = time.perf_counter() - start
-            searcher = Searcher(work / "index")     # vector queries: the encoder never loads
+            searcher = Searcher(work / "index", ef_search=args.ef_search)   # vector queries:
+            #                                                   its text encoder never loads
             hits = searcher.search_vectors(qv, 10, rescore)
             got = [[d for d, _ in h] for h in hits]
             run = {q: {d: s for d, s in h if not d.startswith("synthetic-")}
                    for q, h in zip(qids, searcher.search_vectors(qv, 100, rescore))}
             row = {"config": name, "vectors": args.size, "dims": dims, "precision": precision,
                    "kind": kind, "rescore": rescore,
+                   "ef_search": args.ef_search if kind == "hnsw" else None,
                    "index_bytes": manifest["index_bytes"],
                    "rescore_codes": manifest["rescore_precision"],
                    "rescore_bytes_on_disk": manifest["rescore_bytes"],

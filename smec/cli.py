@@ -184,6 +184,8 @@ def _search_parsers(sub) -> None:
     search.add_argument("--encoder", type=Path, default=None,
                         help="exported query encoder (default: the index's, else the base "
                              "model + compressor)")
+    search.add_argument("--ef-search", type=int, default=64,
+                        help="HNSW indexes: the search queue length (recall against speed)")
     search.add_argument("--queries", type=Path, default=None,
                         help="batch mode: a queries.jsonl; needs --out")
     search.add_argument("--out", type=Path, default=None, help="batch mode: the TREC run file")
@@ -367,7 +369,7 @@ def _compress(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     """`smec search`: one query printed, or every query of a file into a TREC run."""
     from smec.index import Searcher
-    searcher = Searcher(args.index, args.encoder)
+    searcher = Searcher(args.index, args.encoder, args.ef_search)
     if args.queries is not None:
         from smec.runfile import write_trec_run
         if args.out is None:

@@ -211,7 +211,8 @@ class QueryEncoder:
 class Searcher:
     """Search an index folder: ``search(texts, k, rescore)`` -> per query [(doc id, score)]."""
 
-    def __init__(self, index_dir: Path | str, encoder: Path | str | None = None) -> None:
+    def __init__(self, index_dir: Path | str, encoder: Path | str | None = None,
+                 ef_search: int = 64) -> None:
         import faiss
         self.dir = Path(index_dir)
         path = self.dir / MANIFEST_FILE
@@ -234,8 +235,7 @@ class Searcher:
         self.encoder = QueryEncoder(self.manifest, Path(encoder) if encoder else
                                     Path(recorded) if recorded else None)
         if self.manifest["kind"] == "hnsw":
-            hnsw = self.index.hnsw
-            hnsw.efSearch = max(hnsw.efSearch, 64)
+            self.index.hnsw.efSearch = ef_search    # HNSW: candidates kept while searching
         elif self.precision != "binary" and hasattr(faiss, "StandardGpuResources") \
                 and faiss.get_num_gpus() > 0:    # the `gpu` extra and a GPU: flat on the GPU
             self._gpu = faiss.StandardGpuResources()
