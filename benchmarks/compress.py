@@ -62,8 +62,8 @@ def synthetic_store(real: Path, size: int, dest: Path, seed: int = 0) -> dict:
 
 def arm_ray(store: Path, compressor: Path, dim: int, precision: str, out: Path,
             num_gpus: float, num_actors: int) -> dict:
-    from pipelines.compress import plan_store, run_compress
-    from pipelines.runtime import init_ray
+    from smec.pipelines.compress import plan_store, run_compress
+    from smec.pipelines.runtime import init_ray
     from smec.config import Config, updated
     cfg = Config()
     cfg.compress = updated(cfg.compress, num_gpus_per_actor=num_gpus, num_actors=num_actors)

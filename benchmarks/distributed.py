@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.evaluate import run_evaluate
-from pipelines.train import run_train
+from smec.pipelines.evaluate import run_evaluate
+from smec.pipelines.train import run_train
 from smec.config import load_config
 from smec.data import resolve_beir_dir
 
@@ -60,8 +60,8 @@ def memory_call_times(size: int = 5000, dim: int = 384, batch: int = 256, k: int
     import ray
     import torch
 
-    from pipelines.memory_actor import ActorMemory
-    from pipelines.runtime import init_ray
+    from smec.pipelines.memory_actor import ActorMemory
+    from smec.pipelines.runtime import init_ray
     from smec.modules import SXBM
     init_ray()
     torch.set_num_threads(1)

@@ -62,8 +62,8 @@ def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float) -
 
 def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: float,
             num_gpus: float) -> dict:
-    from pipelines.embed import run_embed_corpus
-    from pipelines.runtime import init_ray
+    from smec.pipelines.embed import run_embed_corpus
+    from smec.pipelines.runtime import init_ray
     from smec.config import Config
     from smec.corpus import Source
     cfg = Config()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from smec.errors import SmecError
 
-from cluster.head import ray_env, read_state
+from smec.cluster.head import ray_env, read_state
 
 
 def dashboard_address(address: str | None) -> str:

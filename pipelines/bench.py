@@ -55,7 +55,7 @@ def continued_training_check(data, cfg: TrainConfig, dims: list[int]) -> dict:
 def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
                     compressors: dict) -> dict:
     """MTEB's nDCG@10 for raw and every seed-0 level, next to ours; MTEB's JSON under out/mteb."""
-    from pipelines.mteb_check import mteb_scores
+    from smec.pipelines.mteb_check import mteb_scores
     encoders = [("raw", None, embeddings[1].shape[1])]
     encoders += [(name, c, dim) for name, c in compressors.items() for dim in c.dims]
     scores = mteb_scores(paths, *embeddings, encoders, out / "mteb")
@@ -140,7 +140,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=print) -> dict:
     if not (out / "embeddings" / "embed.json").is_file():
-        from pipelines.embed import run_embed
+        from smec.pipelines.embed import run_embed
         start = time.perf_counter()
         echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
         run_embed(paths, out, cfg)

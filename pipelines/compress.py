@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.embed import EncoderSpec, embed_dataset
-from pipelines.shards import (
+from smec.pipelines.embed import EncoderSpec, embed_dataset
+from smec.pipelines.shards import (
     ShardJob,
     actor_resources,
     finished,
@@ -74,7 +74,7 @@ class CompressActor:
             Quantizer.uncalibrated(precision, dim)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pipelines.shards import as_matrix
+        from smec.pipelines.shards import as_matrix
         if "path" in batch:
             return self._parts(batch)
         columns = {c: as_matrix(batch[c]) for c in self.input_columns}

@@ -42,7 +42,7 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
     if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
         echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
     else:
-        from pipelines.embed import run_embed_models
+        from smec.pipelines.embed import run_embed_models
         summary = run_embed_models(paths, out, cfg, models, progress=True)
         echo(f"      corpus {summary['corpus']['rows']} docs at "
              f"{summary['corpus']['docs_per_s']} docs/s with {len(models)} models")

@@ -7,9 +7,9 @@ from pathlib import Path
 from smec.config import Config
 from smec.data import BeirPaths
 
-from pipelines.embed import run_embed
-from pipelines.evaluate import record_timing, run_evaluate
-from pipelines.train import run_train
+from smec.pipelines.embed import run_embed
+from smec.pipelines.evaluate import record_timing, run_evaluate
+from smec.pipelines.train import run_train
 
 
 def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print,
@@ -27,6 +27,6 @@ def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print,
     echo(f"      stages {trained['stages']}")
     echo("[3/3] evaluate")
     results = run_evaluate(paths, out, cfg)
-    from pipelines.tracking import log_results
+    from smec.pipelines.tracking import log_results
     log_results(trained["mlflow_uri"], trained["mlflow_run_id"], out)
     return results

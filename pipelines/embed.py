@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.shards import ShardJob, actor_resources, finished, run_jobs
+from smec.pipelines.shards import ShardJob, actor_resources, finished, run_jobs
 from smec import store
 from smec.config import Config
 from smec.corpus import OnBadRow, Shard, Source, plan_shards, read_shard

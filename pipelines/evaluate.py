@@ -22,7 +22,7 @@ from smec.results import read_results, write_results
 from smec.store import read_embeddings
 from smec.train import holdout_qrels, stage_dims
 
-from pipelines.train import load_trained
+from smec.pipelines.train import load_trained
 
 TIMINGS = "timings.json"
 

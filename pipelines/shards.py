@@ -161,7 +161,7 @@ def _run_pipeline(job: ShardJob, todo: list[Any], progress: bool) -> int:
     """Run the pipeline over ``todo``; write each shard's part as soon as it is complete."""
     from tqdm import tqdm
 
-    from pipelines.runtime import root_cause
+    from smec.pipelines.runtime import root_cause
 
     configure_ray_data()
     expected = {s.index: s.rows for s in todo}
@@ -230,6 +230,6 @@ class _ShardLog:
 
 def run_jobs(jobs: list[ShardJob], *, resume: bool, progress: bool) -> list[dict]:
     if any(job.done is None for job in jobs):
-        from pipelines.runtime import init_ray
+        from smec.pipelines.runtime import init_ray
         init_ray()
     return [execute_job(job, resume=resume, progress=progress) for job in jobs]

@@ -75,7 +75,7 @@ def train_func(config: dict) -> None:
             with checkpoint.as_directory() as ckpt_dir:
                 resume, history, partial = _read_checkpoint(Path(ckpt_dir))
         if config.get("memory_actor") is not None:
-            from pipelines.memory_actor import ActorMemory
+            from smec.pipelines.memory_actor import ActorMemory
             memory = ActorMemory(config["memory_actor"])
     else:
         rank = 0
@@ -138,7 +138,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.runtime import init_ray, root_cause
+    from smec.pipelines.runtime import init_ray, root_cause
 
     emb = out / "embeddings"
     _, _, meta = read_embeddings(emb / "corpus")   # fails early, in one line, if missing
@@ -151,7 +151,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
         shutil.rmtree(storage, ignore_errors=True)
     actor = None
     if cfg.train.memory_backend == "actor":
-        from pipelines.memory_actor import MemoryActor
+        from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     loop_config = {"train": cfg.train.model_dump(), "embeddings": str(emb.resolve()),
                    "train_qrels": train_qrels, "use_ray": True,
@@ -181,7 +181,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     seconds = round(time.perf_counter() - start, 2)
     summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds}
     if track:
-        from pipelines.tracking import log_training_run, tracking_uri
+        from smec.pipelines.tracking import log_training_run, tracking_uri
         summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
         summary["mlflow_run_id"] = log_training_run(
             summary["mlflow_uri"], cfg.train.model_dump(), history, out / "compressor",

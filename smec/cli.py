@@ -51,7 +51,7 @@ def _embed_options(command: argparse.ArgumentParser) -> None:
 
 def _embed_file(args: argparse.Namespace) -> int:
     """`smec embed --corpus FILE --out DIR`: one file into one store folder."""
-    from pipelines.embed import run_embed_corpus
+    from smec.pipelines.embed import run_embed_corpus
     from smec.config import load_config
     from smec.corpus import DEFAULT_ID_FIELDS, Source
     for name in ("corpus", "out", "config"):
@@ -338,7 +338,7 @@ def _compressor_dir(path: Path) -> Path:
 
 def _compress(args: argparse.Namespace) -> int:
     """`smec compress`: a compressor over a store or a corpus file -> a codes folder."""
-    from pipelines.compress import plan_corpus, plan_store, run_compress
+    from smec.pipelines.compress import plan_corpus, plan_store, run_compress
     from smec.config import load_config, updated
     from smec.corpus import DEFAULT_ID_FIELDS, Source
     for name in ("store", "corpus", "compressor", "out", "config"):
@@ -501,7 +501,7 @@ def run(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "cluster":
-        from cluster import head
+        from smec.cluster import head
         if args.cluster == "up":
             state = head.up(args.num_cpus, args.object_store_gib, args.port, args.dashboard_port)
             print(f"Ray head started: address {state['address']}, dashboard/Jobs API "
@@ -515,11 +515,11 @@ def run(argv: list[str] | None = None) -> int:
                   f"(since {state['started_at']})")
         return 0
     if args.command == "submit":
-        from cluster.jobs import submit
+        from smec.cluster.jobs import submit
         entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
         return submit(entrypoint, args.address, not args.no_wait, args.working_dir)
     if args.command == "jobs":
-        from cluster.jobs import list_jobs
+        from smec.cluster.jobs import list_jobs
         for job in list_jobs(args.address):
             print(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
         return 0
@@ -545,7 +545,7 @@ def run(argv: list[str] | None = None) -> int:
         return _embed_file(args)
     cfg, paths, out = _prepare(args)
     if args.command == "bench":
-        from pipelines.bench import (
+        from smec.pipelines.bench import (
             DEFAULT_METHODS,
             check_methods,
             run_compression_bench,
@@ -564,12 +564,12 @@ def run(argv: list[str] | None = None) -> int:
         _print_results(results, out)
         return 0
     if args.command == "demo":
-        from pipelines.demo import run_demo
+        from smec.pipelines.demo import run_demo
         _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri), out)
         print(f"output folder: {out.resolve()}")
     elif args.command == "embed":
-        from pipelines.embed import run_embed
-        from pipelines.evaluate import record_timing
+        from smec.pipelines.embed import run_embed
+        from smec.pipelines.evaluate import record_timing
         if args.model:
             cfg.model.name = args.model
         start = time.perf_counter()
@@ -579,15 +579,15 @@ def run(argv: list[str] | None = None) -> int:
         for kind in ("corpus", "queries"):
             print(f"{kind}: {_embed_line(summary[kind], out / 'embeddings' / kind)}")
     elif args.command == "train":
-        from pipelines.evaluate import record_timing
-        from pipelines.train import run_train
+        from smec.pipelines.evaluate import record_timing
+        from smec.pipelines.train import run_train
         start = time.perf_counter()
         trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri)
         record_timing(out, "train", time.perf_counter() - start)
         print(f"trained stages {trained['stages']} into {out / 'compressor'}")
         print(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
     elif args.command == "tune":
-        from tune.run import run_tune
+        from smec.tune.run import run_tune
         summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
         scores = summary["test_ndcg_at_10_at_target"]
         print(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
@@ -595,7 +595,7 @@ def run(argv: list[str] | None = None) -> int:
               f"default {scores['default']}")
         print(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
     elif args.command == "concat":
-        from pipelines.concat import concat_table, run_concat
+        from smec.pipelines.concat import concat_table, run_concat
         update = {k: v for k, v in (("models", args.models),
                                     ("single_models", args.single_models)) if v is not None}
         if update:
@@ -614,7 +614,7 @@ def run(argv: list[str] | None = None) -> int:
             print(f"target {name}: {target}")
         print(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
     elif args.command == "evaluate":
-        from pipelines.evaluate import run_evaluate
+        from smec.pipelines.evaluate import run_evaluate
         _print_results(run_evaluate(paths, out, cfg), out)
     return 0
 

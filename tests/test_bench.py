@@ -33,7 +33,7 @@ def synthetic_run(tmp_path):
 
 
 def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
-    from pipelines.bench import run_compression_bench
+    from smec.pipelines.bench import run_compression_bench
     paths, out = synthetic_run
     cfg = Config.model_validate({"train": {"max_epochs_per_stage": 2, "batch_queries": 8,
                                            "batch_unlabelled": 16, "memory_size": 40,

@@ -15,7 +15,7 @@ MODELS = ["all-MiniLM-L6-v2", "tokenlearn-static-64d"]
 @pytest.fixture(scope="module")
 def concat_run(mini_cut, tmp_path_factory):
     pytest.importorskip("model2vec")
-    from pipelines.concat import run_concat
+    from smec.pipelines.concat import run_concat
     from smec.data import resolve_beir_dir
     root = tmp_path_factory.mktemp("concat")
     cfg_path = root / "cfg.yaml"
@@ -69,7 +69,7 @@ def test_trained_concat_compressor_reloads_with_its_calibration(concat_run):
 
 def test_second_run_reuses_the_embeddings(concat_run):
     out, _, cfg = concat_run
-    from pipelines.concat import load_or_embed
+    from smec.pipelines.concat import load_or_embed
     said = []
     data = load_or_embed(None, out, cfg, MODELS, said.append)   # never reaches the ETL
     assert any("reusing" in line for line in said)

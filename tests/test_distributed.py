@@ -65,8 +65,8 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
 def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import log_training_run, tracking_uri
-    from pipelines.train import train_func
+    from smec.pipelines.tracking import log_training_run, tracking_uri
+    from smec.pipelines.train import train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
@@ -100,7 +100,7 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
 def test_actor_memory_matches_the_local_ring_buffer():
     import ray
 
-    from pipelines.memory_actor import ActorMemory
+    from smec.pipelines.memory_actor import ActorMemory
     started = not ray.is_initialized()      # an earlier test may have left Ray running
     if started:
         ray.init(num_cpus=1, include_dashboard=False, object_store_memory=256 * 1024**2,
@@ -144,8 +144,8 @@ def test_killed_worker_resumes_from_the_last_checkpoint(mini_cut, mini_cut_embed
     step checkpoint and the run ends within 0.5 nDCG@10 point of an undisturbed one."""
     import ray
 
-    from pipelines.evaluate import run_evaluate
-    from pipelines.train import run_train
+    from smec.pipelines.evaluate import run_evaluate
+    from smec.pipelines.train import run_train
     from smec.config import load_config
     from smec.data import resolve_beir_dir
     (tmp_path / "kill.yaml").write_text(KILL)

@@ -130,7 +130,7 @@ from smec.config import Config
 from smec.data import resolve_beir_dir
 from smec.encoders import encode, load_model, resolve_model
 from smec.store import read_columns
-from pipelines.embed import run_embed_models
+from smec.pipelines.embed import run_embed_models
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 models = ["all-MiniLM-L6-v2", "tokenlearn-static-64d"]

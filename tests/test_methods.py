@@ -38,7 +38,7 @@ def test_method_trains_every_level_and_roundtrips(method, data, tmp_path):
 
 
 def test_continued_training_leaves_finished_levels_unchanged(data):
-    from pipelines.bench import continued_training_check
+    from smec.pipelines.bench import continued_training_check
     check = continued_training_check(data, TrainConfig(**TINY), [8, 4])
     assert check["kept_levels"] == [8, 16] and check["max_abs_change_of_kept_level"] == 0.0
 
@@ -47,7 +47,7 @@ def test_continued_training_check_sees_a_stage_that_writes_into_an_earlier_snaps
         data, monkeypatch):
     """The check compares compressors reloaded from disk: a later stage that overwrites an
     earlier level's snapshot is caught even though that level's network is cached in memory."""
-    from pipelines.bench import continued_training_check
+    from smec.pipelines.bench import continued_training_check
     from smec.compressors.adapter import AdapterCompressor
     add_stage = AdapterCompressor.add_stage
 

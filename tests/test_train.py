@@ -23,7 +23,7 @@ def synthetic(n_docs=120, n_queries=40, dim=16, seed=0):
 
 
 def test_train_func_runs_alone_without_ray(tmp_path):
-    from pipelines.train import train_func
+    from smec.pipelines.train import train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))

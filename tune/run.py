@@ -36,7 +36,7 @@ from smec.results import scored_rows
 from smec.errors import SmecError
 from smec.store import read_embeddings
 from smec.train import prepare_data, train_method
-from tune.search import (
+from smec.tune.search import (
     decode,
     default_point,
     max_epochs,
@@ -61,7 +61,7 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
     import torch
     from ray import tune
 
-    from pipelines.tracking import RunLogger, flat_params, plot_history
+    from smec.pipelines.tracking import RunLogger, flat_params, plot_history
     from smec.compressors import load_compressor
 
     torch.set_num_threads(max(1, int(cpus)))
@@ -113,7 +113,7 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
 def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
     emb = out / "embeddings"
     if not (emb / "queries").is_dir() or not any((emb / "queries").glob("*.parquet")):
-        from pipelines.embed import run_embed
+        from smec.pipelines.embed import run_embed
         echo(f"embedding {paths.root} into {emb} (once; every trial reuses it)")
         run_embed(paths, out, cfg)
     doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
@@ -129,7 +129,7 @@ def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
 
 def _evaluate_into(paths: BeirPaths, folder: Path, cfg: Config, compressor_dir: Path,
                    embeddings: Path) -> dict:
-    from pipelines.evaluate import run_evaluate
+    from smec.pipelines.evaluate import run_evaluate
     folder.mkdir(parents=True, exist_ok=True)
     if folder / "embeddings" != embeddings and not (folder / "embeddings").exists():
         (folder / "embeddings").symlink_to(embeddings.resolve(), target_is_directory=True)
@@ -150,8 +150,8 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from pipelines.runtime import init_ray, root_cause
-    from pipelines.tracking import RunLogger, flat_params, log_results, tracking_uri
+    from smec.pipelines.runtime import init_ray, root_cause
+    from smec.pipelines.tracking import RunLogger, flat_params, log_results, tracking_uri
 
     start = time.perf_counter()
     out = out.resolve()

@@ -1,0 +1,44 @@
+"""`smec` is the only top-level import name, and the library never imports Ray."""
+import importlib.metadata
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = ("smec.pipelines", "smec.tune", "smec.cluster")   # the Ray jobs, not the library
+
+
+def test_installed_distribution_has_one_top_level_name():
+    names = importlib.metadata.distribution("smec").read_text("top_level.txt").split()
+    assert names == ["smec"]
+
+
+@pytest.mark.slow
+def test_wheel_holds_only_smec(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(REPO)], check=True, timeout=600,
+                   capture_output=True)
+    wheel = next(tmp_path.glob("smec-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"smec", wheel.name.split("-py")[0] + ".dist-info"}, tops
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "smec/pipelines/compress.py" in names and "smec/tune/run.py" in names
+
+
+def test_importing_the_library_leaves_ray_out():
+    code = f"""
+import pkgutil, sys, smec
+for module in pkgutil.walk_packages(smec.__path__[:1], "smec."):
+    if not module.name.startswith({JOBS!r}):
+        __import__(module.name)
+loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+print(len([m for m in sys.modules if m.startswith("smec.")]), loaded)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count, loaded = result.stdout.split(" ", 1)
+    assert int(count) >= 20 and loaded.strip() == "[]", result.stdout
