@@ -64,6 +64,7 @@ def arm_ray(store: Path, compressor: Path, dim: int, precision: str, out: Path,
             num_gpus: float, num_actors: int) -> dict:
     from smec.pipelines.compress import plan_store, run_compress
     from smec.pipelines.runtime import init_ray
+
     from smec.config import Config, updated
     cfg = Config()
     cfg.compress = updated(cfg.compress, num_gpus_per_actor=num_gpus, num_actors=num_actors)

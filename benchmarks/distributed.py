@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from smec.pipelines.evaluate import run_evaluate
 from smec.pipelines.train import run_train
+
 from smec.config import load_config
 from smec.data import resolve_beir_dir
 
@@ -59,9 +59,9 @@ def memory_call_times(size: int = 5000, dim: int = 384, batch: int = 256, k: int
     ``exchange`` round trip: query + enqueue), on random unit vectors of the real shapes."""
     import ray
     import torch
-
     from smec.pipelines.memory_actor import ActorMemory
     from smec.pipelines.runtime import init_ray
+
     from smec.modules import SXBM
     init_ray()
     torch.set_num_threads(1)

@@ -64,6 +64,7 @@ def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: flo
             num_gpus: float) -> dict:
     from smec.pipelines.embed import run_embed_corpus
     from smec.pipelines.runtime import init_ray
+
     from smec.config import Config
     from smec.corpus import Source
     cfg = Config()

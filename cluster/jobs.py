@@ -6,9 +6,9 @@ import os
 import shlex
 from pathlib import Path
 
-from smec.errors import SmecError
-
 from smec.cluster.head import ray_env, read_state
+
+from smec.errors import SmecError
 
 
 def dashboard_address(address: str | None) -> str:

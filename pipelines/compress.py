@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
 from smec.pipelines.embed import EncoderSpec, embed_dataset
 from smec.pipelines.shards import (
     ShardJob,
@@ -27,6 +26,7 @@ from smec.pipelines.shards import (
     load_manifest,
     run_jobs,
 )
+
 from smec.codes import (
     QUANTIZER,
     codes_table,

@@ -45,7 +45,7 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
         from smec.pipelines.embed import run_embed_models
         summary = run_embed_models(paths, out, cfg, models, progress=True)
         echo(f"      corpus {summary['corpus']['rows']} docs at "
-             f"{summary['corpus']['docs_per_s']} docs/s with {len(models)} models")
+             f"{summary['corpus']['rows_per_s']} docs/s with {len(models)} models")
     loaded = {}
     for kind in ("corpus", "queries"):
         ids, columns, _ = read_columns(emb / kind, wanted)

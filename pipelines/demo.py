@@ -4,12 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from smec.config import Config
-from smec.data import BeirPaths
-
 from smec.pipelines.embed import run_embed
 from smec.pipelines.evaluate import record_timing, run_evaluate
 from smec.pipelines.train import run_train
+
+from smec.config import Config
+from smec.data import BeirPaths
 
 
 def run_demo(paths: BeirPaths, out: Path, cfg: Config, echo=print,

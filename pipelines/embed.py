@@ -20,8 +20,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
 from smec.pipelines.shards import ShardJob, actor_resources, finished, run_jobs
+
 from smec import store
 from smec.config import Config
 from smec.corpus import OnBadRow, Shard, Source, plan_shards, read_shard
@@ -216,8 +216,6 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
                               "data_dir": str(paths.root), "kind": kind},
                              resume=resume, on_bad_row=on_bad_row, label=kind))
     corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
-    for part in (corpus, queries):
-        part["docs_per_s"] = part["rows_per_s"]
     summary = {"models": models, "data_dir": str(paths.root), "corpus": corpus,
                "queries": queries}
     write_json(emb_dir / "embed.json", summary)

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from smec.pipelines.train import load_trained
+
 from smec.compare import (
     baselines,
     compare,
@@ -21,8 +23,6 @@ from smec.report import markdown_table, plot_ndcg_vs_bytes
 from smec.results import read_results, write_results
 from smec.store import read_embeddings
 from smec.train import holdout_qrels, stage_dims
-
-from smec.pipelines.train import load_trained
 
 TIMINGS = "timings.json"
 

@@ -25,7 +25,6 @@ class MemoryActor:
     def __init__(self, size: int, dim: int) -> None:
         torch.set_num_threads(1)
         self.memory = SXBM(size, dim)
-        self.calls = 0
 
     def exchange(self, feats: np.ndarray, ids: np.ndarray, k: int):
         """Neighbours of the batch (or None while the memory holds < k rows), then enqueue.
@@ -33,16 +32,9 @@ class MemoryActor:
         Returns ``(answer, filled)``; ``answer`` is ``(feats [U, D], index [B, k], teacher
         [B, k])`` as numpy arrays.
         """
-        self.calls += 1
         found = self.memory.exchange(torch.from_numpy(feats), torch.from_numpy(ids), k)
         answer = None if found is None else tuple(t.numpy() for t in found)
         return answer, self.memory.filled
-
-    def filled(self) -> int:
-        return self.memory.filled
-
-    def stats(self) -> dict:
-        return {"calls": self.calls, "filled": self.memory.filled, "size": self.memory.size}
 
     def state_dict(self) -> dict:
         return self.memory.state_dict()

@@ -159,9 +159,8 @@ def as_matrix(values: np.ndarray) -> np.ndarray:
 
 def _run_pipeline(job: ShardJob, todo: list[Any], progress: bool) -> int:
     """Run the pipeline over ``todo``; write each shard's part as soon as it is complete."""
-    from tqdm import tqdm
-
     from smec.pipelines.runtime import root_cause
+    from tqdm import tqdm
 
     configure_ray_data()
     expected = {s.index: s.rows for s in todo}

@@ -137,7 +137,6 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
     from smec.pipelines.runtime import init_ray, root_cause
 
     emb = out / "embeddings"

@@ -51,9 +51,9 @@ def _embed_options(command: argparse.ArgumentParser) -> None:
 
 def _embed_file(args: argparse.Namespace) -> int:
     """`smec embed --corpus FILE --out DIR`: one file into one store folder."""
-    from smec.pipelines.embed import run_embed_corpus
     from smec.config import load_config
     from smec.corpus import DEFAULT_ID_FIELDS, Source
+    from smec.pipelines.embed import run_embed_corpus
     for name in ("corpus", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
     if args.out is None:
@@ -338,9 +338,9 @@ def _compressor_dir(path: Path) -> Path:
 
 def _compress(args: argparse.Namespace) -> int:
     """`smec compress`: a compressor over a store or a corpus file -> a codes folder."""
-    from smec.pipelines.compress import plan_corpus, plan_store, run_compress
     from smec.config import load_config, updated
     from smec.corpus import DEFAULT_ID_FIELDS, Source
+    from smec.pipelines.compress import plan_corpus, plan_store, run_compress
     for name in ("store", "corpus", "compressor", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)

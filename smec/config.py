@@ -37,19 +37,6 @@ class EmbedConfig(_Section):
     shard_rows: int = Field(1024, gt=0, description="input lines per shard; each shard is one "
                             "output part, written atomically, and the unit of --resume")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_rows_per_part(cls, values):
-        # Configs written before the sharded ETL name the same setting rows_per_part.
-        if isinstance(values, dict) and "rows_per_part" in values:
-            values = dict(values)
-            old = values.pop("rows_per_part")
-            if "shard_rows" in values:
-                raise ValueError("embed: rows_per_part is the old name of shard_rows; "
-                                 "keep only shard_rows")
-            values["shard_rows"] = old
-        return values
-
 
 METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
                 "matryoshka_adaptor", "search_adaptor")
@@ -90,7 +77,6 @@ class TrainConfig(_Section):
     hard_pool: int = Field(100, gt=0)
     hard_neg_skip_top: int = Field(3, ge=0)
     random_negatives: int = Field(8, ge=0)
-    use_ads: bool = True
     ads_init: Literal["positional", "zeros"] = "positional"
     ads_init_scale: float = Field(10.0, ge=0)
     ads_carry_logits: bool = Field(True, description="each ADS stage starts from the previous "
@@ -98,7 +84,6 @@ class TrainConfig(_Section):
                                    "positional init)")
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
-    use_sxbm: bool = True
     alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
     memory_size: int = Field(5000, gt=0)
     sxbm_neighbour_grad: bool = Field(True, description="S-XBM: train through the neighbours' "

@@ -18,6 +18,7 @@ def markdown_table(results: dict, split: str | None = None) -> str:
     """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several), on
     the file's split (test) or on ``split`` (``holdout``)."""
     import numpy as np
+
     from smec.results import scored_rows
     split = split or results["split"]
     cells: dict[tuple[str, str], dict[int, list[float]]] = {}
@@ -57,6 +58,7 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
     from smec.io import atomic_path
     from smec.results import scored_rows
 

@@ -3,13 +3,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_beir
 
 from smec.config import Config
 from smec.data import resolve_beir_dir
 from smec.io import write_json
 from smec.store import embedding_table, write_part
-
-from conftest import write_beir
 
 
 @pytest.fixture

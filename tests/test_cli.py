@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 
-
 def smec(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)

@@ -16,6 +16,7 @@ MODELS = ["all-MiniLM-L6-v2", "tokenlearn-static-64d"]
 def concat_run(mini_cut, tmp_path_factory):
     pytest.importorskip("model2vec")
     from smec.pipelines.concat import run_concat
+
     from smec.data import resolve_beir_dir
     root = tmp_path_factory.mktemp("concat")
     cfg_path = root / "cfg.yaml"

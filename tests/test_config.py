@@ -14,7 +14,8 @@ def test_default_config_loads_and_equals_schema_defaults():
     ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
     ("model: [1, 2\n", "invalid YAML"),
     ("eval:\n  methods: [raw, magic]\n", "eval.methods.1: Input should be"),
-    ("embed:\n  rows_per_part: 8\n  shard_rows: 9\n", "rows_per_part is the old name"),
+    ("embed:\n  rows_per_part: 8\n", "embed.rows_per_part: unknown key"),   # dead alias
+    ("train:\n  use_ads: true\n", "train.use_ads: unknown key"),         # never read
 ])
 def test_invalid_config_is_one_line_naming_the_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -28,9 +29,3 @@ def test_invalid_config_is_one_line_naming_the_field(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(SmecError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
-
-
-def test_old_key_rows_per_part_still_sets_shard_rows(tmp_path):
-    path = tmp_path / "old.yaml"
-    path.write_text("embed:\n  rows_per_part: 512\n")
-    assert load_config(path).embed.shard_rows == 512

@@ -64,7 +64,6 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
 
 def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
-
     from smec.pipelines.tracking import log_training_run, tracking_uri
     from smec.pipelines.train import train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
@@ -99,7 +98,6 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
 @pytest.mark.slow
 def test_actor_memory_matches_the_local_ring_buffer():
     import ray
-
     from smec.pipelines.memory_actor import ActorMemory
     started = not ray.is_initialized()      # an earlier test may have left Ray running
     if started:
@@ -143,9 +141,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint(mini_cut, mini_cut_embed
     """SIGKILL the worker mid-stage (first attempt only); Ray Train restarts it from the last
     step checkpoint and the run ends within 0.5 nDCG@10 point of an undisturbed one."""
     import ray
-
     from smec.pipelines.evaluate import run_evaluate
     from smec.pipelines.train import run_train
+
     from smec.config import load_config
     from smec.data import resolve_beir_dir
     (tmp_path / "kill.yaml").write_text(KILL)

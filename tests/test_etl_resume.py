@@ -171,7 +171,7 @@ def test_multi_model_store(tiny_beir, tmp_path):
     for norms in got["norms"].values():
         assert all(abs(n - 1) < 1e-4 for n in norms)
     assert got["max_diff"] < 1e-4                   # same vectors as smec.encoders.encode
-    assert got["first"]["corpus"]["rows"] == 6 and got["first"]["corpus"]["docs_per_s"] > 0
+    assert got["first"]["corpus"]["rows"] == 6 and got["first"]["corpus"]["rows_per_s"] > 0
     # skipped without Ray (0.01 s in a fresh process; in this one, after a Ray run, it took
     # 10-15 s on a loaded box, so only a loose bound here)
     assert got["second"]["corpus"].get("skipped") and got["second_s"] < 60

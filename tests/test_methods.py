@@ -48,6 +48,7 @@ def test_continued_training_check_sees_a_stage_that_writes_into_an_earlier_snaps
     """The check compares compressors reloaded from disk: a later stage that overwrites an
     earlier level's snapshot is caught even though that level's network is cached in memory."""
     from smec.pipelines.bench import continued_training_check
+
     from smec.compressors.adapter import AdapterCompressor
     add_stage = AdapterCompressor.add_stage
 

@@ -29,13 +29,6 @@ import time
 from pathlib import Path
 
 import yaml
-
-from smec.config import Config
-from smec.data import BeirPaths
-from smec.results import scored_rows
-from smec.errors import SmecError
-from smec.store import read_embeddings
-from smec.train import prepare_data, train_method
 from smec.tune.search import (
     decode,
     default_point,
@@ -43,6 +36,13 @@ from smec.tune.search import (
     param_space,
     trial_train_config,
 )
+
+from smec.config import Config
+from smec.data import BeirPaths
+from smec.errors import SmecError
+from smec.results import scored_rows
+from smec.store import read_embeddings
+from smec.train import prepare_data, train_method
 
 EXPERIMENT = "smec-tune"
 METRIC = "val_ndcg_at_10_target"
@@ -60,8 +60,8 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
     """One trial: train ``base`` with the trial's values; report every epoch to Tune."""
     import torch
     from ray import tune
-
     from smec.pipelines.tracking import RunLogger, flat_params, plot_history
+
     from smec.compressors import load_compressor
 
     torch.set_num_threads(max(1, int(cpus)))
@@ -149,9 +149,13 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
-
     from smec.pipelines.runtime import init_ray, root_cause
-    from smec.pipelines.tracking import RunLogger, flat_params, log_results, tracking_uri
+    from smec.pipelines.tracking import (
+        RunLogger,
+        flat_params,
+        log_results,
+        tracking_uri,
+    )
 
     start = time.perf_counter()
     out = out.resolve()
