@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +156,7 @@ def _compress_cmd(store: Path, compressor: Path, out: Path, dim: int, precision:
 
 @pytest.mark.slow
 def test_compress_killed_mid_run_resumes_every_id_once_equal_to_encode(tmp_path):
-    import psutil
-    from test_etl_resume import alive, kill_tree
+    from test_etl_resume import kill_after_first_shard
     store = tmp_path / "store"
     ids, vectors = _synthetic_store(store, parts=30, rows=40)
     comp = _smec_compressor(384, [384, 48])
@@ -168,27 +166,8 @@ def test_compress_killed_mid_run_resumes_every_id_once_equal_to_encode(tmp_path)
     config.write_text("compress:\n  batch_size: 40\n  calibration_rows: 400\n")
     out = tmp_path / "codes"
     cmd = _compress_cmd(store, tmp_path / "smec", out, 48, "int8", config)
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    known: dict = {}
-    try:
-        deadline = time.time() + 600
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    known.setdefault(child.pid, child)
-            except psutil.NoSuchProcess:
-                pass
-            if len(list((out / "_done").glob("shard-*.json"))) >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-    finally:
-        kill_tree(proc, list(known.values()))
-    finished_at_kill = len(list((out / "_done").glob("shard-*.json")))
+    finished_at_kill = kill_after_first_shard(cmd, out, poll_s=0.05)
     assert 1 <= finished_at_kill < 30, finished_at_kill
-    time.sleep(1)
-    assert not [p for p in known.values() if alive(p)]
     calibration = (out / "quantizer.npz").read_bytes()
 
     resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

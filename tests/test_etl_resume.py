@@ -44,18 +44,10 @@ def alive(process) -> bool:
         return False
 
 
-def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
+def kill_after_first_shard(cmd: list[str], out: Path, poll_s: float = 0.1) -> int:
+    """Run ``cmd`` in its own session (it starts its own local Ray), SIGKILL its whole tree as
+    soon as ``out/_done`` holds a shard marker, check nothing leaked; the markers at the kill."""
     import psutil
-    lines = (bundled_dataset_dir() / "corpus.jsonl").read_text().splitlines()[:360]
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("\n".join(lines) + "\n")
-    expected = [json.loads(line)["_id"] for line in lines]
-    config = tmp_path / "c.yaml"
-    config.write_text("embed:\n  shard_rows: 20\n  batch_size: 20\n")   # a part every batch
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "smec.cli", "embed", "--corpus", str(corpus), "--out", str(out),
-           "--config", str(config)]
-    # its own session: the CLI starts its own local Ray (ray.init) inside this process group
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     known: dict = {}
@@ -67,18 +59,32 @@ def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
                     known.setdefault(child.pid, child)
             except psutil.NoSuchProcess:
                 pass
-            if len(list((out / "_done").glob("shard-*.json"))) >= 1:
+            if list((out / "_done").glob("shard-*.json")):
                 break
-            time.sleep(0.2)
+            time.sleep(poll_s)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         finished_at_kill = len(list((out / "_done").glob("shard-*.json")))
     finally:
         descendants = list(known.values())
         kill_tree(proc, descendants)
-    assert 1 <= finished_at_kill < 18, finished_at_kill
     time.sleep(1)
     leaked = [p for p in descendants if alive(p)]
     assert not leaked, leaked
+    return finished_at_kill
+
+
+def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
+    lines = (bundled_dataset_dir() / "corpus.jsonl").read_text().splitlines()[:360]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    expected = [json.loads(line)["_id"] for line in lines]
+    config = tmp_path / "c.yaml"
+    config.write_text("embed:\n  shard_rows: 20\n  batch_size: 20\n")   # a part every batch
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "smec.cli", "embed", "--corpus", str(corpus), "--out", str(out),
+           "--config", str(config)]
+    finished_at_kill = kill_after_first_shard(cmd, out)
+    assert 1 <= finished_at_kill < 18, finished_at_kill
     assert not json.loads((out / "manifest.json").read_text())["complete"]
 
     resumed = subprocess.run(cmd, cwd=REPO, check=False, capture_output=True, text=True, timeout=900)
