@@ -18,6 +18,12 @@ from smec.errors import SmecError
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def model_copy(self, *, update: dict | None = None, deep: bool = False):
+        """A copy; with ``update``, validated like a loaded config (pydantic's is not)."""
+        if update:
+            return type(self).model_validate({**self.model_dump(), **update})
+        return super().model_copy(deep=deep)
+
 
 class ModelConfig(_Section):
     name: str = Field("all-MiniLM-L6-v2", description="registry name or a local "
@@ -255,8 +261,8 @@ class Config(_Section):
 
 
 def updated(section: BaseModel, **changes):
-    """A copy of a config section with ``changes``, validated (``model_copy`` is not)."""
-    return type(section).model_validate({**section.model_dump(), **changes})
+    """A copy of a config section with ``changes``, validated."""
+    return section.model_copy(update=changes)
 
 
 def default_config_path() -> Path:

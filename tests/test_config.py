@@ -29,3 +29,16 @@ def test_invalid_config_is_one_line_naming_the_field(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(SmecError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_every_config_update_is_validated():
+    from pydantic import ValidationError
+
+    from smec.config import Config, TrainConfig, updated
+    with pytest.raises(ValidationError, match="stages must strictly decrease"):
+        TrainConfig().model_copy(update={"stages": [48, 96]})
+    with pytest.raises(ValidationError, match="lrr"):
+        updated(TrainConfig(), lrr=0.1)
+    cfg = Config().model_copy(update={"train": {"stages": [96, 48]}})
+    assert isinstance(cfg.train, TrainConfig) and cfg.train.stages == [96, 48]
+    assert Config().model_copy(deep=True) == Config()

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 from smec.tune.search import (
     decode,
     default_point,
@@ -120,7 +121,12 @@ def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
     query_ids, query_vecs, _ = read_embeddings(emb / "queries")
     from smec.config import check_stages
     for stages in (cfg.tune.space["stages"].choice if "stages" in cfg.tune.space else []):
-        check_stages(cfg.train.model_copy(update={"stages": list(stages)}), doc_vecs.shape[1])
+        try:
+            trial = cfg.train.model_copy(update={"stages": list(stages)})
+        except ValidationError as exc:
+            raise SmecError(f"tune.space.stages: {list(stages)}: "
+                            f"{exc.errors()[0]['msg']}") from None
+        check_stages(trial, doc_vecs.shape[1])
     check_stages(cfg.train, doc_vecs.shape[1])
     data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs,
                         paths.read_train_qrels(), cfg.train)
