@@ -6,8 +6,8 @@
 #
 # 1. ETL: `smec embed --corpus` (Ray Data, encoder actor with num_gpus=1, fp16) against plain
 #    SentenceTransformer.encode on cuda in fp16, docs/s (benchmarks/etl.py --num-gpus 1).
-# 2. Compress: `smec compress` with the compressor on cuda against a plain torch loop on cuda,
-#    vectors/s at 1M vectors (benchmarks/compress.py --num-gpus 1).
+# 2. Compress: `smec compress` with SMEC_GPU_ACTORS compressor actors (default 4) sharing the
+#    GPU against a plain torch loop on cuda, vectors/s at 1M vectors (benchmarks/compress.py).
 # Environment: SMEC_GPU_MODEL (default all-MiniLM-L6-v2), SMEC_GPU_DOCS (default 50000),
 # SMEC_GPU_STORE / SMEC_GPU_COMPRESSOR (default: what `smec demo` wrote in runs/scifact-mini),
 # PYTHON (default python3).
@@ -17,6 +17,7 @@ OUT=${1:-benchmarks/results/gpu}
 PYTHON=${PYTHON:-python3}
 MODEL=${SMEC_GPU_MODEL:-all-MiniLM-L6-v2}
 DOCS=${SMEC_GPU_DOCS:-50000}
+ACTORS=${SMEC_GPU_ACTORS:-4}
 STORE=${SMEC_GPU_STORE:-runs/scifact-mini/embeddings/corpus}
 COMPRESSOR=${SMEC_GPU_COMPRESSOR:-runs/scifact-mini/compressor}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -26,7 +27,8 @@ start=$(date +%s)
 timeout 240 "$PYTHON" benchmarks/etl.py --docs "$DOCS" --model "$MODEL" --num-gpus 1 \
     --batch-size 256 --out "$OUT/etl"
 timeout 200 "$PYTHON" benchmarks/compress.py --store "$STORE" --compressor "$COMPRESSOR" \
-    --sizes 1000000 --num-gpus 1 --out "$OUT/compress"
+    --sizes 1000000 --num-actors "$ACTORS" --num-gpus "$("$PYTHON" -c "print(round(1 / $ACTORS, 3))")" \
+    --out "$OUT/compress"
 "$PYTHON" - "$OUT" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys
 from pathlib import Path
