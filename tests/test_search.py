@@ -189,3 +189,20 @@ def test_search_run_scores_what_the_pipeline_scores(mini_cut, mini_cut_embedding
     hit = smec("search", str(tmp_path / "index"), "cancer", "-k", "3", "--corpus",
                str(mini_cut / "corpus.jsonl"))
     assert len(hit.strip().splitlines()) == 3
+
+
+def test_search_refuses_an_encoder_of_another_compressor(tmp_path):
+    build_index(_codes_folder(tmp_path, _vectors(50, 16), "float32", 1), tmp_path / "index")
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    info = {"compressor": "0" * 16, "compressor_path": "/elsewhere", "dim": 16,
+            "builtin_only": True}
+    (encoder / "smec_export.json").write_text(json.dumps(info))
+    with pytest.raises(SmecError, match="exported from another compressor"):
+        Searcher(tmp_path / "index", encoder)
+    (encoder / "smec_export.json").write_text(json.dumps({**info, "compressor": "f" * 16,
+                                                          "dim": 24}))
+    with pytest.raises(SmecError, match="24-d vectors, the index holds 16-d codes"):
+        Searcher(tmp_path / "index", encoder)
+    with pytest.raises(SmecError, match="not a folder `smec export` wrote"):
+        Searcher(tmp_path / "index", tmp_path)
