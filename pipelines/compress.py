@@ -40,11 +40,8 @@ from smec.config import Config
 from smec.corpus import Source, plan_shards, read_shard
 from smec.encoders import resolve_model
 from smec.errors import SmecError
-from smec.quantize import Quantizer
-from smec.results import PRECISION_BITS
+from smec.quantize import PRECISIONS, Quantizer
 from smec.store import check_complete
-
-PRECISIONS = tuple(PRECISION_BITS)
 
 
 def _inputs(compressor: Compressor, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -163,9 +160,20 @@ def _quantizer(out: Path, fingerprint: dict, precision: str, dim: int, resume: b
     return path
 
 
-def _codes_meta(compressor: Compressor, path: Path, dim: int, precision: str,
-                models: list[dict]) -> dict:
-    return {"precision": precision, "dim": dim, "compressor": compressor_fingerprint(path),
+def _load_checked(path: Path, dim: int, precision: str, cfg: Config
+                  ) -> tuple[Compressor, list[dict], dict]:
+    """The compressor, its base models, and what identifies the job's codes (fingerprint part:
+    compressor hash, level, precision, calibration); refuses a level it lacks."""
+    compressor = load_compressor(path)
+    _check_level(compressor, path, dim, precision)
+    identity = {"compressor": compressor_fingerprint(path), "dim": dim, "precision": precision,
+                "calibration_rows": cfg.compress.calibration_rows, "seed": cfg.compress.seed}
+    return compressor, compressor_models(path), identity
+
+
+def _codes_meta(compressor: Compressor, path: Path, identity: dict, models: list[dict]) -> dict:
+    return {"precision": identity["precision"], "dim": identity["dim"],
+            "compressor": identity["compressor"],
             "compressor_path": str(path.resolve()), "compressor_kind":
             getattr(compressor, "method", compressor.kind), "input_dim": compressor.input_dim,
             "models": [{k: m.get(k, "") for k in ("name", "dim", "query_prompt",
@@ -201,14 +209,13 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
                cfg: Config, *, resume: bool) -> ShardJob:
     """Validate everything, calibrate int8 if needed; the job over the store's parts."""
     store_dir, compressor_path = Path(store_dir), Path(compressor_path)
-    compressor = load_compressor(compressor_path)
-    _check_level(compressor, compressor_path, dim, precision)
+    compressor, want, identity = _load_checked(compressor_path, dim, precision, cfg)
     paths = sorted(store_dir.glob("part-*.parquet")) if store_dir.is_dir() else []
     if not paths:
         raise SmecError(f"--store {store_dir}: no embeddings found (part-*.parquet); run "
                         "`smec embed` first")
     check_complete(store_dir)
-    have, want = store_models(store_dir), compressor_models(compressor_path)
+    have = store_models(store_dir)
     _check_models(store_dir, have, want, compressor.input_dim)
     by_name = {m["name"]: m for m in have}
     columns = [by_name[m["name"]]["column"] for m in want]
@@ -216,13 +223,11 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
         raise SmecError(f"--out {out}: is the store itself; write the codes elsewhere")
     parts = [Part(int(p.stem.split("-")[1]), pq.ParquetFile(p).metadata.num_rows,
                   str(p.resolve())) for p in paths]
+    stats = [p.stat() for p in paths]
     fingerprint = {"store": str(store_dir.resolve()),
-                   "parts": [[Path(p.path).name, Path(p.path).stat().st_size,
-                              Path(p.path).stat().st_mtime_ns] for p in parts],
-                   "compressor": compressor_fingerprint(compressor_path), "dim": dim,
-                   "precision": precision, "calibration_rows": cfg.compress.calibration_rows,
-                   "seed": cfg.compress.seed}
-    meta = _codes_meta(compressor, compressor_path, dim, precision,
+                   "parts": [[p.name, st.st_size, st.st_mtime_ns] for p, st in zip(paths, stats)],
+                   **identity}
+    meta = _codes_meta(compressor, compressor_path, identity,
                        [{**by_name[m["name"]], **m} for m in want])
 
     def sample() -> np.ndarray:
@@ -247,9 +252,7 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
     """Embed and compress in one pass: the float vectors are never stored."""
     from smec.encoders import encode, load_model
     compressor_path = Path(compressor_path)
-    compressor = load_compressor(compressor_path)
-    _check_level(compressor, compressor_path, dim, precision)
-    want = compressor_models(compressor_path)
+    compressor, want, identity = _load_checked(compressor_path, dim, precision, cfg)
     if model is not None and [m["name"] for m in want] != [model]:
         raise SmecError(f"--model {model}: the compressor was trained on "
                         f"{[m['name'] for m in want]} embeddings; leave --model out or pass "
@@ -260,11 +263,8 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
     columns = [e.column for e in encoders]
     fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
                    "max_seq_length": cfg.model.max_seq_length,
-                   "encoders": [e.__dict__ for e in encoders],
-                   "compressor": compressor_fingerprint(compressor_path), "dim": dim,
-                   "precision": precision, "calibration_rows": cfg.compress.calibration_rows,
-                   "seed": cfg.compress.seed}
-    meta = _codes_meta(compressor, compressor_path, dim, precision, want)
+                   "encoders": [e.__dict__ for e in encoders], **identity}
+    meta = _codes_meta(compressor, compressor_path, identity, want)
     job = ShardJob(out, fingerprint, "compress", [], ["codes"], dataset=None,
                    table=lambda ids, cols: codes_table(ids, cols["codes"], meta),
                    action=f"compressing {source.path}")

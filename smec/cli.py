@@ -344,10 +344,11 @@ def _compress(args: argparse.Namespace) -> int:
     for name in ("store", "corpus", "compressor", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
-    changes = {k: v for k, v in (("num_gpus_per_actor", args.num_gpus),
-                                 ("num_actors", args.num_actors),
-                                 ("calibration_rows", args.calibration_rows)) if v is not None}
-    cfg.compress = _validated(updated, cfg.compress, changes)
+    options = {"num_gpus_per_actor": "--num-gpus", "num_actors": "--num-actors",
+               "calibration_rows": "--calibration-rows"}
+    changes = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in options.items()}
+    cfg.compress = _validated(updated, cfg.compress,
+                              {k: v for k, v in changes.items() if v is not None}, options)
     compressor = _compressor_dir(args.compressor)
     if args.store is not None:
         job = plan_store(args.store, compressor, args.dims, args.precision, args.out, cfg,
@@ -435,14 +436,16 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validated(update, section, changes: dict):
-    """``update(section, **changes)``, a validation error as one line naming the option."""
+def _validated(update, section, changes: dict, options: dict[str, str]):
+    """``update(section, **changes)``; a validation error is one line naming the option
+    (``options``: config key -> the flag that set it)."""
     from pydantic import ValidationError
     try:
         return update(section, **changes)
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise SmecError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+        key = str(error["loc"][0])
+        raise SmecError(f"{options.get(key, key)}: {error['msg']}") from None
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -137,8 +137,8 @@ def export_model(compressor_dir: Path, out_dir: Path, dim: int | None = None,
         raise SmecError(f"{out_dir}: is the compressor folder; export elsewhere")
     quantizer = _quantizer(compressor, dim, precision, codes)
     if isinstance(compressor, ConcatCompressor):
-        modules, prompts = _concat_input(compressor, models)
-        level, builtin = _level_modules(compressor, dim)
+        modules, prompts = _concat_input(compressor, models)   # a custom input module
+        level, _ = _level_modules(compressor, dim)
         builtin = False
     else:
         base = models[0]

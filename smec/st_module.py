@@ -24,6 +24,15 @@ from sentence_transformers.base.modules.module import Module
 PROGRAM = "level.pt2"
 
 
+def _config_and_folder(cls, model_name_or_path: str, subfolder: str, token, cache_folder,
+                       revision, local_files_only: bool) -> tuple[dict, str]:
+    """A module's saved config and its folder (local, or fetched like any module's)."""
+    hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder,
+           "revision": revision, "local_files_only": local_files_only}
+    return cls.load_config(model_name_or_path, **hub), cls.load_dir_path(model_name_or_path,
+                                                                          **hub)
+
+
 class SmecCompressor(Module):
     config_keys: list[str] = ["input_dim", "dim"]
 
@@ -56,10 +65,8 @@ class SmecCompressor(Module):
     def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None,
              local_files_only: bool = False, **kwargs) -> SmecCompressor:
-        hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder,
-               "revision": revision, "local_files_only": local_files_only}
-        config = cls.load_config(model_name_or_path, **hub)
-        folder = cls.load_dir_path(model_name_or_path, **hub)
+        config, folder = _config_and_folder(cls, model_name_or_path, subfolder, token,
+                                            cache_folder, revision, local_files_only)
         level = torch.export.load(os.path.join(folder, PROGRAM)).module()
         return cls(config["input_dim"], config["dim"], level)
 
@@ -112,10 +119,8 @@ class SmecConcat(InputModule):
              cache_folder: str | None = None, revision: str | None = None,
              local_files_only: bool = False, **kwargs) -> SmecConcat:
         from sentence_transformers import SentenceTransformer
-        hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder,
-               "revision": revision, "local_files_only": local_files_only}
-        config = cls.load_config(model_name_or_path, **hub)
-        folder = cls.load_dir_path(model_name_or_path, **hub)
+        config, folder = _config_and_folder(cls, model_name_or_path, subfolder, token,
+                                            cache_folder, revision, local_files_only)
         encoders = [SentenceTransformer(os.path.join(folder, f"encoder_{i}"), device="cpu",
                                         local_files_only=True)
                     for i in range(len(config["models"]))]

@@ -295,3 +295,13 @@ def test_compress_corpus_embeds_and_compresses_in_one_pass(tmp_path):
     # the actors embed in other batches than this process: allow a step for rounding
     assert np.abs(codes.astype(int) - quantizer.encode(want).astype(int)).max() <= 1
     assert meta["precision"] == "int8" and not list(out.glob("*.npy"))
+
+
+def test_compress_bad_option_names_the_flag(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "smec.cli", "compress", "--store",
+                             str(tmp_path), "--compressor", str(tmp_path), "--dims", "48",
+                             "--num-gpus", "-1", "--out", str(tmp_path / "codes")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == \
+        "smec: error: --num-gpus: Input should be greater than or equal to 0"

@@ -42,11 +42,6 @@ def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _searcher(index_dir: Path) -> Searcher:
-    """A Searcher given vector queries only: its text encoder is never loaded."""
-    return Searcher(index_dir)
-
-
 @pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary"])
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
@@ -57,7 +52,7 @@ def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
     codes = _codes_folder(tmp_path, docs, precision)
     manifest = build_index(codes, tmp_path / "index", kind)
     assert manifest["count"] == 600 and manifest["precision"] == precision
-    searcher = _searcher(tmp_path / "index")
+    searcher = Searcher(tmp_path / "index")
     hits = searcher.search_vectors(queries, k=10, rescore=4)
     doc_ids, qids = [f"d{i}" for i in range(600)], [f"q{i}" for i in range(40)]
     quantizer = searcher.quantizer
@@ -102,7 +97,7 @@ def test_search_refuses_a_missing_or_empty_index(tmp_path):
 def test_search_refuses_queries_of_another_dimension(tmp_path):
     build_index(_codes_folder(tmp_path, _vectors(50, 16), "float32", 1), tmp_path / "index")
     with pytest.raises(SmecError, match="the index holds 16-d codes"):
-        _searcher(tmp_path / "index").search_vectors(_vectors(2, 24))
+        Searcher(tmp_path / "index").search_vectors(_vectors(2, 24))
 
 
 def _results(path: Path, rows: list[dict]) -> Path:
