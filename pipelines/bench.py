@@ -22,12 +22,19 @@ from smec.compare import (
 )
 from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
-from smec.data import BeirPaths
+from smec.data import BeirPaths, load_qrels
 from smec.io import atomic_path
 from smec.report import markdown_table, plot_ndcg_vs_bytes
 from smec.results import read_results, write_results
 from smec.store import read_embeddings
-from smec.train import METHODS, prepare_data, train_method
+from smec.train import (
+    METHODS,
+    TrainingData,
+    holdout_qrels,
+    prepare_data,
+    prepare_unlabelled_data,
+    train_method,
+)
 
 DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "mrl+ads",
                    "mrl+sxbm", "smec-ads", "smec"]
@@ -136,9 +143,57 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
             "variants": variants}
 
 
+def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
+               embeddings: tuple) -> TrainingData:
+    """One seed's training data under ``supervision`` (qrels, pseudo or none)."""
+    doc_ids, doc_vecs, query_ids, query_vecs = embeddings
+    if supervision == "qrels":
+        return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, paths.read_train_qrels(),
+                            tcfg)
+    if supervision == "none":
+        return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg)
+    from smec.pipelines.supervision import pseudo_queries
+    folder = pseudo_queries(paths, out, cfg)
+    pseudo_ids, pseudo_vecs, _ = read_embeddings(folder / "embeddings")
+    return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs,
+                        load_qrels(folder / "qrels.tsv"), tcfg)
+
+
+def trainable(methods: list[str], supervision: str) -> list[str]:
+    """The methods that can train under ``supervision`` (none: those with an unsupervised
+    term)."""
+    return [m for m in methods if supervision != "none" or METHODS[m].unsup != "none"]
+
+
+def transferred_rows(source: Path, paths: BeirPaths, embeddings: tuple, qrels,
+                     precisions, echo) -> list:
+    """Every compressor a bench on another dataset saved (``source/compressors/LABEL/seedK``),
+    scored here; rows labelled ``LABEL:from-DATASET`` with both datasets recorded."""
+    from smec.pipelines.evaluate import load_transferred, trained_label
+    doc_ids, doc_vecs, query_ids, query_vecs = embeddings
+    rows = []
+    for folder in sorted((source / "compressors").glob("*/seed*")):
+        compressor = load_transferred(folder, source / "embeddings" / "corpus")
+        label, provenance = trained_label(compressor, paths.name)
+        new = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, {label: compressor},
+                      include_raw=False, seed=int(folder.name[4:]), precisions=precisions)
+        for row in new:
+            row.extra.update(provenance)
+        rows += new
+        echo(f"{label} seed {folder.name[4:]}: " + "  ".join(
+            f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32"))
+    return rows
+
+
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
-                          memory: list[int] | None = None, echo=print) -> dict:
+                          memory: list[int] | None = None, echo=print,
+                          supervision: list[str] = ("qrels",),
+                          transfer_from: Path | None = None) -> dict:
+    """Train ``methods`` under each ``supervision`` for ``seeds`` seeds; score every level on
+    test (and the untrained baselines, and raw); hold-out rows on the hold-out of the training
+    qrels where the dataset has them (label-free runs never saw those queries either). Every
+    trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``."""
     if not (out / "embeddings" / "embed.json").is_file():
         from smec.pipelines.embed import run_embed
         start = time.perf_counter()
@@ -149,7 +204,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         embed_s = None
     doc_ids, doc_vecs, meta = read_embeddings(out / "embeddings" / "corpus")
     query_ids, query_vecs, _ = read_embeddings(out / "embeddings" / "queries")
-    train_qrels, test_qrels = paths.read_train_qrels(), paths.read_test_qrels()
+    test_qrels = paths.read_test_qrels()
+    embeddings = (doc_ids, doc_vecs, query_ids, query_vecs)
     input_dim = doc_vecs.shape[1]
     dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
     base = updated(cfg.train, stages=dims, full_dim_stage=True)
@@ -165,33 +221,44 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     histories: dict[str, list[dict]] = {}
     for seed in range(seeds):
         tcfg = updated(base, seed=seed)
-        data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, train_qrels, tcfg)
-        extra.setdefault("holdout_overlap", {})[seed] = data.holdout_overlap
+        holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, tcfg) \
+            if paths.has_train_qrels else None
         trained: dict = {}
-        for method in methods:
-            start = time.perf_counter()
-            history: list[dict] = []
-            compressor = train_method(data, tcfg, method, log=history.append)
-            train_s.setdefault(method, []).append(time.perf_counter() - start)
-            epochs.setdefault(method, []).append(len(history))
-            if seed == 0:
-                histories[method], seed0[method] = history, compressor
-            new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
-                          {method: compressor}, include_raw=False, seed=seed,
-                          precisions=precisions)
-            rows += new
-            trained[method] = compressor
-            echo(f"seed {seed} {method:>18}: " + "  ".join(
-                f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32") +
-                f"  ({train_s[method][-1]:.0f} s)")
-        rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, data.val_qrels,
-                             trained, fixed, seed)
-        if seed == 0 and "smec" in methods:
-            extra["continued_training"] = continued_training_check(data, tcfg, dims)
+        for sup in supervision:
+            data = bench_data(sup, paths, out, cfg, tcfg, embeddings)
+            if sup == "qrels":
+                qrels_data = data
+                extra.setdefault("holdout_overlap", {})[seed] = data.holdout_overlap
+            for method in trainable(methods, sup):
+                label = method if sup == "qrels" else f"{method}:{sup}"
+                start = time.perf_counter()
+                history: list[dict] = []
+                compressor = train_method(data, tcfg, method, log=history.append)
+                train_s.setdefault(label, []).append(time.perf_counter() - start)
+                epochs.setdefault(label, []).append(len(history))
+                compressor.trained_on = {"dataset": paths.name, "supervision": sup}
+                compressor.save(out / "compressors" / label / f"seed{seed}")
+                if seed == 0:
+                    histories[label], seed0[label] = history, compressor
+                new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
+                              {label: compressor}, include_raw=False, seed=seed,
+                              precisions=precisions)
+                rows += new
+                trained[label] = compressor
+                echo(f"seed {seed} {label:>18}: " + "  ".join(
+                    f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32") +
+                    f"  ({train_s[label][-1]:.0f} s)")
+        if holdout is not None:
+            rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
+                                 fixed, seed)
+        if seed == 0 and "smec" in trained:
+            extra["continued_training"] = continued_training_check(qrels_data, tcfg, dims)
             echo(f"continued training: {extra['continued_training']}")
-        if seed == 0 and memory:
-            extra["sxbm_memory"] = memory_sizes(data, tcfg, memory, doc_ids, doc_vecs,
+        if seed == 0 and memory and "qrels" in supervision:
+            extra["sxbm_memory"] = memory_sizes(qrels_data, tcfg, memory, doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
+    if transfer_from is not None:
+        rows += transferred_rows(transfer_from, paths, embeddings, test_qrels, precisions, echo)
     if "smec" in histories:   # how far ADS moved from truncation: the last epoch of each
         extra["ads_overlap_truncation"] = {   # stage (later epochs overwrite earlier ones)
             str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}

@@ -177,15 +177,18 @@ def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
 
 
 def run_embed_corpus(source: Source, out: Path, cfg: Config, *, resume: bool = True,
-                     on_bad_row: OnBadRow = "stop", progress: bool = False) -> dict:
-    """Embed one JSONL/Parquet file into the store folder ``out`` (documents' prompt)."""
+                     on_bad_row: OnBadRow = "stop", progress: bool = False,
+                     kind: str = "corpus") -> dict:
+    """Embed one JSONL/Parquet file into the store folder ``out``, with the documents' prompt
+    (``kind="queries"``: the queries' prompt)."""
     model_path = str(resolve_model(cfg.model.name))
-    doc_prompt, _ = _prompts(cfg)
+    doc_prompt, query_prompt = _prompts(cfg)
+    prompt = query_prompt if kind == "queries" else doc_prompt
     job = plan_job(source, out, cfg,
-                   [EncoderSpec(cfg.model.name, model_path, doc_prompt, "embedding")],
-                   {"model": cfg.model.name, "model_path": model_path, "kind": "corpus",
-                    "input": str(source.path.resolve()), "prompt": doc_prompt},
-                   resume=resume, on_bad_row=on_bad_row, label="corpus")
+                   [EncoderSpec(cfg.model.name, model_path, prompt, "embedding")],
+                   {"model": cfg.model.name, "model_path": model_path, "kind": kind,
+                    "input": str(source.path.resolve()), "prompt": prompt},
+                   resume=resume, on_bad_row=on_bad_row, label=kind)
     return run_jobs([job], resume=resume, progress=progress)[0]
 
 

@@ -36,7 +36,37 @@ def record_timing(out: Path, phase: str, seconds: float) -> dict:
     return timings
 
 
-def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
+def trained_label(compressor, evaluated_on: str) -> tuple[str, dict]:
+    """A trained compressor's row label and the provenance every one of its rows records:
+    ``smec`` in its own domain, ``smec:pseudo`` label-free, ``smec:from-scifact`` elsewhere."""
+    trained_on = compressor.trained_on or {}
+    dataset, supervision = trained_on.get("dataset"), trained_on.get("supervision", "qrels")
+    label = compressor.method if supervision == "qrels" else f"{compressor.method}:{supervision}"
+    if dataset is not None and dataset != evaluated_on:
+        label += f":from-{dataset}"
+    return label, {"trained_on": dataset, "supervision": supervision,
+                   "evaluated_on": evaluated_on}
+
+
+def load_transferred(path: Path, store: Path):
+    """A compressor trained elsewhere, refused in one line unless it was trained on the
+    embeddings of the model that made ``store``."""
+    from smec.codes import compressor_models, store_models
+    from smec.compressors import load_compressor
+    compressor = load_compressor(path)
+    theirs = [m["name"] for m in compressor_models(path)]
+    ours = [m["name"] for m in store_models(store)]
+    if theirs != ours:
+        raise SmecError(f"--compressor {path}: trained on {', '.join(theirs)} embeddings, but "
+                        f"{store} holds {', '.join(ours)}; a compressor applies only to the "
+                        "model it was trained on")
+    return compressor
+
+
+def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
+                 compressor_dir: Path | None = None) -> dict:
+    """Score raw, the untrained baselines and the trained compressor (``compressor_dir``: one
+    trained on another dataset, scored on this one's embeddings) on the test qrels."""
     start = time.perf_counter()
     emb = out / "embeddings"
     doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
@@ -48,25 +78,32 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config) -> dict:
                         "re-run `smec embed` on this data folder")
     input_dim = doc_vecs.shape[1]
     methods = cfg.eval.methods
-    trained = load_trained(out) if "trained" in methods else None
+    if compressor_dir is not None:
+        trained = load_transferred(compressor_dir, emb / "corpus")
+    else:
+        trained = load_trained(out) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
             if d < input_dim]
     recipes = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
     compressors = {name: c for name, c in recipes.items() if name in methods}
+    label, provenance = trained_label(trained, paths.name) if trained is not None else ("", {})
     if trained is not None:
-        compressors[trained.method] = trained
+        compressors[label] = trained
     precisions = precisions_of(cfg.eval.precisions, cfg.eval.rescore_multiplier)
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, compressors,
                    include_raw="raw" in methods, seed=cfg.train.seed, precisions=precisions)
     extra = {}
-    if trained is not None:
+    if trained is not None and paths.has_train_qrels:
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, cfg.train)
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout,
-                             {trained.method: trained}, recipes, seed=cfg.train.seed)
+                             {label: trained}, recipes, seed=cfg.train.seed)
         extra["recipe_check"] = recipe_check(rows)
         extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
-    if trained is not None and trained.quantizers:   # keep the calibration with the model
-        trained.save(out / "compressor")
+    for row in rows:
+        if row.method == label:
+            row.extra.update(provenance)
+    if trained is not None and trained.quantizers and compressor_dir is None:
+        trained.save(out / "compressor")   # keep the calibration with the model
     timings = record_timing(out, "evaluate", time.perf_counter() - start)
     write_results(out / "results.json", paths.name, meta.get("model", "?"),
                   paths.split_label, rows, timings, **extra)

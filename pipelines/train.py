@@ -28,7 +28,7 @@ from smec.config import Config, TrainConfig, check_stages
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.store import read_embeddings
-from smec.train import prepare_data, train_method
+from smec.train import train_method
 
 PARTIAL = "partial.pt"
 
@@ -54,17 +54,15 @@ def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
 
 
 def train_func(config: dict) -> None:
-    """One worker's training loop; ``config`` = {"train", "embeddings", "train_qrels" (the
-    training judgements, read and split once on the driver),
+    """One worker's training loop; ``config`` = {"train", "inputs" (a
+    :class:`~smec.pipelines.supervision.TrainingInputs`, resolved once on the driver),
     "use_ray", "out", optional "memory_actor" (a :class:`MemoryActor` handle) and "fault"
     (test hook: {"step", "rank", "marker"})}."""
+    from smec.pipelines.supervision import training_data
     cfg = TrainConfig(**config["train"])
     use_ray = config.get("use_ray", True)
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    emb = Path(config["embeddings"])
-    doc_ids, doc_vecs, _ = read_embeddings(emb / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(emb / "queries")
-    data = prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, config["train_qrels"], cfg)
+    data = training_data(config["inputs"], cfg)
     history: list[dict] = []
     resume, partial, memory = None, None, None
     if use_ray:
@@ -124,9 +122,9 @@ def train_func(config: dict) -> None:
                  memory=memory, on_step=on_step, resume_partial=partial)
 
 
-def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
+def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = False,
               mlflow_uri: str | None = None, track: bool = True,
-              fault: dict | None = None) -> dict:
+              fault: dict | None = None, store: Path | None = None, echo=print) -> dict:
     """Train with ``TorchTrainer`` and write ``out/compressor`` (atomically).
 
     Ray Train resumes a run that has the same name and storage path from its last checkpoint;
@@ -138,12 +136,15 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from smec.pipelines.runtime import init_ray, root_cause
-
-    emb = out / "embeddings"
-    _, _, meta = read_embeddings(emb / "corpus")   # fails early, in one line, if missing
+    from smec.pipelines.supervision import label_free_notice, training_inputs
+    corpus = (store or out / "embeddings" / "corpus").resolve()
+    _, _, meta = read_embeddings(corpus)   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
-    train_qrels = paths.read_train_qrels()   # fails early, in one line, if malformed
     init_ray()
+    inputs = training_inputs(paths, out, cfg, corpus)   # qrels read, pseudo queries embedded
+    notice = label_free_notice(cfg.train, paths, inputs.supervision)
+    if notice:
+        echo(notice)
     start = time.perf_counter()
     storage = (out / "ray_train").resolve()
     if not resume:
@@ -152,8 +153,7 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
     if cfg.train.memory_backend == "actor":
         from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
-    loop_config = {"train": cfg.train.model_dump(), "embeddings": str(emb.resolve()),
-                   "train_qrels": train_qrels, "use_ray": True,
+    loop_config = {"train": cfg.train.model_dump(), "inputs": inputs, "use_ray": True,
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
@@ -174,19 +174,23 @@ def run_train(paths: BeirPaths, out: Path, cfg: Config, resume: bool = False,
         raise SmecError("training finished without a checkpoint; no stage completed")
     with result.checkpoint.as_directory() as ckpt_dir:
         compressor = load_compressor(Path(ckpt_dir) / "compressor")
+        compressor.trained_on = {"dataset": paths.name if paths is not None else corpus.name,
+                                 "supervision": inputs.supervision}
         compressor.save(out / "compressor")
         shutil.copy(Path(ckpt_dir) / "history.json", out / "compressor" / "history.json")
     history = json.loads((out / "compressor" / "history.json").read_text())
     seconds = round(time.perf_counter() - start, 2)
-    summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds}
+    summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds,
+               "supervision": inputs.supervision}
+    name = paths.name if paths is not None else corpus.name
     if track:
         from smec.pipelines.tracking import log_training_run, tracking_uri
         summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
         summary["mlflow_run_id"] = log_training_run(
             summary["mlflow_uri"], cfg.train.model_dump(), history, out / "compressor",
-            run_name=f"{paths.name}-{cfg.train.method}",
-            extra_params={"dataset": paths.name, "model": str(meta.get("model", "?")),
-                          "train_seconds": str(seconds)})
+            run_name=f"{name}-{cfg.train.method}",
+            extra_params={"dataset": name, "model": str(meta.get("model", "?")),
+                          "supervision": inputs.supervision, "train_seconds": str(seconds)})
     return summary
 
 

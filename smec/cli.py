@@ -9,6 +9,7 @@ from pathlib import Path
 
 from smec.errors import SmecError
 
+SUPERVISION = ("qrels", "pseudo", "none")
 DESCRIPTION = """smec — compress retrieval embeddings (SMEC: SMRL + ADS + S-XBM) on Ray.
 
 Every job reads and writes one run folder (--out, default runs/<dataset>):
@@ -224,9 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("train", "demo"):
             command.add_argument("--mlflow-uri", default=None,
                                  help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
+            command.add_argument("--supervision", choices=SUPERVISION, default=None,
+                                 help="qrels: the judged training queries; pseudo: pairs mined "
+                                      "from the corpus (title or a sentence -> its document); "
+                                      "none: the corpus alone (default: train.supervision, "
+                                      "auto: qrels where train/dev qrels exist, else "
+                                      "label-free)")
+        if name == "train":
+            command.add_argument("--store", type=Path, default=None,
+                                 help="train on this corpus embedding store alone (`smec embed "
+                                      "--corpus` wrote it; no queries, no qrels): needs --out "
+                                      "and --supervision none")
         if name == "embed":
             _embed_options(command)
         if name == "evaluate":
+            command.add_argument("--compressor", type=Path, default=None,
+                                 help="score this compressor (OTHER_RUN/compressor, trained on "
+                                      "another dataset with the same base model) on the "
+                                      "embeddings of --out instead of the one trained there")
             command.add_argument("--run", type=Path, default=None,
                                  help="score this TREC run file (qid Q0 docid rank score tag; "
                                       "`smec search --queries … --out` writes one) against the "
@@ -285,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               10000],
                              help="S-XBM sizes to time and score with SMEC, seed 0 "
                                   "(default 1000 2000 5000 10000; none to skip)")
+    compression.add_argument("--supervision", nargs="+", choices=SUPERVISION,
+                             default=["qrels"],
+                             help="what the methods train on, each in turn (default qrels); "
+                                  "none trains only the methods with an unsupervised term")
+    compression.add_argument("--transfer-from", type=Path, default=None, metavar="RUN",
+                             help="also score the compressors a bench on another dataset saved "
+                                  "(RUN/compressors/), on this dataset's test queries")
     compression.add_argument("--quick", action="store_true",
                              help="one seed, 3 epochs per stage, no memory-size sweep: "
                                   "a smoke run, not a result")
@@ -448,6 +471,27 @@ def _validated(update, section, changes: dict, options: dict[str, str]):
         raise SmecError(f"{options.get(key, key)}: {error['msg']}") from None
 
 
+def _train_store(args: argparse.Namespace) -> int:
+    """`smec train --store STORE --out OUT --supervision none`: a corpus-only run."""
+    from smec.config import load_config, updated
+    from smec.pipelines.train import run_train
+    for name in ("store", "out", "config"):
+        setattr(args, name, _submitted_path(getattr(args, name)))
+    if args.data_dir is not None:
+        raise SmecError("pass either --store STORE or --data-dir DIR, not both")
+    if args.out is None:
+        raise SmecError("--store needs --out DIR (the run folder the compressor goes to)")
+    cfg = load_config(args.config)
+    cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision or "none"},
+                           {"supervision": "--supervision"})
+    args.out.mkdir(parents=True, exist_ok=True)
+    trained = run_train(None, args.out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                        store=args.store)
+    print(f"trained stages {trained['stages']} ({trained['supervision']}) into "
+          f"{args.out / 'compressor'}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     """`smec export`: the query encoder as a sentence-transformers folder."""
     from smec.export import export_model
@@ -546,7 +590,13 @@ def run(argv: list[str] | None = None) -> int:
         return _export(args)
     if args.command == "embed" and args.corpus is not None:
         return _embed_file(args)
+    if args.command == "train" and args.store is not None:
+        return _train_store(args)
     cfg, paths, out = _prepare(args)
+    if getattr(args, "supervision", None) and args.command in ("train", "demo"):
+        from smec.config import updated
+        cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision},
+                               {"supervision": "--supervision"})
     if args.command == "bench":
         from smec.pipelines.bench import (
             DEFAULT_METHODS,
@@ -562,8 +612,13 @@ def run(argv: list[str] | None = None) -> int:
         if seeds < 1:
             raise SmecError(f"--seeds must be >= 1, got {seeds}")
         methods = check_methods(args.methods or DEFAULT_METHODS)
+        transfer = _submitted_path(args.transfer_from)
+        if transfer is not None and not (transfer / "compressors").is_dir():
+            raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
+                            "bench compression` on the source dataset first")
         results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
-                                        memory)
+                                        memory, supervision=args.supervision,
+                                        transfer_from=transfer)
         _print_results(results, out)
         return 0
     if args.command == "demo":
@@ -587,7 +642,8 @@ def run(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri)
         record_timing(out, "train", time.perf_counter() - start)
-        print(f"trained stages {trained['stages']} into {out / 'compressor'}")
+        print(f"trained stages {trained['stages']} ({trained['supervision']}) into "
+              f"{out / 'compressor'}")
         print(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
     elif args.command == "tune":
         from smec.tune.run import run_tune
@@ -618,7 +674,9 @@ def run(argv: list[str] | None = None) -> int:
         print(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
     elif args.command == "evaluate":
         from smec.pipelines.evaluate import run_evaluate
-        _print_results(run_evaluate(paths, out, cfg), out)
+        other = _submitted_path(args.compressor)
+        _print_results(run_evaluate(paths, out, cfg, _compressor_dir(other) if other else None),
+                       out)
     return 0
 
 

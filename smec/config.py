@@ -50,6 +50,16 @@ METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
 
 class TrainConfig(_Section):
     method: Literal[METHOD_NAMES] = Field("smec", description="what `smec train` trains")
+    supervision: Literal["auto", "qrels", "pseudo", "none"] = Field(
+        "auto", description="qrels: judged training queries; pseudo: (title or sentence -> "
+        "document) pairs mined from the corpus; none: the corpus alone (the unsupervised term, "
+        "early stopping on neighbour agreement); auto: qrels when the data folder has train "
+        "or dev qrels, else label-free")
+    pseudo_queries: int = Field(2000, gt=0, description="pseudo: the most pairs mined (a cost "
+                                "bound: each epoch is one pass over them)")
+    probe_docs: int = Field(500, gt=1, description="none: held-out documents whose full-dim "
+                            "top-10 neighbours the compressed levels must find again (the "
+                            "early-stopping signal without labels)")
     stages: list[int] = Field([192, 96, 48], min_length=1)
     full_dim_stage: bool = True
     adapter: Literal["residual_mlp", "pca_residual", "linear_identity", "mlp", "pca_mlp"] = Field(
@@ -91,6 +101,12 @@ class TrainConfig(_Section):
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
     alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
+    unsup_loss: Literal["preserve", "distill"] = Field(
+        "preserve", description="the S-XBM term: preserve (SMEC Eq. 7, |teacher - student| "
+        "cosine on the top-K neighbours) or distill (KL of the softened similarity lists over "
+        "the neighbours and the batch: keeps their order)")
+    distill_temperature: float = Field(0.05, gt=0, description="unsup_loss distill: softmax "
+                                       "temperature")
     memory_size: int = Field(5000, gt=0)
     sxbm_neighbour_grad: bool = Field(True, description="S-XBM: train through the neighbours' "
                                       "adapter pass too (false: neighbours are constants, a "

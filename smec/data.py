@@ -123,7 +123,7 @@ class BeirPaths:
     root: Path
     corpus: Path
     queries: Path
-    train_qrels: Path
+    train_qrels: Path | None     # None: the folder has no training qrels (label-free)
     test_qrels: Path
     #: with ``data.train_split: split-test``: the share of test queries kept for scoring
     split_test_frac: float | None = None
@@ -137,7 +137,14 @@ class BeirPaths:
         """What results rows scored on the test qrels are labelled: ``test`` or ``split-test``."""
         return SPLIT_TEST if self.split_test_frac is not None else self.test_qrels.stem
 
+    @property
+    def has_train_qrels(self) -> bool:
+        return self.train_qrels is not None
+
     def read_train_qrels(self) -> Qrels:
+        if self.train_qrels is None:
+            raise SmecError(no_train_qrels(self.root / "qrels" / "train.tsv",
+                                           self.test_qrels.stem))
         qrels = load_qrels(self.train_qrels)
         return qrels if self.split_test_frac is None \
             else split_test_qrels(qrels, self.split_test_frac)[0]
@@ -148,12 +155,21 @@ class BeirPaths:
             else split_test_qrels(qrels, self.split_test_frac)[1]
 
 
+def no_train_qrels(train: Path, test_split: str) -> str:
+    return (f"{train}: training qrels not found; add qrels/train.tsv (or dev.tsv), train "
+            f"label-free (train.supervision: pseudo or none), or set data.train_split: "
+            f"{SPLIT_TEST} to train on a hashed part of the {test_split} queries and score "
+            "the rest")
+
+
 def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
                      test_split: str = "test", split_test_frac: float = 0.5) -> BeirPaths:
     """Check a BEIR folder's layout; fall back to dev qrels for training when train is absent.
 
     ``train_split: split-test`` trains on a hashed part of the test queries and scores the rest
-    (:func:`split_test_qrels`); training on the very qrels that are scored is refused.
+    (:func:`split_test_qrels`); training on the very qrels that are scored is refused. A folder
+    with neither train nor dev qrels resolves with ``train_qrels=None``: it trains label-free,
+    and :meth:`BeirPaths.read_train_qrels` says what to add.
     """
     given = Path(data_dir) if data_dir is not None else bundled_dataset_dir()
     if not given.is_dir():
@@ -174,10 +190,10 @@ def resolve_beir_dir(data_dir: Path | str | None, train_split: str = "train",
     train = qrels_dir / f"{train_split}.tsv"
     if not train.is_file() and train_split == "train" and (qrels_dir / "dev.tsv").is_file():
         train = qrels_dir / "dev.tsv"
+    if not train.is_file() and train_split == "train":
+        return BeirPaths(root, root / "corpus.jsonl", root / "queries.jsonl", None, test)
     if not train.is_file():
-        raise SmecError(f"{train}: training qrels not found; add qrels/train.tsv (or dev.tsv), "
-                        f"or set data.train_split: {SPLIT_TEST} to train on a hashed part of "
-                        f"the {test_split} queries and score the rest")
+        raise SmecError(no_train_qrels(train, test_split))
     if train.resolve() == test.resolve():
         raise SmecError(f"{train} is also the test qrels {test}: training and early stopping "
                         f"would see the judgements that are scored; use data.train_split: "
@@ -254,7 +270,7 @@ def check_inputs(paths: BeirPaths) -> list[str]:
     queries = load_queries(paths.queries)
     test = load_qrels(paths.test_qrels)   # split-test: both parts are in this one file
     warnings = check_qrels_ids(test, queries, corpus_ids, paths.test_qrels)
-    if paths.split_test_frac is None:
+    if paths.split_test_frac is None and paths.has_train_qrels:
         train = load_qrels(paths.train_qrels)
         warnings += check_qrels_ids(train, queries, corpus_ids, paths.train_qrels)
         shared = sorted(set(train) & set(test))

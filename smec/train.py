@@ -28,7 +28,12 @@ from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
 from smec.data import Qrels, group_split, positive_overlap
 from smec.eval import evaluate_vectors
-from smec.losses import InfoNCELoss, RankLoss, SimilarityPreservationLoss
+from smec.losses import (
+    InfoNCELoss,
+    RankLoss,
+    SimilarityDistillationLoss,
+    SimilarityPreservationLoss,
+)
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
@@ -53,6 +58,15 @@ class TrainingData:
     val_qrels: Qrels
     val_doc_rows: torch.Tensor           # the fixed corpus sample the hold-out is scored on
     holdout_overlap: dict[str, float]    # share of hold-out positives also trained on
+    # Label-free (supervision: none): no queries; batches are drawn from ``train_docs`` (every
+    # row but the probes), and the hold-out "queries" are probe documents judged by their
+    # full-dim neighbours, scored by ``val_metric``.
+    train_docs: torch.Tensor | None = None
+    val_metric: str = "ndcg_at_10"
+
+    @property
+    def label_free(self) -> bool:
+        return len(self.queries) == 0
 
 
 def split_holdout(query_ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]]:
@@ -165,6 +179,41 @@ def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                         {q: qrels[q] for q in val_ids}, val_rows, overlap)
 
 
+NEIGHBOURS_JUDGED = 10
+
+
+def prepare_unlabelled_data(doc_ids: list[str], doc_vecs: np.ndarray,
+                            cfg: TrainConfig) -> TrainingData:
+    """Tensors for training on the corpus alone (``supervision: none``).
+
+    ``probe_docs`` documents (hashed by id, so the same for every run) are held out of
+    training; each one's full-dim top-10 neighbours in the validation sample are its "relevant
+    documents", and early stopping keeps the epoch whose compressed levels find most of them
+    again (recall@10; the probe itself is ignored, as a query's own id is)."""
+    n_docs = len(doc_ids)
+    n_probes = min(cfg.probe_docs, max(2, n_docs // 10))
+    if n_docs < 2 * NEIGHBOURS_JUDGED + n_probes:
+        raise ValueError(f"need at least {2 * NEIGHBOURS_JUDGED + n_probes} documents to train "
+                         f"without labels, found {n_docs}")
+    corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)), dim=-1)
+    ranked = sorted(range(n_docs), key=lambda i: zlib.crc32(f"probe:{cfg.seed}:{doc_ids[i]}"
+                                                             .encode()))
+    probes = torch.tensor(sorted(ranked[:n_probes]))
+    train_docs = torch.tensor(sorted(ranked[n_probes:]))
+    val_rows = validation_rows(n_docs, corpus[probes], corpus, set(probes.tolist()),
+                               cfg.val_corpus_docs, cfg.seed)
+    sample = corpus[val_rows]
+    scores = corpus[probes] @ sample.T
+    scores[torch.arange(n_probes), torch.searchsorted(val_rows, probes)] = float("-inf")
+    nearest = val_rows[scores.topk(NEIGHBOURS_JUDGED, dim=1).indices]
+    probe_ids = [doc_ids[i] for i in probes.tolist()]
+    val_qrels = {p: {doc_ids[j]: 1 for j in row} for p, row in zip(probe_ids, nearest.tolist())}
+    dim = corpus.shape[1]
+    return TrainingData(corpus, list(doc_ids), torch.zeros(0, dim), [], [],
+                        corpus[probes].numpy(), probe_ids, val_qrels, val_rows, {},
+                        train_docs=train_docs, val_metric=f"recall_at_{NEIGHBOURS_JUDGED}")
+
+
 def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidates of a query batch, shared in-batch: (doc rows [N], labels [B, N])."""
@@ -223,7 +272,8 @@ def _average_grads(params: list[torch.Tensor]) -> None:
 @torch.no_grad()
 def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.Module],
              target_dim: int | None = None) -> float | tuple[float, float]:
-    """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise).
+    """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise); label-free, of the
+    probe documents' recall@10 of their full-dim neighbours (``data.val_metric``).
 
     With ``target_dim``, also the hold-out nDCG@10 of the smallest head cut to ``target_dim``
     dims (its top ADS logits, or its prefix): one number every stage of every schedule can be
@@ -243,7 +293,7 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
         else:
             q, d = index_or_head(h_queries), index_or_head(h_docs)
         return evaluate_vectors(q.numpy(), data.val_query_ids, d.numpy(), doc_ids,
-                                data.val_qrels, k=10)["ndcg_at_10"]
+                                data.val_qrels, k=10)[data.val_metric]
 
     mean = float(np.mean([score(head) for head in heads]))
     if target_dim is None:
@@ -320,14 +370,17 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
-    unsup_loss = SimilarityPreservationLoss()
+    unsup_loss = SimilarityDistillationLoss(cfg.distill_temperature) \
+        if cfg.unsup_loss == "distill" else SimilarityPreservationLoss()
 
     # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
     # The global batch is split over the workers, so N workers take the same steps, with the
     # same expected gradient, as one (batch_queries and batch_unlabelled are global sizes).
-    n_train = len(data.queries)
+    # Label-free, an epoch is one pass over the training documents in unlabelled batches.
+    n_train = len(data.train_docs) if data.label_free else len(data.queries)
     n_used = n_train - n_train % world if n_train >= world else n_train
-    local_batch = max(1, cfg.batch_queries // world)
+    local_batch = max(1, (cfg.batch_unlabelled if data.label_free else cfg.batch_queries)
+                      // world)
     local_unlabelled = max(2, cfg.batch_unlabelled // world)
     steps_per_epoch = math.ceil(math.ceil(n_used / world) / local_batch)
     total = steps_per_epoch * max_epochs
@@ -378,9 +431,12 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                 group["lr"] = lr * group["lr_mult"]
             samples = [head.sample(tau, gen) for head in heads]
 
-            candidates, labels = sample_batch(data, rows, cfg, gen)
-            unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
-                                                    generator=gen))
+            if data.label_free:
+                unlabelled = data.train_docs[rows]
+            else:
+                candidates, labels = sample_batch(data, rows, cfg, gen)
+                unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
+                                                        generator=gen))
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
@@ -388,9 +444,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             # the memory's teacher cosines above and AdamW stay in float32
             with torch.autocast(data.corpus.device.type, torch.bfloat16,
                                 enabled=cfg.autocast_bf16):
-                hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
-                loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
-                                for head, s in zip(heads, samples))
+                loss_rank = torch.zeros(())
+                if not data.label_free:
+                    hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
+                    loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
+                                    for head, s in zip(heads, samples))
                 loss_unsup = torch.zeros(())
                 if found is not None:
                     nbr_feats, inverse, teacher = found
@@ -403,14 +461,21 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                             h_nbr = adapter(nbr_feats)
                     for head, s in zip(heads, samples):
                         z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
-                        loss_unsup = loss_unsup + unsup_loss(
-                            teacher, (z_self[:, None, :] * z_nbr).sum(-1))
+                        student = (z_self[:, None, :] * z_nbr).sum(-1)
+                        if cfg.unsup_loss == "distill":   # the batch's other items compete too
+                            loss_unsup = loss_unsup + unsup_loss(
+                                torch.cat([teacher, _off_diagonal(e_u @ e_u.T)], 1),
+                                torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
+                        else:
+                            loss_unsup = loss_unsup + unsup_loss(teacher, student)
                 elif unsup == "matryoshka_adaptor":
                     h_u = adapter(e_u)
                     for head, s in zip(heads, samples):
                         loss_unsup = loss_unsup + matryoshka_adaptor_unsup(e_u, h_u, head(h_u, s),
                                                                            cfg.neighbours)
                 loss = loss_rank + cfg.alpha * loss_unsup
+            if not loss.requires_grad:   # label-free, while the S-XBM memory is still empty
+                continue
 
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -446,12 +511,19 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
              "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
              "tau": tau, "lr": lr, "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
+             "val_metric": data.val_metric,
              "target_dim": target_dim, "grad_var": grad_var, "step_time_s": step_time,
              "best_epoch": best.epoch, "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
         if bad_epochs >= cfg.patience:
             break
     return best
+
+
+def _off_diagonal(sim: torch.Tensor) -> torch.Tensor:
+    """``sim`` with its diagonal (an item against itself) at ``-inf``."""
+    return sim.masked_fill(torch.eye(len(sim), dtype=torch.bool, device=sim.device),
+                           float("-inf"))
 
 
 def _candidate(score: float, epoch: int, adapter: torch.nn.Module,
@@ -549,6 +621,11 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     spec = METHODS[method]
+    if data.label_free and (spec.unsup == "none" or cfg.alpha <= 0):
+        unsupervised = sorted(m for m, s in METHODS.items() if s.unsup != "none")
+        raise ValueError(f"method {method} has no unsupervised term to train on without labels"
+                         f"{' (alpha is 0)' if spec.unsup != 'none' else ''}; use one of "
+                         f"{', '.join(unsupervised)} with alpha > 0, or supervision: pseudo")
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
     out_dim = cfg.output_dim or input_dim     # a decoder's width; an adapter keeps input_dim

@@ -85,10 +85,16 @@ def test_qrels_sharing_query_ids_are_refused_before_anything_runs(tiny_beir):
         check_inputs(resolve_beir_dir(tiny_beir))
 
 
-def test_a_folder_without_training_qrels_names_the_setting(tiny_beir):
+def test_a_folder_without_training_qrels_names_the_settings_when_they_are_read(tiny_beir):
+    """It resolves (it can train label-free); reading its training qrels says what to add."""
     (tiny_beir / "qrels" / "train.tsv").unlink()
-    with pytest.raises(SmecError, match="data.train_split: split-test"):
-        resolve_beir_dir(tiny_beir)
+    paths = resolve_beir_dir(tiny_beir)
+    assert paths.train_qrels is None
+    with pytest.raises(SmecError, match="supervision: pseudo or none.*data.train_split: "
+                                        "split-test"):
+        paths.read_train_qrels()
+    with pytest.raises(SmecError, match="train_split: split-test"):   # a named split is needed
+        resolve_beir_dir(tiny_beir, train_split="dev")
 
 
 def test_split_test_is_deterministic_disjoint_and_keeps_groups_together(tmp_path):

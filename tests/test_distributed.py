@@ -65,13 +65,15 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
 def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
     from smec.pipelines.tracking import log_training_run, tracking_uri
+    from smec.pipelines.supervision import TrainingInputs
     from smec.pipelines.train import train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
     cfg = TrainConfig(**TINY)
-    train_func({"train": cfg.model_dump(), "embeddings": str(tmp_path / "emb"),
-                "train_qrels": qrels, "use_ray": False, "out": str(tmp_path)})
+    train_func({"train": cfg.model_dump(), "inputs": TrainingInputs(
+                    "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels),
+                "use_ray": False, "out": str(tmp_path)})
     history = json.loads((tmp_path / "compressor" / "history.json").read_text())
     uri = tracking_uri(tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"

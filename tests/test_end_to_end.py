@@ -103,20 +103,27 @@ def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_
         assert ra["ndcg_at_10"] == pytest.approx(rb["ndcg_at_10"], abs=1e-6)
 
 
-def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings, tmp_path):
-    """ArguAna-style: only qrels/test.tsv. Without a setting it says which one it needs; with
-    data.train_split: split-test a hashed part of the test queries trains and the rest is
-    scored, rows labelled split-test."""
+def test_only(mini_cut, tmp_path):
+    """ArguAna-style copy of ``mini_cut``: only qrels/test.tsv (train judgements moved in)."""
     root = tmp_path / "test-only"
     shutil.copytree(mini_cut, root)
     train = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
     with (root / "qrels" / "test.tsv").open("a") as handle:
         handle.write("\n".join(train) + "\n")
     (root / "qrels" / "train.tsv").unlink()
+    return root
+
+
+def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings, tmp_path):
+    """Only qrels/test.tsv. Asked for qrels supervision it says which settings it needs; with
+    data.train_split: split-test a hashed part of the test queries trains and the rest is
+    scored, rows labelled split-test."""
+    root = test_only(mini_cut, tmp_path)
     out = tmp_path / "run"
     shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
-    refused = smec("train", "--data-dir", root, "--out", out)
+    refused = smec("train", "--data-dir", root, "--out", out, "--supervision", "qrels")
     assert refused.returncode == 1 and "data.train_split: split-test" in refused.stderr
+    assert "train.supervision: pseudo or none" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     config = tmp_path / "split.yaml"
     config.write_text("data:\n  train_split: split-test\n" + SMALL)
@@ -129,3 +136,77 @@ def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings,
     from smec.data import SPLIT_TEST, resolve_beir_dir
     paths = resolve_beir_dir(root, SPLIT_TEST)
     assert not set(paths.read_train_qrels()) & set(paths.read_test_qrels())
+
+
+def test_a_folder_without_training_qrels_trains_label_free(mini_cut, mini_cut_embeddings,
+                                                           tmp_path):
+    """No train/dev qrels and no setting: `smec train` mines pseudo queries from the corpus
+    (titles here), says so in one line, and the compressor records it; `smec evaluate` then
+    labels its rows and records both datasets."""
+    from smec.pipelines.supervision import LABEL_FREE_DEFAULT
+    root = test_only(mini_cut, tmp_path)
+    out = tmp_path / "run"
+    shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    done = smec("train", "--data-dir", root, "--out", out, "--config", config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    notice = [line for line in (done.stdout + done.stderr).splitlines()
+              if "training label-free" in line]
+    assert len(notice) == 1 and f"supervision {LABEL_FREE_DEFAULT}" in notice[0]
+    meta = json.loads((out / "compressor" / "compressor.json").read_text())
+    assert meta["trained_on"] == {"dataset": "test-only", "supervision": LABEL_FREE_DEFAULT}
+    if LABEL_FREE_DEFAULT == "pseudo":
+        pseudo = json.loads((out / "pseudo" / "pseudo.json").read_text())
+        assert pseudo["source"] == "title" and pseudo["queries"] > 100
+    done = smec("evaluate", "--data-dir", root, "--out", out, "--config", config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    trained = [r for r in rows if r["method"] == f"smec:{LABEL_FREE_DEFAULT}"]
+    assert trained and all(r["trained_on"] == r["evaluated_on"] == "test-only" for r in trained)
+
+
+def test_a_corpus_store_alone_trains_with_supervision_none(mini_cut_embeddings, tmp_path):
+    """`smec train --store STORE --supervision none`: no queries, no qrels, no data folder."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    out = tmp_path / "corpus-only"
+    done = smec("train", "--store", mini_cut_embeddings / "embeddings" / "corpus", "--out", out,
+                "--config", config, "--supervision", "none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "compressor" / "compressor.json").read_text())
+    assert meta["trained_on"]["supervision"] == "none" and meta["dims"] == [384, 192, 96, 48]
+    refused = smec("train", "--store", mini_cut_embeddings / "embeddings" / "corpus", "--out",
+                   out, "--supervision", "pseudo")
+    assert refused.returncode == 1 and "pass --data-dir" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_compressor_scores_on_another_dataset(demo_run, mini_cut, tmp_path):
+    """`smec evaluate --compressor OTHER_RUN/compressor`: rows say where it was trained and
+    where scored; a compressor of another base model is refused in one line."""
+    out, config, _ = demo_run
+    root = tmp_path / "other-set"
+    shutil.copytree(mini_cut, root)
+    target = tmp_path / "target"
+    shutil.copytree(out / "embeddings", target / "embeddings")
+    done = smec("evaluate", "--data-dir", root, "--out", target, "--config", config,
+                "--compressor", out / "compressor")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((target / "results.json").read_text())["rows"]
+    moved = [r for r in rows if r["method"] == f"smec:from-{mini_cut.name}"]
+    assert moved and all(r["trained_on"] == mini_cut.name and r["evaluated_on"] == "other-set"
+                         for r in moved)
+    ours = {(r["dims"], r["split"]): r["ndcg_at_10"] for r in moved}
+    theirs = {(r["dims"], r["split"]): r["ndcg_at_10"]
+              for r in json.loads((out / "results.json").read_text())["rows"]
+              if r["method"] == "smec"}
+    assert ours == pytest.approx({k: theirs[k] for k in ours})   # same vectors, same scores
+    other = tmp_path / "other-model"
+    shutil.copytree(out / "compressor", other)
+    saved = json.loads((other / "compressor.json").read_text())
+    saved["inputs"] = [{"name": "paraphrase-MiniLM-L3-v2", "dim": 384}]
+    (other / "compressor.json").write_text(json.dumps(saved))
+    refused = smec("evaluate", "--data-dir", root, "--out", target, "--compressor", other)
+    assert refused.returncode == 1 and "applies only to the model" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -43,6 +43,7 @@ class Compressor(ABC):
         self.dims = sorted({int(d) for d in dims}, reverse=True)
         self.quantizers: dict[tuple[int, str], Quantizer] = {}
         self.inputs: list[dict] | None = None   # the base model(s) and prompts, when known
+        self.trained_on: dict | None = None     # {"dataset", "supervision"} of a trained one
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,7 +109,8 @@ class Compressor(ABC):
                 quantizer.save(tmp / "quantizers" / f"d{dim}-{precision}.npz")
             meta = {"kind": self.kind, "input_dim": self.input_dim, "dims": self.dims,
                     "settings": self.settings(),
-                    **({"inputs": self.inputs} if self.inputs else {})}
+                    **({"inputs": self.inputs} if self.inputs else {}),
+                    **({"trained_on": self.trained_on} if self.trained_on else {})}
             (tmp / "compressor.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
@@ -127,6 +129,7 @@ def load_compressor(path: Path | str) -> Compressor:
     compressor = REGISTRY[kind].read(path, meta["input_dim"], meta["dims"],
                                      meta.get("settings", {}))
     compressor.inputs = meta.get("inputs")
+    compressor.trained_on = meta.get("trained_on")
     for file in sorted((path / "quantizers").glob("d*-*.npz")):
         quantizer = Quantizer.load(file)
         compressor.quantizers[(int(file.stem.split("-")[0][1:]), quantizer.precision)] = quantizer

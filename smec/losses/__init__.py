@@ -1,7 +1,8 @@
 """One loss per file; each docstring gives the formula and the paper."""
+from smec.losses.distill import SimilarityDistillationLoss
 from smec.losses.infonce import InfoNCELoss
 from smec.losses.matryoshka import MatryoshkaLoss
 from smec.losses.rank import RankLoss
 from smec.losses.similarity import SimilarityPreservationLoss
 
-__all__ = ["InfoNCELoss", "MatryoshkaLoss", "RankLoss", "SimilarityPreservationLoss"]
+__all__ = ["InfoNCELoss", "SimilarityDistillationLoss", "MatryoshkaLoss", "RankLoss", "SimilarityPreservationLoss"]

@@ -1,0 +1,106 @@
+"""What a training run learns from: judged queries, pseudo queries mined from the corpus, or
+the corpus alone (``train.supervision``).
+
+:func:`training_inputs` resolves the setting on the driver (``auto``: the folder's train or dev
+qrels when it has them, else :data:`LABEL_FREE_DEFAULT`), mines and embeds the pseudo queries
+when asked (Ray Data, into ``OUT/pseudo``, once: a later run reuses them), and returns what
+every training worker reads; :func:`training_data` turns that into tensors.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from smec.config import Config, TrainConfig
+from smec.corpus import Source
+from smec.data import BeirPaths, Qrels, load_qrels
+from smec.errors import SmecError
+from smec.pseudo import mine_pseudo_queries
+from smec.store import read_embeddings
+from smec.train import TrainingData, prepare_data, prepare_unlabelled_data
+
+#: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
+#: mode with the better hold-out nDCG@10 in `smec bench compression --supervision none pseudo`
+#: (benchmarks/results/label-free-*).
+LABEL_FREE_DEFAULT = "pseudo"
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    supervision: str             # qrels | pseudo | none (resolved)
+    corpus: Path                 # the corpus embedding store
+    queries: Path | None         # the training queries' store (real or pseudo); None: none
+    qrels: Qrels | None          # their judgements
+
+
+def resolve_supervision(cfg: TrainConfig, paths: BeirPaths | None) -> str:
+    """``cfg.supervision`` with ``auto`` decided; one line when it cannot be had."""
+    if cfg.supervision == "auto":
+        return "qrels" if paths is not None and paths.has_train_qrels else LABEL_FREE_DEFAULT
+    if paths is None and cfg.supervision != "none":
+        raise SmecError(f"train.supervision {cfg.supervision} needs the texts: pass --data-dir "
+                        "(an embedding store alone trains with --supervision none)")
+    if cfg.supervision == "qrels":
+        paths.read_train_qrels()   # a folder without them: one line saying what to add
+    return cfg.supervision
+
+
+def label_free_notice(cfg: TrainConfig, paths: BeirPaths | None, supervision: str) -> str | None:
+    """The one line saying a run trains label-free because no training qrels exist."""
+    if cfg.supervision != "auto" or supervision == "qrels":
+        return None
+    where = f"{paths.root / 'qrels'} has no train.tsv or dev.tsv" if paths is not None \
+        else "an embedding store has no queries"
+    how = {"pseudo": "queries mined from the corpus", "none": "the corpus alone"}[supervision]
+    return (f"{where}: training label-free (supervision {supervision}: {how}); "
+            "set train.supervision to choose")
+
+
+def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config) -> Path:
+    """Mine and embed the pseudo queries into ``out/pseudo`` (queries.jsonl, qrels.tsv, the
+    store ``embeddings/``, and ``pseudo.json`` last, which marks the folder complete)."""
+    from smec.pipelines.embed import run_embed_corpus
+    folder = out / "pseudo"
+    made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
+                 "model": cfg.model.name}
+    info = folder / "pseudo.json"
+    if info.is_file() and json.loads(info.read_text()).get("made_from") == made_from:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    mined = mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries)
+    if len(mined.queries) < 2:
+        raise SmecError(f"{paths.corpus}: found {len(mined.queries)} usable titles or sentences "
+                        "to mine pseudo queries from; use supervision none")
+    mined.write(folder)
+    run_embed_corpus(Source(folder / "queries.jsonl", title_field=None), folder / "embeddings",
+                     cfg, kind="queries")
+    info.write_text(json.dumps({"source": mined.source, "queries": len(mined.queries),
+                                "made_from": made_from}, indent=1))
+    return folder
+
+
+def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
+                    store: Path | None = None) -> TrainingInputs:
+    """The resolved supervision and the stores and judgements it trains on (``store``: the
+    corpus store when it is not ``out/embeddings/corpus``)."""
+    supervision = resolve_supervision(cfg.train, paths)
+    corpus = store or out / "embeddings" / "corpus"
+    if supervision == "qrels":
+        return TrainingInputs(supervision, corpus, out / "embeddings" / "queries",
+                              paths.read_train_qrels())
+    if supervision == "pseudo":
+        folder = pseudo_queries(paths, out, cfg)
+        return TrainingInputs(supervision, corpus, folder / "embeddings",
+                              load_qrels(folder / "qrels.tsv"))
+    return TrainingInputs(supervision, corpus, None, None)
+
+
+def training_data(inputs: TrainingInputs, cfg: TrainConfig) -> TrainingData:
+    """The tensors of :mod:`smec.train` for ``inputs``."""
+    doc_ids, doc_vecs, _ = read_embeddings(inputs.corpus)
+    if inputs.queries is None:
+        return prepare_unlabelled_data(doc_ids, doc_vecs, cfg)
+    query_ids, query_vecs, _ = read_embeddings(inputs.queries)
+    return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, inputs.qrels, cfg)

@@ -1,0 +1,85 @@
+"""Pseudo queries mined from a corpus: training pairs with no judged query and no extra model.
+
+Where the documents have their own titles, a title is the query of its document (title → body,
+as in the title/abstract pairs of Contriever-style pre-training). Where titles are missing or
+shared (ArguAna's titles are debate topics, one per hundred arguments), one sentence of the
+document is its query: the inverse-cloze task of Lee et al., 2019 ("Latent Retrieval for Weakly
+Supervised Open Domain Question Answering"). The positive is the document's own corpus
+embedding, so the sentence stays inside its document (ICT keeps it in 10 % of its pairs; we
+keep it in all, since removing it would mean embedding every document a second time). The
+pairs then train with the supervised rank loss and mined hard negatives, like real queries.
+
+Everything is a pure function of the corpus and the seed, so a run folder's pseudo set can be
+rebuilt bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from smec.data import Qrels, _iter_jsonl
+from smec.io import atomic_path
+
+#: a title is a query when at least this share of documents have one, and this share of those
+#: titles are distinct (else one title would be the query of many documents)
+TITLE_COVERAGE = 0.8
+TITLE_DISTINCT = 0.9
+MIN_SENTENCE_WORDS = 5
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class PseudoQueries:
+    source: str                  # "title" or "sentence" (inverse cloze)
+    queries: dict[str, str]      # pseudo query id -> text
+    qrels: Qrels                 # pseudo query id -> {its document: 1}
+
+    def write(self, folder: Path) -> None:
+        """``queries.jsonl``, ``qrels.tsv`` and ``pseudo.json`` (how they were made)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "queries.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                   for q, t in self.queries.items()))
+        with atomic_path(folder / "qrels.tsv") as tmp:
+            tmp.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+                f"{q}\t{d}\t{g}\n" for q, docs in self.qrels.items() for d, g in docs.items()))
+        with atomic_path(folder / "pseudo.json") as tmp:
+            tmp.write_text(json.dumps({"source": self.source, "queries": len(self.queries)}))
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` with at least :data:`MIN_SENTENCE_WORDS` words."""
+    return [s.strip() for s in _SENTENCE_END.split(text)
+            if len(s.split()) >= MIN_SENTENCE_WORDS]
+
+
+def mine_pseudo_queries(corpus: Path, max_queries: int, seed: int = 0) -> PseudoQueries:
+    """Up to ``max_queries`` (query, document) pairs from a BEIR ``corpus.jsonl``: titles when
+    the corpus has its own distinct titles, else one sentence per document (inverse cloze).
+
+    Documents are sampled by a hash of (seed, id), so the set does not depend on file order;
+    a document with no usable title or sentence is skipped."""
+    records = [(str(r["_id"]), (r.get("title") or "").strip(), r["text"])
+               for _, r in _iter_jsonl(Path(corpus))]
+    titles = [t for _, t, _ in records if t]
+    use_titles = (len(titles) >= TITLE_COVERAGE * len(records)
+                  and len(set(titles)) >= TITLE_DISTINCT * len(titles))
+    ranked = sorted(records, key=lambda r: zlib.crc32(f"pseudo:{seed}:{r[0]}".encode()))
+    queries: dict[str, str] = {}
+    qrels: Qrels = {}
+    for doc_id, title, text in ranked:
+        if len(queries) >= max_queries:
+            break
+        if use_titles:
+            query = title
+        else:
+            candidates = sentences(text)
+            query = candidates[zlib.crc32(f"{seed}:{doc_id}".encode()) % len(candidates)] \
+                if candidates else ""
+        if query:
+            qid = f"pseudo:{doc_id}"
+            queries[qid], qrels[qid] = query, {doc_id: 1}
+    return PseudoQueries("title" if use_titles else "sentence", queries, qrels)
