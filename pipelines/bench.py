@@ -225,7 +225,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             if paths.has_train_qrels else None
         trained: dict = {}
         for sup in supervision:
-            data = bench_data(sup, paths, out, cfg, tcfg, embeddings)
+            scfg = updated(tcfg, supervision=sup)
+            data = bench_data(sup, paths, out, cfg, scfg, embeddings)
             if sup == "qrels":
                 qrels_data = data
                 extra.setdefault("holdout_overlap", {})[seed] = data.holdout_overlap
@@ -233,7 +234,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 label = method if sup == "qrels" else f"{method}:{sup}"
                 start = time.perf_counter()
                 history: list[dict] = []
-                compressor = train_method(data, tcfg, method, log=history.append)
+                compressor = train_method(data, scfg, method, log=history.append)
                 train_s.setdefault(label, []).append(time.perf_counter() - start)
                 epochs.setdefault(label, []).append(len(history))
                 compressor.trained_on = {"dataset": paths.name, "supervision": sup}

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from smec.compressors import AdapterCompressor, load_compressor
-from smec.config import Config, TrainConfig, check_stages
+from smec.config import Config, TrainConfig, check_stages, updated
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.store import read_embeddings
@@ -153,7 +153,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     if cfg.train.memory_backend == "actor":
         from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
-    loop_config = {"train": cfg.train.model_dump(), "inputs": inputs, "use_ray": True,
+    # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
+    loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
+                   "inputs": inputs, "use_ray": True,
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,

@@ -101,10 +101,12 @@ class TrainConfig(_Section):
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
     alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
-    unsup_loss: Literal["preserve", "distill"] = Field(
-        "preserve", description="the S-XBM term: preserve (SMEC Eq. 7, |teacher - student| "
+    unsup_loss: Literal["auto", "preserve", "distill"] = Field(
+        "auto", description="the S-XBM term: preserve (SMEC Eq. 7, |teacher - student| "
         "cosine on the top-K neighbours) or distill (KL of the softened similarity lists over "
-        "the neighbours and the batch: keeps their order)")
+        "the neighbours and the batch: keeps their order); auto: preserve with qrels, distill "
+        "label-free (chosen on SciFact's train-query hold-out, "
+        "benchmarks/results/label-free-selection)")
     distill_temperature: float = Field(0.05, gt=0, description="unsup_loss distill: softmax "
                                        "temperature")
     memory_size: int = Field(5000, gt=0)

@@ -370,8 +370,9 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
-    unsup_loss = SimilarityDistillationLoss(cfg.distill_temperature) \
-        if cfg.unsup_loss == "distill" else SimilarityPreservationLoss()
+    distill = unsup_loss_kind(cfg, data) == "distill"
+    unsup_loss = SimilarityDistillationLoss(cfg.distill_temperature) if distill \
+        else SimilarityPreservationLoss()
 
     # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
     # The global batch is split over the workers, so N workers take the same steps, with the
@@ -462,7 +463,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                     for head, s in zip(heads, samples):
                         z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
                         student = (z_self[:, None, :] * z_nbr).sum(-1)
-                        if cfg.unsup_loss == "distill":   # the batch's other items compete too
+                        if distill:   # the batch's other items compete too
                             loss_unsup = loss_unsup + unsup_loss(
                                 torch.cat([teacher, _off_diagonal(e_u @ e_u.T)], 1),
                                 torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
@@ -518,6 +519,14 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         if bad_epochs >= cfg.patience:
             break
     return best
+
+
+def unsup_loss_kind(cfg: TrainConfig, data: TrainingData) -> str:
+    """``cfg.unsup_loss`` with ``auto`` decided: ``preserve`` with judged queries, ``distill``
+    label-free (the pipelines resolve pseudo supervision to ``distill`` before training)."""
+    if cfg.unsup_loss != "auto":
+        return cfg.unsup_loss
+    return "distill" if data.label_free or cfg.supervision in ("pseudo", "none") else "preserve"
 
 
 def _off_diagonal(sim: torch.Tensor) -> torch.Tensor:

@@ -64,8 +64,8 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
 
 def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
-    from smec.pipelines.tracking import log_training_run, tracking_uri
     from smec.pipelines.supervision import TrainingInputs
+    from smec.pipelines.tracking import log_training_run, tracking_uri
     from smec.pipelines.train import train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))

@@ -11,7 +11,12 @@ from smec.data import resolve_beir_dir
 from smec.errors import SmecError
 from smec.losses import SimilarityDistillationLoss
 from smec.pseudo import mine_pseudo_queries, sentences
-from smec.train import NEIGHBOURS_JUDGED, prepare_unlabelled_data, train_method, validate
+from smec.train import (
+    NEIGHBOURS_JUDGED,
+    prepare_unlabelled_data,
+    train_method,
+    validate,
+)
 
 TINY = {"stages": [8, 4], "max_epochs_per_stage": 2, "batch_unlabelled": 32, "memory_size": 64,
         "neighbours": 4, "adapter_hidden": 16, "probe_docs": 20, "val_corpus_docs": 150}
@@ -133,3 +138,15 @@ def test_qrels_stay_the_default_where_they_exist(tiny_beir):
     paths = resolve_beir_dir(tiny_beir)
     assert resolve_supervision(TrainConfig(), paths) == "qrels"
     assert label_free_notice(TrainConfig(), paths, "qrels") is None
+
+
+def test_the_similarity_term_is_chosen_by_supervision_unless_set():
+    from smec.train import unsup_loss_kind
+    ids, docs = synthetic_corpus()
+    corpus_only = prepare_unlabelled_data(ids, docs, TrainConfig(**TINY))
+    assert unsup_loss_kind(TrainConfig(), corpus_only) == "distill"
+    labelled = type("Labelled", (), {"label_free": False})()
+    assert unsup_loss_kind(TrainConfig(supervision="qrels"), labelled) == "preserve"
+    assert unsup_loss_kind(TrainConfig(supervision="pseudo"), labelled) == "distill"
+    assert unsup_loss_kind(TrainConfig(supervision="pseudo", unsup_loss="preserve"),
+                           labelled) == "preserve"
