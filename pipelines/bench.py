@@ -143,6 +143,31 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
             "variants": variants}
 
 
+class Progress:
+    """One line per finished stage: which seed, method and stage, and the bench's time left
+    (the elapsed time scaled by the share of stages done), so a bench writing to a log file
+    shows where it is."""
+
+    def __init__(self, units: int, stages_per_unit: int, echo) -> None:
+        self.units, self.stages_per_unit, self.echo = units, stages_per_unit, echo
+        self.done, self.stages, self.begun, self.name = 0, 0, time.perf_counter(), ""
+
+    def start(self, name: str) -> None:
+        self.name, self.stages = name, 0
+
+    def stage_done(self, compressor) -> None:
+        self.stages = min(len(compressor.dims), self.stages_per_unit)   # parallel: all at once
+        elapsed = time.perf_counter() - self.begun
+        share = (self.done + self.stages / self.stages_per_unit) / self.units
+        left = elapsed * (1 - share) / share
+        self.echo(f"  {self.name}: level {compressor.dims[-1]} d trained "
+                  f"({self.done + 1}/{self.units}), {elapsed / 60:.1f} min in, "
+                  f"~{left / 60:.0f} min left")
+
+    def unit_done(self) -> None:
+        self.done += 1
+
+
 def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
                embeddings: tuple) -> TrainingData:
     """One seed's training data under ``supervision`` (qrels, pseudo or none)."""
@@ -165,7 +190,7 @@ def trainable(methods: list[str], supervision: str) -> list[str]:
     return [m for m in methods if supervision != "none" or METHODS[m].unsup != "none"]
 
 
-def transferred_rows(source: Path, paths: BeirPaths, embeddings: tuple, qrels,
+def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tuple, qrels,
                      precisions, echo) -> list:
     """Every compressor a bench on another dataset saved (``source/compressors/LABEL/seedK``),
     scored here; rows labelled ``LABEL:from-DATASET`` with both datasets recorded."""
@@ -173,7 +198,7 @@ def transferred_rows(source: Path, paths: BeirPaths, embeddings: tuple, qrels,
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
     rows = []
     for folder in sorted((source / "compressors").glob("*/seed*")):
-        compressor = load_transferred(folder, source / "embeddings" / "corpus")
+        compressor = load_transferred(folder, out / "embeddings" / "corpus")
         label, provenance = trained_label(compressor, paths.name)
         new = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, {label: compressor},
                       include_raw=False, seed=int(folder.name[4:]), precisions=precisions)
@@ -219,6 +244,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     extra: dict = {}
     seed0: dict = {}
     histories: dict[str, list[dict]] = {}
+    units = seeds * sum(len(trainable(methods, sup)) for sup in supervision)
+    clock = Progress(units, len(dims) + 1, echo)
     for seed in range(seeds):
         tcfg = updated(base, seed=seed)
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, tcfg) \
@@ -234,7 +261,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 label = method if sup == "qrels" else f"{method}:{sup}"
                 start = time.perf_counter()
                 history: list[dict] = []
-                compressor = train_method(data, scfg, method, log=history.append)
+                clock.start(f"seed {seed} {label}")
+                compressor = train_method(data, scfg, method, log=history.append,
+                                          on_stage_end=clock.stage_done)
+                clock.unit_done()
                 train_s.setdefault(label, []).append(time.perf_counter() - start)
                 epochs.setdefault(label, []).append(len(history))
                 compressor.trained_on = {"dataset": paths.name, "supervision": sup}
@@ -259,7 +289,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             extra["sxbm_memory"] = memory_sizes(qrels_data, tcfg, memory, doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
     if transfer_from is not None:
-        rows += transferred_rows(transfer_from, paths, embeddings, test_qrels, precisions, echo)
+        rows += transferred_rows(transfer_from, paths, out, embeddings, test_qrels, precisions,
+                                 echo)
     if "smec" in histories:   # how far ADS moved from truncation: the last epoch of each
         extra["ads_overlap_truncation"] = {   # stage (later epochs overwrite earlier ones)
             str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}

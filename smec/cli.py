@@ -684,6 +684,8 @@ def main(argv: list[str] | None = None) -> None:
     # Models are local folders; never let a library try the hub (it cannot be reached).
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
+    # Progress reaches a log file (nohup, a submitted job) line by line, not in 8 KB blocks.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         code = run(argv)
     except SmecError as exc:

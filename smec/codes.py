@@ -161,12 +161,12 @@ def compressor_models(path: Path | str) -> list[dict]:
 
     A compressor folder records them (``inputs`` in compressor.json); one that does not is
     read from the embeddings of the run folder it sits in (``RUN/compressor``,
-    ``RUN/compressors/NAME``)."""
+    ``RUN/compressors/NAME``, a bench's ``RUN/compressors/LABEL/seedK``)."""
     path = Path(path)
     meta = json.loads((path / "compressor.json").read_text())
     if meta.get("inputs"):
         return meta["inputs"]
-    for run in (path.parent, path.parent.parent):
+    for run in path.parents[:3]:   # RUN/compressor, RUN/compressors/NAME(/seedK)
         corpus = run / "embeddings" / "corpus"
         if any(corpus.glob("part-*.parquet")):
             models = store_models(corpus)

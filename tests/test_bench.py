@@ -83,3 +83,47 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert len(checks) == 3 * 3 * 2 and all("wins" in c for c in checks)
     assert on_disk["recipe_summary"].startswith("hold-out: ")
     assert set(on_disk["holdout_overlap"]["0"]) == {"random_split", "grouped_split"}
+
+
+def test_bench_trains_label_free_and_scores_transferred_compressors(synthetic_run, tmp_path):
+    """--supervision none trains only the methods with an unsupervised term (rows labelled
+    smec:none, hold-out rows too), progress names seed, method, level and time left; and
+    --transfer-from scores every saved compressor on another dataset, recording both."""
+    import shutil
+
+    from smec.pipelines.bench import run_compression_bench
+    paths, out = synthetic_run
+    cfg = Config.model_validate({"train": {"max_epochs_per_stage": 2, "batch_queries": 8,
+                                           "batch_unlabelled": 16, "memory_size": 40,
+                                           "neighbours": 3, "hard_pool": 10,
+                                           "adapter_hidden": 8, "probe_docs": 8,
+                                           "val_corpus_docs": 80}})
+    lines: list[str] = []
+    run_compression_bench(paths, out, cfg, ["mrl", "smec"], [8, 4], seeds=1, memory=[],
+                          echo=lines.append, supervision=["none", "qrels"])
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    trained = {(r["method"], r["split"]) for r in rows}
+    assert {("smec:none", "test"), ("smec:none", "holdout"), ("smec", "test"),
+            ("mrl", "test")} <= trained
+    assert not any(m.startswith("mrl:") for m, _ in trained)
+    assert any(line.startswith("  seed 0 smec:none: level 4 d trained (1/3)")
+               and "min left" in line for line in lines)
+    assert sorted(p.relative_to(out / "compressors").as_posix()
+                  for p in (out / "compressors").glob("*/seed*")) == \
+        ["mrl/seed0", "smec/seed0", "smec:none/seed0"]
+
+    other_root = shutil.copytree(paths.root, tmp_path / "other-set")
+    other = tmp_path / "other-run"
+    shutil.copytree(out / "embeddings", other / "embeddings")
+    run_compression_bench(resolve_beir_dir(other_root), other, cfg, ["mrl"], [8, 4], seeds=1,
+                          memory=[], echo=lambda *a: None, transfer_from=out)
+    moved = [r for r in json.loads((other / "results.json").read_text())["rows"]
+             if r["method"].endswith(":from-synthetic")]
+    assert {r["method"] for r in moved} == {"mrl:from-synthetic", "smec:from-synthetic",
+                                            "smec:none:from-synthetic"}
+    assert all(r["trained_on"] == "synthetic" and r["evaluated_on"] == "other-set"
+               for r in moved)
+    source = {(r["method"], r["dims"]): r["ndcg_at_10"] for r in rows if r["split"] == "test"}
+    for r in moved:   # the same vectors and queries: the scores the source bench wrote
+        assert r["ndcg_at_10"] == pytest.approx(source[(r["method"][:-len(":from-synthetic")],
+                                                        r["dims"])])
