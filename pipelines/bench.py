@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smec import console
 from smec.compare import (
     baselines,
     compare,
@@ -212,7 +213,7 @@ def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tupl
 
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
-                          memory: list[int] | None = None, echo=print,
+                          memory: list[int] | None = None, echo=console.echo,
                           supervision: list[str] = ("qrels",),
                           transfer_from: Path | None = None) -> dict:
     """Train ``methods`` under each ``supervision`` for ``seeds`` seeds; score every level on

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smec import console
 from smec.compare import compare, score_vectors
 from smec.compressors import PCA, ConcatCompressor
 from smec.config import Config
@@ -34,7 +35,7 @@ def _column(name: str) -> str:
 
 
 def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
-                  echo=print) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
+                  echo=console.echo) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
     """``{"corpus"|"queries": (ids, {model: vectors})}``, embedding only what is missing."""
     emb = out / "embeddings"
     wanted = [_column(m) for m in models]
@@ -61,7 +62,7 @@ def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
     return grid
 
 
-def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=print) -> dict:
+def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> dict:
     """The whole concat job; writes OUT/results.json, results.md, retained_vs_cf.png and the
     trained compressors under OUT/compressors/."""
     ccfg = cfg.concat

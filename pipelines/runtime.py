@@ -4,7 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+from smec import console
 from smec.errors import SmecError
 
 
@@ -44,3 +49,44 @@ def root_cause(exc: BaseException) -> str:
 
 
 _CHAINED = "The above exception was the direct cause of the following exception"
+
+
+@contextmanager
+def ray_output(log: Path, verbose: bool = False) -> Iterator[None]:
+    """Ray's output to ``log``, smec's own lines (:mod:`smec.console`) to the terminal.
+
+    Ray writes from places Python cannot reroute (its C++ core worker writes to file descriptor
+    2; the driver prints its workers' output to ``sys.stdout``), so descriptors 1 and 2 are
+    pointed at ``log`` and the console gets duplicates of the originals. Ray is shut down
+    before they are restored, so its exit messages land in the log too. An error raised inside
+    names the log; with ``verbose`` nothing is redirected.
+    """
+    if verbose:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = (os.fdopen(os.dup(saved[0]), "w", buffering=1),
+                os.fdopen(os.dup(saved[1]), "w", buffering=1))
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    console.use(*terminal)
+    try:
+        yield
+    except SmecError as exc:
+        raise SmecError(f"{exc} (Ray's log: {log})") from None
+    finally:
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        console.use(None, None)
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)
+        for stream in terminal:
+            stream.close()

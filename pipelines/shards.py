@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from smec import store
+from smec.console import progress_stream
 from smec.errors import SmecError
 from smec.io import write_json
 
@@ -121,7 +121,7 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
     if not resume or manifest is None or manifest.get("fingerprint") != job.fingerprint:
         if manifest is not None and resume:
             print(f"smec: {out_dir}: written from another input, model or settings; "
-                  "starting over", file=sys.stderr)
+                  "starting over", file=progress_stream())
         clear(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done_dir = out_dir / store.DONE_DIR
@@ -167,7 +167,7 @@ def _run_pipeline(job: ShardJob, todo: list[Any], progress: bool) -> int:
     pending: dict[int, dict[str, list]] = {}
     written = 0
     bar = tqdm(total=sum(expected.values()), unit=f" {job.unit}", desc=job.label,
-               disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+               disable=not progress, file=progress_stream(), dynamic_ncols=True, smoothing=0.05)
     shard_log = None if progress else _ShardLog(job.label, len(todo), sum(expected.values()),
                                                 job.unit)
     try:
@@ -224,7 +224,7 @@ class _ShardLog:
         eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
         print(f"{self.label}: shard {self.done_shards}/{self.shards} written "
               f"({self.done_rows}/{self.rows} {self.unit}, {rate:.1f} {self.unit}/s, "
-              f"~{eta} left)", file=sys.stderr, flush=True)
+              f"~{eta} left)", file=progress_stream(), flush=True)
 
 
 def run_jobs(jobs: list[ShardJob], *, resume: bool, progress: bool) -> list[dict]:

@@ -18,17 +18,22 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
+from smec import console
 from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages, updated
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.store import read_embeddings
-from smec.train import train_method
+from smec.train import stage_dims, train_method
 
 PARTIAL = "partial.pt"
 
@@ -87,6 +92,9 @@ def train_func(config: dict) -> None:
             ray.train.report(metrics)
         elif rank == 0:
             print(json.dumps(metrics), flush=True)
+        if rank == 0 and config.get("progress"):   # the driver follows this file
+            with open(config["progress"], "a") as handle:
+                handle.write(json.dumps(metrics) + "\n")
 
     def report_checkpoint(metrics: dict, partial_state: dict | None) -> None:
         import ray.train
@@ -122,9 +130,92 @@ def train_func(config: dict) -> None:
                  memory=memory, on_step=on_step, resume_partial=partial)
 
 
+METRIC_NAMES = {"ndcg_at_10": "nDCG@10", "recall_at_10": "neighbour recall@10"}
+
+
+class TrainingProgress:
+    """Training progress from the metrics each epoch reports: one line per finished stage
+    (its epochs, best epoch, hold-out score, and an upper bound on the time left: every method
+    has ``budget`` epochs, early stopping only shortens it); on a terminal (``live``) the
+    current epoch too, rewritten in place."""
+
+    def __init__(self, budget: int, echo, live: TextIO | None = None) -> None:
+        self.budget, self.echo, self.live = budget, echo, live
+        self.epochs, self.start, self.last = 0, time.perf_counter(), None
+
+    def __call__(self, line: str) -> None:
+        metrics = json.loads(line)
+        if "epoch" not in metrics:
+            return
+        if self.last is not None and metrics["stage"] != self.last["stage"]:
+            self._stage_done()
+        self.epochs += 1
+        self.last = metrics
+        if self.live is not None:
+            self.live.write(f"\r\033[K      {self._describe(metrics)} epoch "
+                            f"{metrics['epoch'] + 1}: {self._score(metrics)}; {self._left()}")
+            self.live.flush()
+
+    def close(self) -> None:
+        if self.last is not None:
+            self._stage_done()
+
+    def _stage_done(self) -> None:
+        if self.live is not None:
+            self.live.write("\r\033[K")
+        m = self.last
+        self.echo(f"      {self._describe(m)}: {m['epoch'] + 1} epochs, best "
+                  f"{m['best_epoch'] + 1 if m['best_epoch'] >= 0 else 'the start'}, "
+                  f"{self._score(m)}; {self._left()}")
+
+    def _describe(self, m: dict) -> str:
+        return f"stage {m['stage'] + 1} ({'/'.join(str(d) for d in m['dims'])} d)"
+
+    def _score(self, m: dict) -> str:
+        name = METRIC_NAMES.get(m.get("val_metric", "ndcg_at_10"), "score")
+        return f"hold-out {name} {m['val_ndcg_at_10']:.4f}"
+
+    def _left(self) -> str:
+        left = (time.perf_counter() - self.start) / self.epochs \
+            * max(0, self.budget - self.epochs)
+        return f"at most ~{left:.0f} s left" if left < 90 else f"at most ~{left / 60:.0f} min left"
+
+
+@contextmanager
+def follow(path: Path, on_line) -> Iterator[None]:
+    """Call ``on_line`` for every complete line appended to ``path`` while the block runs
+    (a thread polls twice a second, and reads the rest once the block is done)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        offset = 0
+        while True:
+            done = stop.is_set()
+            if path.is_file():
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                complete = chunk[:chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                for line in complete.decode().splitlines():
+                    on_line(line)
+            if done:
+                return
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = False,
               mlflow_uri: str | None = None, track: bool = True,
-              fault: dict | None = None, store: Path | None = None, echo=print) -> dict:
+              fault: dict | None = None, store: Path | None = None, echo=console.echo,
+              live: TextIO | None = None) -> dict:
     """Train with ``TorchTrainer`` and write ``out/compressor`` (atomically).
 
     Ray Train resumes a run that has the same name and storage path from its last checkpoint;
@@ -154,8 +245,10 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
+    progress = out / "train-progress.jsonl"
+    progress.unlink(missing_ok=True)
     loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
-                   "inputs": inputs, "use_ray": True,
+                   "inputs": inputs, "use_ray": True, "progress": str(progress.resolve()),
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
@@ -165,8 +258,12 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         run_config=RunConfig(name="smec", storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures)))
+    budget = cfg.train.max_epochs_per_stage * len(stage_dims(cfg.train, int(meta["dim"])))
+    shown = TrainingProgress(budget, echo, live)
     try:
-        result = trainer.fit()
+        with follow(progress, shown):
+            result = trainer.fit()
+        shown.close()
     except Exception as exc:
         raise SmecError(f"training failed: {root_cause(exc)}") from None
     finally:

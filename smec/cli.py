@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from smec.console import echo, progress_stream
 from smec.errors import SmecError
 
 SUPERVISION = ("qrels", "pseudo", "none")
+RAY_LOG = "ray.log"
 DESCRIPTION = """smec — compress retrieval embeddings (SMEC: SMRL + ADS + S-XBM) on Ray.
 
 Every job reads and writes one run folder (--out, default runs/<dataset>):
@@ -28,6 +30,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default: runs/<dataset name>)")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML config (default: the bundled one; see `smec config`)")
+    _verbose(parser)
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show Ray's own output live (default: only smec's progress; "
+                             f"Ray's goes to {RAY_LOG} in the output folder)")
 
 
 def _embed_options(command: argparse.ArgumentParser) -> None:
@@ -68,9 +77,12 @@ def _embed_file(args: argparse.Namespace) -> int:
         cfg.model.name = args.model
     source = Source(args.corpus, (args.id_field,) if args.id_field else DEFAULT_ID_FIELDS,
                     args.text_field)
-    summary = run_embed_corpus(source, args.out, cfg, resume=args.resume,
-                               on_bad_row=args.on_bad_row, progress=sys.stderr.isatty())
-    print(_embed_line(summary, args.out))
+    from smec.pipelines.runtime import ray_output
+    interactive = sys.stderr.isatty()
+    with ray_output(_beside(args.out, RAY_LOG), args.verbose):
+        summary = run_embed_corpus(source, args.out, cfg, resume=args.resume,
+                                   on_bad_row=args.on_bad_row, progress=interactive)
+    echo(_embed_line(summary, args.out))
     return 0
 
 
@@ -123,6 +135,7 @@ def _compress_parser(sub) -> None:
     command.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                          help="skip the parts an earlier (killed) run finished (default: on)")
     command.add_argument("--config", type=Path, default=None, help="YAML config")
+    _verbose(command)
 
 
 def _export_parser(sub) -> None:
@@ -353,6 +366,11 @@ def _submitted_path(path: Path | None) -> Path | None:
     return Path(base) / path
 
 
+def _beside(folder: Path, name: str) -> Path:
+    """``FOLDER.name`` next to a folder a job may clear and rewrite (a store, codes)."""
+    return folder.with_name(f"{folder.name}.{name}")
+
+
 def _compressor_dir(path: Path) -> Path:
     """A run folder means its compressor/; a compressor folder is itself."""
     return path / "compressor" if not (path / "compressor.json").is_file() \
@@ -383,10 +401,13 @@ def _compress(args: argparse.Namespace) -> int:
                         args.text_field)
         job = plan_corpus(source, compressor, args.dims, args.precision, args.out, cfg,
                           model=args.model, resume=args.resume)
-    summary = run_compress(job, resume=args.resume, progress=sys.stderr.isatty())
+    from smec.pipelines.runtime import ray_output
+    interactive = sys.stderr.isatty()
+    with ray_output(_beside(args.out, RAY_LOG), args.verbose):
+        summary = run_compress(job, resume=args.resume, progress=interactive)
     line = _embed_line(summary, args.out).replace("embedded", "compressed").replace(
         "docs/s", "vectors/s")
-    print(f"{line} ({args.dims} d {args.precision})")
+    echo(f"{line} ({args.dims} d {args.precision})")
     return 0
 
 
@@ -399,7 +420,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.out is None:
             raise SmecError("--queries needs --out RUN.tsv (the TREC run file to write)")
         count = write_trec_run(searcher, args.queries, args.out, args.k, args.rescore)
-        print(f"searched {count} queries; run: {args.out}")
+        echo(f"searched {count} queries; run: {args.out}")
         return 0
     if args.query is None:
         raise SmecError("give a query text, or --queries FILE --out RUN.tsv")
@@ -407,7 +428,7 @@ def _search(args: argparse.Namespace) -> int:
     from smec.runfile import snippets
     texts = snippets(args.corpus, [doc for doc, _ in hits]) if args.corpus else {}
     for rank, (doc, score) in enumerate(hits, 1):
-        print(f"{rank:>3}  {score:.4f}  {doc}  {texts.get(doc, '')}".rstrip())
+        echo(f"{rank:>3}  {score:.4f}  {doc}  {texts.get(doc, '')}".rstrip())
     return 0
 
 
@@ -424,19 +445,19 @@ def _plan(args: argparse.Namespace) -> int:
     found = choices(paths)
     front = pareto_front(found)
     pick = recommend(found, args.bytes_per_vector)
-    print(front_table(front, pick))
+    echo(front_table(front, pick))
     if pick is None:
         cheapest = min(c.bytes_per_vector for c in found)
-        print(f"\nnothing measured fits {args.bytes_per_vector} bytes/vector; the smallest "
-              f"measured configuration takes {cheapest}")
+        echo(f"\nnothing measured fits {args.bytes_per_vector} bytes/vector; the smallest "
+             f"measured configuration takes {cheapest}")
     else:
         test = f", test {pick.test_ndcg:.4f} (information only)" \
             if pick.test_ndcg is not None else ""
-        print(f"\nrecommended for {args.bytes_per_vector} bytes/vector: {pick.label()} "
-              f"({pick.bytes_per_vector} B, hold-out nDCG@10 {pick.holdout_ndcg:.4f}{test}; "
-              f"from {pick.source})")
+        echo(f"\nrecommended for {args.bytes_per_vector} bytes/vector: {pick.label()} "
+             f"({pick.bytes_per_vector} B, hold-out nDCG@10 {pick.holdout_ndcg:.4f}{test}; "
+             f"from {pick.source})")
     png = args.out or paths[0].parent / "pareto.png"
-    print(f"plot: {plot_front(found, front, pick, args.bytes_per_vector, png)}")
+    echo(f"plot: {plot_front(found, front, pick, args.bytes_per_vector, png)}")
     return 0
 
 
@@ -454,8 +475,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         scores = evaluate_run(run, paths.read_test_qrels())
     except ValueError as exc:
         raise SmecError(f"--run {args.run}: {exc} ({paths.test_qrels})") from None
-    print(f"{args.run} on {paths.name} ({paths.split_label}): nDCG@10 "
-          f"{scores['ndcg_at_10']:.4f}, recall@100 {scores['recall_at_100']:.4f}")
+    echo(f"{args.run} on {paths.name} ({paths.split_label}): nDCG@10 "
+         f"{scores['ndcg_at_10']:.4f}, recall@100 {scores['recall_at_100']:.4f}")
     return 0
 
 
@@ -485,10 +506,12 @@ def _train_store(args: argparse.Namespace) -> int:
     cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision or "none"},
                            {"supervision": "--supervision"})
     args.out.mkdir(parents=True, exist_ok=True)
-    trained = run_train(None, args.out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
-                        store=args.store)
-    print(f"trained stages {trained['stages']} ({trained['supervision']}) into "
-          f"{args.out / 'compressor'}")
+    from smec.pipelines.runtime import ray_output
+    with ray_output(args.out / RAY_LOG, args.verbose):
+        trained = run_train(None, args.out, cfg, resume=args.resume,
+                            mlflow_uri=args.mlflow_uri, store=args.store)
+    echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
+         f"{args.out / 'compressor'}")
     return 0
 
 
@@ -500,8 +523,8 @@ def _export(args: argparse.Namespace) -> int:
     info = export_model(_compressor_dir(args.run_dir), args.out_dir, dim=args.dims,
                         precision=args.precision, codes=args.codes)
     custom = "" if info["builtin_only"] else "; load it with trust_remote_code=True"
-    print(f"exported {info['models']} + {info['compressor_kind']} at {info['dim']} d "
-          f"({info['precision']}) to {args.out_dir}{custom}")
+    echo(f"exported {info['models']} + {info['compressor_kind']} at {info['dim']} d "
+         f"({info['precision']}) to {args.out_dir}{custom}")
     return 0
 
 
@@ -524,13 +547,13 @@ def _prepare(args: argparse.Namespace):
 
 def _print_results(results: dict, out: Path) -> None:
     from smec.report import markdown_table
-    print()
-    print(markdown_table(results))
-    print()
-    print("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
+    echo()
+    echo(markdown_table(results))
+    echo()
+    echo("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
     if results.get("recipe_summary"):
-        print(results["recipe_summary"])
-    print(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
+        echo(results["recipe_summary"])
+    echo(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -543,23 +566,23 @@ def run(argv: list[str] | None = None) -> int:
         from smec.report import markdown_table, plot_ndcg_vs_bytes
         from smec.results import read_results
         results = read_results(args.results)
-        print(markdown_table(results))
-        print(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
+        echo(markdown_table(results))
+        echo(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
         return 0
 
     if args.command == "cluster":
         from smec.cluster import head
         if args.cluster == "up":
             state = head.up(args.num_cpus, args.object_store_gib, args.port, args.dashboard_port)
-            print(f"Ray head started: address {state['address']}, dashboard/Jobs API "
-                  f"{state['dashboard']} (token auth on). Stop it with `smec cluster down`.")
+            echo(f"Ray head started: address {state['address']}, dashboard/Jobs API "
+                 f"{state['dashboard']} (token auth on). Stop it with `smec cluster down`.")
         elif args.cluster == "down":
-            print(f"stopped {head.down()} processes of the smec-started head")
+            echo(f"stopped {head.down()} processes of the smec-started head")
         else:
             state = head.status()
-            print("no cluster started by smec" if state is None else
-                  f"{'running' if state['running'] else 'not running'}: {state['dashboard']} "
-                  f"(since {state['started_at']})")
+            echo("no cluster started by smec" if state is None else
+                 f"{'running' if state['running'] else 'not running'}: {state['dashboard']} "
+                 f"(since {state['started_at']})")
         return 0
     if args.command == "submit":
         from smec.cluster.jobs import submit
@@ -568,7 +591,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "jobs":
         from smec.cluster.jobs import list_jobs
         for job in list_jobs(args.address):
-            print(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
+            echo(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
         return 0
 
     if args.command == "compress":
@@ -577,8 +600,8 @@ def run(argv: list[str] | None = None) -> int:
         from smec.index import build_index
         manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder,
                                args.rescore_codes)
-        print(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
-              f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
+        echo(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
+             f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
         return 0
     if args.command == "search":
         return _search(args)
@@ -597,6 +620,14 @@ def run(argv: list[str] | None = None) -> int:
         from smec.config import updated
         cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision},
                                {"supervision": "--supervision"})
+    interactive = sys.stderr.isatty()   # before Ray's output is pointed at the log
+    from smec.pipelines.runtime import ray_output
+    with ray_output(out / RAY_LOG, args.verbose or args.command == "evaluate"):
+        return _run_job(args, cfg, paths, out, interactive)
+
+
+def _run_job(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    """The commands that run on a BEIR folder and a run folder (Ray's output in its log)."""
     if args.command == "bench":
         from smec.pipelines.bench import (
             DEFAULT_METHODS,
@@ -623,8 +654,9 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         from smec.pipelines.demo import run_demo
-        _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri), out)
-        print(f"output folder: {out.resolve()}")
+        live = progress_stream() if interactive else None
+        _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri, live=live), out)
+        echo(f"output folder: {out.resolve()}")
     elif args.command == "embed":
         from smec.pipelines.embed import run_embed
         from smec.pipelines.evaluate import record_timing
@@ -632,27 +664,28 @@ def run(argv: list[str] | None = None) -> int:
             cfg.model.name = args.model
         start = time.perf_counter()
         summary = run_embed(paths, out, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
-                            progress=sys.stderr.isatty())
+                            progress=interactive)
         record_timing(out, "embed", time.perf_counter() - start)
         for kind in ("corpus", "queries"):
-            print(f"{kind}: {_embed_line(summary[kind], out / 'embeddings' / kind)}")
+            echo(f"{kind}: {_embed_line(summary[kind], out / 'embeddings' / kind)}")
     elif args.command == "train":
         from smec.pipelines.evaluate import record_timing
         from smec.pipelines.train import run_train
         start = time.perf_counter()
-        trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri)
+        trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                            live=progress_stream() if interactive else None)
         record_timing(out, "train", time.perf_counter() - start)
-        print(f"trained stages {trained['stages']} ({trained['supervision']}) into "
-              f"{out / 'compressor'}")
-        print(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
+        echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
+             f"{out / 'compressor'}")
+        echo(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
     elif args.command == "tune":
         from smec.tune.run import run_tune
         summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
         scores = summary["test_ndcg_at_10_at_target"]
-        print(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
-        print(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
-              f"default {scores['default']}")
-        print(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
+        echo(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
+        echo(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
+             f"default {scores['default']}")
+        echo(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
     elif args.command == "concat":
         from smec.pipelines.concat import concat_table, run_concat
         update = {k: v for k, v in (("models", args.models),
@@ -666,12 +699,12 @@ def run(argv: list[str] | None = None) -> int:
             except ValidationError as exc:
                 raise SmecError(f"--models: {exc.errors()[0]['msg']}") from None
         results = run_concat(paths, out, cfg)
-        print()
-        print(concat_table(results))
-        print()
+        echo()
+        echo(concat_table(results))
+        echo()
         for name, target in results["targets"].items():
-            print(f"target {name}: {target}")
-        print(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
+            echo(f"target {name}: {target}")
+        echo(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
     elif args.command == "evaluate":
         from smec.pipelines.evaluate import run_evaluate
         other = _submitted_path(args.compressor)

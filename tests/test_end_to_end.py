@@ -43,8 +43,10 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca") for d in (192, 96, 48)} \
         | {("smec", d) for d in (384, 192, 96, 48)}
     for row in test_rows:
+        provenance = {"trained_on", "supervision", "evaluated_on"} if row["method"] == "smec" \
+            else set()
         assert set(row) == {"method", "dims", "precision", "bytes_per_vector", "ndcg_at_10",
-                            "recall_at_100", "seed", "split"}
+                            "recall_at_100", "seed", "split"} | provenance
         assert row["precision"] == "float32" and row["bytes_per_vector"] == 4 * row["dims"]
         assert 0.0 < row["ndcg_at_10"] <= 1.0 and 0.0 < row["recall_at_100"] <= 1.0
     # the hold-out of training queries: the trained levels beside every untrained recipe
@@ -58,6 +60,23 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert "| smec | float32 |" in result.stdout and "output folder:" in result.stdout
     history = json.loads((out / "compressor" / "history.json").read_text())
     assert {d for h in history if "dims" in h for d in h["dims"]} == {384, 192, 96, 48}
+
+
+def test_demo_console_is_quiet_and_ray_logs_to_the_run_folder(demo_run):
+    """Phases, shards, one line per trained stage and the table on screen; Ray's own output
+    (token warning, core_worker lines, TrainingReport dumps, model-loading bars) in ray.log."""
+    out, _, result = demo_run
+    shown = (result.stdout + result.stderr).splitlines()
+    assert len(shown) <= 40, "\n".join(shown)
+    for noise in ("TrainingReport", "PlacementGroupCleaner", "core_worker", "Loading weights",
+                  "WARNING"):
+        assert noise not in result.stdout + result.stderr
+    stages = [line for line in shown if line.lstrip().startswith("stage ")]
+    assert [line.split("(")[1].split(")")[0] for line in stages] == \
+        ["384 d", "192 d", "96 d", "48 d"]
+    assert all("hold-out nDCG@10" in line and "left" in line for line in stages)
+    log = (out / "ray.log").read_text()
+    assert "TrainingReport" in log and "core_worker" in log
 
 
 def test_embeddings_schema(demo_run, mini_cut):
