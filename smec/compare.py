@@ -5,7 +5,7 @@ import numpy as np
 
 from smec.compressors import PCA, Compressor, Truncation
 from smec.data import Qrels
-from smec.eval import evaluate_run, exact_search
+from smec.eval import evaluate_run, evaluate_vectors
 from smec.quantize import Quantizer, quantized_search
 from smec.results import ResultRow
 
@@ -44,12 +44,12 @@ def score_vectors(method: str, query_vecs: np.ndarray, query_ids: list[str],
     q_ids, q_vecs = [query_ids[i] for i in judged], query_vecs[judged]
     kind, rescore = precision
     if kind == "float32":
-        run = exact_search(q_vecs, q_ids, doc_vecs, doc_ids, k=DEPTH)
+        metrics = evaluate_vectors(q_vecs, q_ids, doc_vecs, doc_ids, qrels, k=DEPTH)
     else:
         quantizer = quantizer or Quantizer.fit(kind, doc_vecs, **quantizer_options)
         run = quantized_search(quantizer, q_vecs, q_ids, quantizer.encode(doc_vecs), doc_ids,
                                k=DEPTH, rescore_multiplier=rescore)
-    metrics = evaluate_run(run, qrels, ndcg_k=10, recall_k=DEPTH)
+        metrics = evaluate_run(run, qrels, ndcg_k=10, recall_k=DEPTH)
     return ResultRow(method, doc_vecs.shape[1], metrics["ndcg_at_10"],
                      metrics[f"recall_at_{DEPTH}"], kind, seed,
                      extra={"rescore": rescore} if rescore else {})

@@ -238,6 +238,19 @@ def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
     return candidates, labels
 
 
+def sampling_seed(seed: int, stage_no: int, rank: int, resumed_at_step: int = 0) -> int:
+    """The seed of a worker's sampling generator (candidates, negatives, Gumbel noise) in one
+    stage: distinct per run seed, stage and rank; a worker other than rank 0 resumed at a step
+    restarts from a seed of that step (only rank 0's generator state is checkpointed)."""
+    return seed * 1000 + stage_no * 100 + rank + 7919 * resumed_at_step
+
+
+def epoch_order_seed(seed: int, stage_no: int, epoch: int) -> int:
+    """The seed of an epoch's order of training queries (documents, label-free), the same on
+    every worker: each then takes its own ``rank::world`` share of one permutation."""
+    return seed * 7919 + stage_no * 131 + epoch
+
+
 def lr_at(step: int, total: int, base_lr: float, warmup_frac: float) -> float:
     """Linear warm-up, then cosine decay to zero; restarted every stage."""
     warmup = max(1, int(warmup_frac * total))
@@ -357,7 +370,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     ``on_step``) continues a stage where it stopped.
     """
     rank, world = _world()
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage_no * 100 + rank)
+    gen = torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank))
     target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
     groups = [{"params": list(adapter.parameters()), "lr_mult": 1.0}]
     for head in heads:
@@ -404,7 +417,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         if rank == 0:
             gen.set_state(partial["gen"])
         else:   # only rank 0's generator is saved; the others restart theirs reproducibly
-            gen.manual_seed(cfg.seed * 1000 + stage_no * 100 + rank + 7919 * step)
+            gen.manual_seed(sampling_seed(cfg.seed, stage_no, rank, step))
         if memory is not None and partial.get("memory") is not None:
             memory.load_state_dict(partial["memory"])   # before the broadcast below: in sync
     _sync_params(params)
@@ -421,7 +434,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             epoch_steps, epoch_time = 0, 0.0
         epoch_start = time.perf_counter()
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
-            cfg.seed * 7919 + stage_no * 131 + epoch))[:n_used][rank::world]
+            epoch_order_seed(cfg.seed, stage_no, epoch)))[:n_used][rank::world]
         first = start_batch if (partial is not None and epoch == start_epoch) else 0
         for batch_no in range(first, math.ceil(len(perm) / local_batch)):
             start = batch_no * local_batch
