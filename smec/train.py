@@ -12,12 +12,11 @@ local ring buffer by default, a Ray actor shared by all workers from ``pipelines
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,12 +27,7 @@ from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
 from smec.data import Qrels, group_split, positive_overlap
 from smec.eval import evaluate_vectors
-from smec.losses import (
-    InfoNCELoss,
-    RankLoss,
-    SimilarityDistillationLoss,
-    SimilarityPreservationLoss,
-)
+from smec.losses import CompressionObjective, InfoNCELoss, RankLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
@@ -325,23 +319,6 @@ def _target_view(head: torch.nn.Module, target_dim: int) -> torch.Tensor | None:
     return None
 
 
-def matryoshka_adaptor_unsup(e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
-                             k: int) -> torch.Tensor:
-    """Matryoshka-Adaptor's unsupervised terms at one level (METHOD.md §1.3 (a)(b)(c)).
-
-    (a) mean over all in-batch pairs of |cos(e_i, e_j) − cos(z_i, z_j)|, (b) the same summed
-    over each item's top-``k`` in-batch neighbours by the original cosine (mean over items),
-    (c) reconstruction ``mean |e − f(e)|`` that keeps the adapted embedding near the original.
-    """
-    teacher = e @ e.T
-    student = z @ z.T
-    off_diag = ~torch.eye(len(e), dtype=torch.bool)
-    pairwise = (teacher - student).abs()[off_diag].mean()
-    nbr = teacher.masked_fill(~off_diag, float("-inf")).topk(min(k, len(e) - 1), dim=1).indices
-    neighbours = SimilarityPreservationLoss()(teacher.gather(1, nbr), student.gather(1, nbr))
-    return pairwise + neighbours + (e - h).abs().mean()
-
-
 @dataclass
 class StageResult:
     """The best epoch of a stage: what becomes its snapshot (and warm-starts the next)."""
@@ -352,26 +329,87 @@ class StageResult:
     exports: list[tuple]                  # per head: (kept indices, projection)
     head_states: list[dict[str, torch.Tensor]]
 
+    @classmethod
+    def of(cls, score: float, epoch: int, adapter: torch.nn.Module,
+           heads: list[torch.nn.Module]) -> StageResult:
+        return cls(score, epoch, copy.deepcopy(adapter.state_dict()),
+                   [head.export() for head in heads],
+                   [copy.deepcopy(head.state_dict()) for head in heads])
 
-def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
-                heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
-                stage_no: int, max_epochs: int, log: Logger,
-                on_step: StepHook | None = None, partial: dict | None = None) -> StageResult:
-    """Train ``adapter`` and ``heads`` jointly on ``Σ_heads L_rank + α · L_unsup``.
 
-    One head is one SMRL stage (SMEC Eq. 5: no other level's loss); several heads are the
-    parallel Matryoshka schedule (MRL, Eq. 4). ``unsup`` is ``none``, ``sxbm`` (top-K
-    neighbours from the memory, Eq. 7) or ``matryoshka_adaptor``. Early stopping on the
-    hold-out keeps the best epoch, and the starting point (the identity of a zero-initialised
-    adapter, or the previous stage's snapshot) is a candidate too: a stage never ships below
-    where it started. The LR restarts its warm-up and cosine decay every
-    ``max_epochs_per_stage`` epochs, so a parallel method that early-stops after one cycle
-    ended it at a low LR, as every sequential stage does. ``partial`` (a snapshot given to
-    ``on_step``) continues a stage where it stopped.
-    """
-    rank, world = _world()
-    gen = torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank))
-    target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
+@dataclass
+class StageState:
+    """One stage in progress. :meth:`state_dict` is its whole checkpoint (weights, optimiser,
+    sampling RNG, position, best epoch so far, gradient statistics, S-XBM memory), and
+    ``train_stage(..., partial=...)`` continues from it."""
+
+    stage_no: int
+    adapter: torch.nn.Module
+    heads: list[torch.nn.Module]
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    memory: Memory | None
+    best: StageResult | None = None
+    epoch: int = 0
+    batch: int = 0                        # the next batch of ``epoch``
+    step: int = 0
+    bad_epochs: int = 0
+    grad_sum: list[torch.Tensor] = field(default_factory=list)
+    grad_sq: list[torch.Tensor] = field(default_factory=list)
+    epoch_steps: int = 0
+    epoch_time: float = 0.0
+
+    def start_epoch(self, epoch: int) -> None:
+        """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
+        the adapter-gradient variance per epoch, SMRL vs MRL)."""
+        self.epoch, self.batch, self.epoch_steps, self.epoch_time = epoch, 0, 0, 0.0
+        self.grad_sum = [torch.zeros_like(p) for p in self.adapter.parameters()]
+        self.grad_sq = [torch.zeros_like(p) for p in self.adapter.parameters()]
+
+    def count_gradients(self) -> None:
+        for p, g_sum, g_sq in zip(self.adapter.parameters(), self.grad_sum, self.grad_sq):
+            if p.grad is not None:
+                g_sum += p.grad
+                g_sq += p.grad ** 2
+
+    def gradient_variance(self) -> float:
+        n = max(self.epoch_steps, 1)
+        total = sum(((sq / n) - (sm / n) ** 2).sum() for sm, sq in zip(self.grad_sum,
+                                                                       self.grad_sq))
+        return float(total / sum(p.numel() for p in self.adapter.parameters()))
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy({
+            "stage_no": self.stage_no, "epoch": self.epoch, "batch": self.batch,
+            "step": self.step, "best": self.best, "bad_epochs": self.bad_epochs,
+            "grad_sum": self.grad_sum, "grad_sq": self.grad_sq,
+            "epoch_steps": self.epoch_steps, "epoch_time": self.epoch_time,
+            "adapter": self.adapter.state_dict(),
+            "heads": [h.state_dict() for h in self.heads], "opt": self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "memory": self.memory.state_dict() if self.memory is not None else None})
+
+    def load_state_dict(self, state: dict, resumed_seed: int | None = None) -> None:
+        """``resumed_seed``: restart the sampling RNG from it instead of the saved state (the
+        workers other than rank 0, whose generators are not saved)."""
+        self.adapter.load_state_dict(state["adapter"])
+        for head, head_state in zip(self.heads, state["heads"]):
+            head.load_state_dict(head_state)
+        self.opt.load_state_dict(state["opt"])
+        for key in ("best", "epoch", "batch", "step", "bad_epochs", "grad_sum", "grad_sq",
+                    "epoch_steps", "epoch_time"):
+            setattr(self, key, state[key])
+        if resumed_seed is None:
+            self.gen.set_state(state["gen"])
+        else:
+            self.gen.manual_seed(resumed_seed)
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"])
+
+
+def _optimizer(cfg: TrainConfig, adapter: torch.nn.Module,
+               heads: list[torch.nn.Module]) -> torch.optim.Optimizer:
+    """AdamW over the adapter and the heads; ADS logits at ``ads_lr_mult`` × lr, no decay."""
     groups = [{"params": list(adapter.parameters()), "lr_mult": 1.0}]
     for head in heads:
         if isinstance(head, ADSHead):
@@ -379,13 +417,38 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                            "weight_decay": 0.0})
         elif any(True for _ in head.parameters()):
             groups.append({"params": list(head.parameters()), "lr_mult": 1.0})
-    params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _objective(cfg: TrainConfig, data: TrainingData, unsup: str) -> CompressionObjective:
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
-    distill = unsup_loss_kind(cfg, data) == "distill"
-    unsup_loss = SimilarityDistillationLoss(cfg.distill_temperature) if distill \
-        else SimilarityPreservationLoss()
+    return CompressionObjective(rank_loss, unsup, cfg.alpha, unsup_loss_kind(cfg, data),
+                                cfg.distill_temperature, cfg.neighbours,
+                                cfg.sxbm_neighbour_grad)
+
+
+def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
+                heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
+                stage_no: int, max_epochs: int, log: Logger,
+                on_step: StepHook | None = None, partial: dict | None = None) -> StageResult:
+    """Train ``adapter`` and ``heads`` jointly on :class:`CompressionObjective`.
+
+    One head is one SMRL stage, several heads the parallel Matryoshka schedule. Early stopping
+    on the hold-out keeps the best epoch, and the starting point (the identity of a
+    zero-initialised adapter, or the previous stage's snapshot) is a candidate too: a stage
+    never ships below where it started. The LR restarts its warm-up and cosine decay every
+    ``max_epochs_per_stage`` epochs, so a parallel method that early-stops after one cycle
+    ended it at a low LR, as every sequential stage does. ``partial`` (a
+    :meth:`StageState.state_dict` given to ``on_step``) continues a stage where it stopped.
+    """
+    rank, world = _world()
+    objective = _objective(cfg, data, unsup)
+    state = StageState(stage_no, adapter, heads, _optimizer(cfg, adapter, heads),
+                       torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank)),
+                       memory)
+    params = [p for group in state.opt.param_groups for p in group["params"]]
+    target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
 
     # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
     # The global batch is split over the workers, so N workers take the same steps, with the
@@ -399,58 +462,38 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     steps_per_epoch = math.ceil(math.ceil(n_used / world) / local_batch)
     total = steps_per_epoch * max_epochs
     cycle = steps_per_epoch * min(max_epochs, cfg.max_epochs_per_stage)
-    bad_epochs, step, start_epoch, start_batch = 0, 0, 0, 0
-    adapter_params = list(adapter.parameters())
-    grad_sum = [torch.zeros_like(p) for p in adapter_params]
-    grad_sq = [torch.zeros_like(p) for p in adapter_params]
-    epoch_steps, epoch_time = 0, 0.0
-    if partial is not None:
-        adapter.load_state_dict(partial["adapter"])
-        for head, state in zip(heads, partial["heads"]):
-            head.load_state_dict(state)
-        opt.load_state_dict(partial["opt"])
-        best = partial["best"]
-        bad_epochs, step = partial["bad_epochs"], partial["step"]
-        start_epoch, start_batch = partial["epoch"], partial["batch"]
-        grad_sum, grad_sq = partial["grad_sum"], partial["grad_sq"]
-        epoch_steps, epoch_time = partial["epoch_steps"], partial["epoch_time"]
-        if rank == 0:
-            gen.set_state(partial["gen"])
-        else:   # only rank 0's generator is saved; the others restart theirs reproducibly
-            gen.manual_seed(sampling_seed(cfg.seed, stage_no, rank, step))
-        if memory is not None and partial.get("memory") is not None:
-            memory.load_state_dict(partial["memory"])   # before the broadcast below: in sync
+    state.start_epoch(0)
+    if partial is not None:   # the memory is loaded before the broadcast below: in sync
+        state.load_state_dict(partial, None if rank == 0 else
+                              sampling_seed(cfg.seed, stage_no, rank, partial["step"]))
     _sync_params(params)
     if partial is None:
-        best = _candidate(validate(data, adapter, heads), -1, adapter, heads)
+        state.best = StageResult.of(validate(data, adapter, heads), -1, adapter, heads)
     loss_rank = loss_unsup = torch.zeros(())
-    lr, tau = lr_at(step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
-        anneal_tau(step, total, cfg.tau0, cfg.tau_min)
-    for epoch in range(start_epoch, max_epochs):
-        # Per-epoch gradient statistics of the adapter (SMEC Fig. 6a/7: SMRL vs MRL variance).
-        if epoch != start_epoch or partial is None:
-            grad_sum = [torch.zeros_like(p) for p in adapter_params]
-            grad_sq = [torch.zeros_like(p) for p in adapter_params]
-            epoch_steps, epoch_time = 0, 0.0
-        epoch_start = time.perf_counter()
+    lr, tau = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
+        anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
+    for epoch in range(state.epoch, max_epochs):
+        if epoch != state.epoch or partial is None:
+            state.start_epoch(epoch)
+        partial = None
+        epoch_start = time.perf_counter() - state.epoch_time
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
             epoch_order_seed(cfg.seed, stage_no, epoch)))[:n_used][rank::world]
-        first = start_batch if (partial is not None and epoch == start_epoch) else 0
-        for batch_no in range(first, math.ceil(len(perm) / local_batch)):
-            start = batch_no * local_batch
-            rows = perm[start:start + local_batch]
-            lr = lr_at(step % cycle, cycle, cfg.lr, cfg.warmup_frac)
-            tau = anneal_tau(step, total, cfg.tau0, cfg.tau_min)
-            for group in opt.param_groups:
+        for batch_no in range(state.batch, math.ceil(len(perm) / local_batch)):
+            rows = perm[batch_no * local_batch:(batch_no + 1) * local_batch]
+            lr = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac)
+            tau = anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
+            for group in state.opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            samples = [head.sample(tau, gen) for head in heads]
-
+            samples = [head.sample(tau, state.gen) for head in heads]
+            queries = candidates = labels = None
             if data.label_free:
                 unlabelled = data.train_docs[rows]
             else:
-                candidates, labels = sample_batch(data, rows, cfg, gen)
+                candidates, labels = sample_batch(data, rows, cfg, state.gen)
+                queries, candidates = data.queries[rows], data.corpus[candidates]
                 unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
-                                                        generator=gen))
+                                                        generator=state.gen))
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
@@ -458,80 +501,41 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             # the memory's teacher cosines above and AdamW stay in float32
             with torch.autocast(data.corpus.device.type, torch.bfloat16,
                                 enabled=cfg.autocast_bf16):
-                loss_rank = torch.zeros(())
-                if not data.label_free:
-                    hq, hc = adapter(data.queries[rows]), adapter(data.corpus[candidates])
-                    loss_rank = sum(rank_loss(head(hq, s) @ head(hc, s).T, labels)
-                                    for head, s in zip(heads, samples))
-                loss_unsup = torch.zeros(())
-                if found is not None:
-                    nbr_feats, inverse, teacher = found
-                    if cfg.sxbm_neighbour_grad:   # one pass over the batch and its neighbours
-                        h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split(
-                            [len(e_u), len(nbr_feats)])
-                    else:                         # neighbours as constants, as XBM treats them
-                        h_self = adapter(e_u)
-                        with torch.no_grad():
-                            h_nbr = adapter(nbr_feats)
-                    for head, s in zip(heads, samples):
-                        z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
-                        student = (z_self[:, None, :] * z_nbr).sum(-1)
-                        if distill:   # the batch's other items compete too
-                            loss_unsup = loss_unsup + unsup_loss(
-                                torch.cat([teacher, _off_diagonal(e_u @ e_u.T)], 1),
-                                torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
-                        else:
-                            loss_unsup = loss_unsup + unsup_loss(teacher, student)
-                elif unsup == "matryoshka_adaptor":
-                    h_u = adapter(e_u)
-                    for head, s in zip(heads, samples):
-                        loss_unsup = loss_unsup + matryoshka_adaptor_unsup(e_u, h_u, head(h_u, s),
-                                                                           cfg.neighbours)
-                loss = loss_rank + cfg.alpha * loss_unsup
+                loss, loss_rank, loss_unsup = objective(adapter, heads, samples, queries,
+                                                        candidates, labels, e_u, found)
             if not loss.requires_grad:   # label-free, while the S-XBM memory is still empty
                 continue
-
-            opt.zero_grad(set_to_none=True)
+            state.opt.zero_grad(set_to_none=True)
             loss.backward()
             _average_grads(params)
-            for p, g_sum, g_sq in zip(adapter_params, grad_sum, grad_sq):
-                if p.grad is not None:
-                    g_sum += p.grad
-                    g_sq += p.grad ** 2
+            state.count_gradients()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            step += 1
-            epoch_steps += 1
+            state.opt.step()
+            state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
+                batch_no + 1
+            state.epoch_time = time.perf_counter() - epoch_start
             if on_step is not None:
-                position = {"stage_no": stage_no, "epoch": epoch, "batch": batch_no + 1,
-                            "step": step, "best": best, "bad_epochs": bad_epochs,
-                            "grad_sum": grad_sum, "grad_sq": grad_sq,
-                            "epoch_steps": epoch_steps,
-                            "epoch_time": epoch_time + time.perf_counter() - epoch_start}
-                on_step(step, functools.partial(_snapshot, position, adapter, heads, opt, gen,
-                                                memory))
-        epoch_time += time.perf_counter() - epoch_start
-        step_time = epoch_time / max(epoch_steps, 1)
-        n = max(epoch_steps, 1)
-        grad_var = float(sum(((sq / n) - (sm / n) ** 2).sum() for sm, sq in zip(grad_sum, grad_sq))
-                         / sum(p.numel() for p in adapter_params))
+                on_step(state.step, state.state_dict)
+        state.epoch_time = time.perf_counter() - epoch_start
 
         val, val_target = validate(data, adapter, heads, target_dim)
-        if val > best.score:
-            best = _candidate(val, epoch, adapter, heads)
-            bad_epochs = 0
+        if val > state.best.score:
+            state.best, state.bad_epochs = StageResult.of(val, epoch, adapter, heads), 0
         else:
-            bad_epochs += 1
-        log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch, "step": step,
-             "loss_rank": float(loss_rank.detach()), "loss_unsup": float(loss_unsup.detach()),
-             "tau": tau, "lr": lr, "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
-             "val_metric": data.val_metric,
-             "target_dim": target_dim, "grad_var": grad_var, "step_time_s": step_time,
-             "best_epoch": best.epoch, "ads_overlap_truncation": _overlap_with_truncation(heads),
+            state.bad_epochs += 1
+        log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch,
+             "step": state.step, "loss_rank": float(loss_rank.detach()),
+             "loss_unsup": float(loss_unsup.detach()), "tau": tau, "lr": lr,
+             "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
+             "val_metric": data.val_metric, "target_dim": target_dim,
+             "grad_var": state.gradient_variance(),
+             "step_time_s": state.epoch_time / max(state.epoch_steps, 1),
+             "best_epoch": state.best.epoch,
+             "ads_overlap_truncation": _overlap_with_truncation(heads),
              "memory_fill": memory.filled if memory is not None else 0})
-        if bad_epochs >= cfg.patience:
+        if state.bad_epochs >= cfg.patience:
             break
-    return best
+    return state.best
 
 
 def unsup_loss_kind(cfg: TrainConfig, data: TrainingData) -> str:
@@ -540,29 +544,6 @@ def unsup_loss_kind(cfg: TrainConfig, data: TrainingData) -> str:
     if cfg.unsup_loss != "auto":
         return cfg.unsup_loss
     return "distill" if data.label_free or cfg.supervision in ("pseudo", "none") else "preserve"
-
-
-def _off_diagonal(sim: torch.Tensor) -> torch.Tensor:
-    """``sim`` with its diagonal (an item against itself) at ``-inf``."""
-    return sim.masked_fill(torch.eye(len(sim), dtype=torch.bool, device=sim.device),
-                           float("-inf"))
-
-
-def _candidate(score: float, epoch: int, adapter: torch.nn.Module,
-               heads: list[torch.nn.Module]) -> StageResult:
-    return StageResult(score, epoch, copy.deepcopy(adapter.state_dict()),
-                       [head.export() for head in heads],
-                       [copy.deepcopy(head.state_dict()) for head in heads])
-
-
-def _snapshot(position: dict, adapter: torch.nn.Module, heads: list[torch.nn.Module],
-              opt: torch.optim.Optimizer, gen: torch.Generator, memory: Memory | None) -> dict:
-    """A stage in progress, copied: what ``train_stage(..., partial=...)`` continues from."""
-    return copy.deepcopy(position) | {
-        "adapter": copy.deepcopy(adapter.state_dict()),
-        "heads": [copy.deepcopy(h.state_dict()) for h in heads],
-        "opt": copy.deepcopy(opt.state_dict()), "gen": gen.get_state(),
-        "memory": memory.state_dict() if memory is not None else None}
 
 
 def _overlap_with_truncation(heads: list[torch.nn.Module]) -> float:

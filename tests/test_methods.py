@@ -6,7 +6,8 @@ from test_train import TINY, synthetic
 
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
-from smec.train import METHODS, matryoshka_adaptor_unsup, prepare_data, train_method
+from smec.losses import MatryoshkaAdaptorLoss
+from smec.train import METHODS, prepare_data, train_method
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,8 @@ def test_continued_training_check_sees_a_stage_that_writes_into_an_earlier_snaps
 
 def test_matryoshka_adaptor_terms_vanish_at_identity():
     e = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
-    assert matryoshka_adaptor_unsup(e, e, e, k=2).item() == pytest.approx(0.0, abs=1e-6)
-    assert matryoshka_adaptor_unsup(e, e + 1, e, k=2).item() == pytest.approx(1.0, abs=1e-6)
+    assert MatryoshkaAdaptorLoss(k=2)(e, e, e).item() == pytest.approx(0.0, abs=1e-6)
+    assert MatryoshkaAdaptorLoss(k=2)(e, e + 1, e).item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_unknown_method():

@@ -1,0 +1,102 @@
+"""The objective of one training step: the rank loss over the level heads plus α times the
+unsupervised term."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from smec.losses.distill import SimilarityDistillationLoss
+from smec.losses.matryoshka_adaptor import MatryoshkaAdaptorLoss
+from smec.losses.similarity import SimilarityPreservationLoss
+
+UNSUPERVISED = ("none", "sxbm", "matryoshka_adaptor")
+
+#: the S-XBM memory's answer for a batch: (neighbour features [U, D], the index of each item's
+#: K neighbours into them [B, K], the frozen cosines to them [B, K])
+Neighbours = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _off_diagonal(sim: torch.Tensor) -> torch.Tensor:
+    """``sim`` with its diagonal (an item against itself) at ``-inf``."""
+    return sim.masked_fill(torch.eye(len(sim), dtype=torch.bool, device=sim.device),
+                           float("-inf"))
+
+
+class CompressionObjective(nn.Module):
+    r"""Rank loss over the level heads plus α times an unsupervised term.
+
+    .. math::
+        L = \sum_{h \in H} L_{rank}\bigl(h(f(q))\, h(f(c))^\top, Y\bigr)
+            + \alpha \sum_{h \in H} L_{unsup}(h)
+
+    One head is one SMRL stage (SMEC Eq. 5: no other level's loss), several heads the parallel
+    Matryoshka schedule (MRL, Eq. 4). ``L_unsup`` is ``none``, ``sxbm`` (each unlabelled
+    document against its top-K neighbours from the S-XBM memory, SMEC Eq. 7: |t − s| with
+    ``similarity="preserve"``, or :class:`SimilarityDistillationLoss` over the neighbours and
+    the batch with ``"distill"``) or ``matryoshka_adaptor`` (:class:`MatryoshkaAdaptorLoss`).
+    Without labels (``queries is None``) only the unsupervised term trains.
+
+    References: Zhang et al., SMEC (arXiv 2510.12474), Eqs. 4, 5, 7; Kusupati et al., MRL
+    (arXiv 2205.13147); Yoon et al., Matryoshka-Adaptor (arXiv 2407.20243).
+
+    Inputs of :meth:`forward`: the ``adapter`` ``f`` and ``heads`` (each called as
+    ``head(h, sample)`` with its Gumbel ``samples``), the frozen ``queries`` ``[B, D]``, their
+    ``candidates`` ``[N, D]`` and graded ``labels`` ``[B, N]`` (all ``None`` label-free), the
+    unlabelled documents ``unlabelled`` ``[B_u, D]`` and, for ``sxbm``, the memory's
+    ``neighbours`` of them (``None`` while the memory fills). Returns ``(loss, rank, unsup)``.
+    """
+
+    def __init__(self, rank_loss: nn.Module, unsup: str = "none", alpha: float = 1.0,
+                 similarity: str = "preserve", distill_temperature: float = 0.05,
+                 neighbours: int = 10, neighbour_grad: bool = True) -> None:
+        super().__init__()
+        if unsup not in UNSUPERVISED:
+            raise ValueError(f"unsup must be one of {UNSUPERVISED}, got {unsup!r}")
+        if similarity not in ("preserve", "distill"):
+            raise ValueError(f"similarity must be preserve or distill, got {similarity!r}")
+        self.rank_loss, self.unsup, self.alpha = rank_loss, unsup, alpha
+        self.distill = similarity == "distill"
+        self.similarity = SimilarityDistillationLoss(distill_temperature) if self.distill \
+            else SimilarityPreservationLoss()
+        self.matryoshka_adaptor = MatryoshkaAdaptorLoss(neighbours)
+        self.neighbour_grad = neighbour_grad
+
+    def forward(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
+                queries: torch.Tensor | None, candidates: torch.Tensor | None,
+                labels: torch.Tensor | None, unlabelled: torch.Tensor,
+                neighbours: Neighbours | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss_rank = torch.zeros(())
+        if queries is not None:
+            hq, hc = adapter(queries), adapter(candidates)
+            loss_rank = sum(self.rank_loss(head(hq, s) @ head(hc, s).T, labels)
+                            for head, s in zip(heads, samples))
+        loss_unsup = torch.zeros(())
+        if self.unsup == "sxbm" and neighbours is not None:
+            loss_unsup = self._sxbm(adapter, heads, samples, unlabelled, neighbours)
+        elif self.unsup == "matryoshka_adaptor":
+            h_u = adapter(unlabelled)
+            for head, s in zip(heads, samples):
+                loss_unsup = loss_unsup + self.matryoshka_adaptor(unlabelled, h_u, head(h_u, s))
+        return loss_rank + self.alpha * loss_unsup, loss_rank, loss_unsup
+
+    def _sxbm(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
+              e_u: torch.Tensor, neighbours: Neighbours) -> torch.Tensor:
+        nbr_feats, inverse, teacher = neighbours
+        if self.neighbour_grad:   # one pass over the batch and its neighbours
+            h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split([len(e_u), len(nbr_feats)])
+        else:                     # neighbours as constants, as XBM treats them
+            h_self = adapter(e_u)
+            with torch.no_grad():
+                h_nbr = adapter(nbr_feats)
+        loss = torch.zeros(())
+        for head, s in zip(heads, samples):
+            z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
+            student = (z_self[:, None, :] * z_nbr).sum(-1)
+            if self.distill:   # the batch's other items compete too
+                loss = loss + self.similarity(
+                    torch.cat([teacher, _off_diagonal(e_u @ e_u.T)], 1),
+                    torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
+            else:
+                loss = loss + self.similarity(teacher, student)
+        return loss
