@@ -34,7 +34,7 @@ from smec.io import write_json
 from smec.losses import RankLoss
 from smec.modules import build_adapter
 from smec.store import read_embeddings
-from smec.train import prepare_data, sample_batch, train_method
+from smec.train import Reporter, prepare_data, sample_batch, train_method
 
 #: One-at-a-time values around the base; the base value of each key is always included.
 SWEEP: dict[str, list] = {
@@ -67,8 +67,9 @@ def trial(ds: dict, cfg: TrainConfig, method: str) -> dict:
     data = prepare_data(ds["doc_ids"], ds["doc_vecs"], ds["query_ids"], ds["query_vecs"],
                         ds["train_qrels"], cfg)
     start = time.perf_counter()
-    history: list[dict] = []
-    compressor = train_method(data, cfg, method, log=history.append)
+    reporter = Reporter()
+    compressor = train_method(data, cfg, method, reporter)
+    history = reporter.history
     seconds = time.perf_counter() - start
     rows = compare(ds["doc_ids"], ds["doc_vecs"], ds["query_ids"], ds["query_vecs"],
                    data.val_qrels, {method: compressor}, include_raw=False, seed=cfg.seed)

@@ -19,7 +19,7 @@ from smec.compare import baselines, compare
 from smec.config import Config, TrainConfig
 from smec.data import resolve_beir_dir
 from smec.store import read_embeddings
-from smec.train import holdout_qrels, train_method
+from smec.train import Reporter, holdout_qrels, train_method
 
 SETTINGS = {
     "none/preserve": {"supervision": "none", "unsup_loss": "preserve"},
@@ -65,8 +65,9 @@ def main() -> None:
         cfg = TrainConfig(stages=args.dims, **update)
         data = bench_data(cfg.supervision, paths, args.run, Config(train=cfg), cfg, embeddings)
         start = time.perf_counter()
-        history: list[dict] = []
-        compressor = train_method(data, cfg, method, log=history.append)
+        reporter = Reporter()
+        compressor = train_method(data, cfg, method, reporter)
+        history = reporter.history
         rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, {method: compressor},
                        include_raw=False)
         entry = {"setting": name, "dataset": paths.name, "method": method, "update": update,

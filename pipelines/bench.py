@@ -30,6 +30,7 @@ from smec.results import read_results, write_results
 from smec.store import read_embeddings
 from smec.train import (
     METHODS,
+    Reporter,
     TrainingData,
     holdout_qrels,
     prepare_data,
@@ -117,8 +118,9 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
     """SMEC with S-XBM memories of several sizes (SMEC Table 3), and the cheaper-step variants:
     step time against SMEC without the S-XBM term, hold-out and test nDCG@10."""
     def run(update: dict) -> tuple[dict, dict, float]:
-        history: list[dict] = []
-        compressor = train_method(data, updated(cfg, **update), "smec", log=history.append)
+        reporter = Reporter()
+        compressor = train_method(data, updated(cfg, **update), "smec", reporter)
+        history = reporter.history
         scores = {}
         for split, qrels in (("holdout", data.val_qrels), ("test", test_qrels)):
             rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels,
@@ -144,17 +146,18 @@ def memory_sizes(data, cfg, sizes: list[int], doc_ids, doc_vecs, query_ids, quer
             "variants": variants}
 
 
-class Progress:
-    """One line per finished stage: which seed, method and stage, and the bench's time left
-    (the elapsed time scaled by the share of stages done), so a bench writing to a log file
-    shows where it is."""
+class Progress(Reporter):
+    """The bench's reporter: each method's history, and one line per finished stage naming
+    the seed, method and level, with the bench's time left (the elapsed time scaled by the
+    share of stages done), so a bench writing to a log file shows where it is."""
 
     def __init__(self, units: int, stages_per_unit: int, echo) -> None:
+        super().__init__()
         self.units, self.stages_per_unit, self.echo = units, stages_per_unit, echo
         self.done, self.stages, self.begun, self.name = 0, 0, time.perf_counter(), ""
 
     def start(self, name: str) -> None:
-        self.name, self.stages = name, 0
+        self.name, self.stages, self.history = name, 0, []
 
     def stage_done(self, compressor) -> None:
         self.stages = min(len(compressor.dims), self.stages_per_unit)   # parallel: all at once
@@ -261,11 +264,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             for method in trainable(methods, sup):
                 label = method if sup == "qrels" else f"{method}:{sup}"
                 start = time.perf_counter()
-                history: list[dict] = []
                 clock.start(f"seed {seed} {label}")
-                compressor = train_method(data, scfg, method, log=history.append,
-                                          on_stage_end=clock.stage_done)
+                compressor = train_method(data, scfg, method, clock)
                 clock.unit_done()
+                history = clock.history
                 train_s.setdefault(label, []).append(time.perf_counter() - start)
                 epochs.setdefault(label, []).append(len(history))
                 compressor.trained_on = {"dataset": paths.name, "supervision": sup}

@@ -25,7 +25,7 @@ from smec.io import atomic_path
 from smec.quantize import compression_factor
 from smec.results import ResultRow, read_results, write_results
 from smec.store import has_columns, read_columns
-from smec.train import prepare_data, train_method
+from smec.train import Reporter, prepare_data, train_method
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 
@@ -60,6 +60,19 @@ def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
     if "binary" in cfg.concat.precisions and cfg.concat.rescore_multiplier:
         grid.append(("binary", cfg.concat.rescore_multiplier))
     return grid
+
+
+class EpochEcho(Reporter):
+    """One line per epoch of the decoder: schedule, stage, dims and hold-out nDCG@10."""
+
+    def __init__(self, schedule: str, echo) -> None:
+        super().__init__()
+        self.schedule, self.echo = schedule, echo
+
+    def log(self, m: dict) -> None:
+        super().log(m)
+        self.echo(f"      {self.schedule} stage {m['stage']} {m['dims']} epoch {m['epoch']}: "
+                  f"hold-out nDCG@10 {m['val_ndcg_at_10']:.4f}")
 
 
 def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> dict:
@@ -115,10 +128,8 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     training = prepare_data(doc_ids, cat_docs, query_ids, cat_queries, train_qrels, tcfg)
     for schedule in ccfg.schedules:
         start = time.perf_counter()
-        def progress(m: dict, schedule=schedule) -> None:
-            echo(f"      {schedule} stage {m['stage']} {m['dims']} epoch {m['epoch']}: "
-                 f"hold-out nDCG@10 {m['val_ndcg_at_10']:.4f}")
-        decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule], log=progress)
+        decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule],
+                               EpochEcho(schedule, echo))
         name = "concat_decoder" if schedule == "mrl" else f"concat_decoder_{schedule}"
         compressors[name] = ConcatCompressor(d_cat, levels, specs, decoder)
         timings[f"train_{name}"] = time.perf_counter() - start

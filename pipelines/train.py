@@ -4,8 +4,8 @@
 data and runs :func:`smec.train.train_method`, reporting metrics every epoch and a checkpoint at
 the end of every stage and, with ``train.checkpoint_every_steps: K``, every K steps inside a
 stage (the finished stages, the training history, and the stage in progress: weights,
-optimiser, RNG, position, S-XBM memory). It runs alone too (``train_func({... , "use_ray":
-False})``) for debugging. :func:`run_train` wraps it in a ``TorchTrainer`` with
+optimiser, RNG, position, S-XBM memory), through a :class:`RayTrainReporter`. It runs alone
+too (``train_func(config, FolderReporter(out))``) for debugging. :func:`run_train` wraps it in a ``TorchTrainer`` with
 ``FailureConfig(max_failures=train.max_failures)`` — a dead worker restarts the group from the
 last checkpoint — resumes from the last checkpoint of the run folder with ``resume``, shares
 one S-XBM Ray actor between the workers with ``train.memory_backend: actor``, and logs the
@@ -33,18 +33,88 @@ from smec.config import Config, TrainConfig, check_stages, updated
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.store import read_embeddings
-from smec.train import stage_dims, train_method
+from smec.train import Reporter, stage_dims, train_method
 
 PARTIAL = "partial.pt"
 
 
-def _read_checkpoint(ckpt_dir: Path) -> tuple[AdapterCompressor | None, list, dict | None]:
-    compressor = load_compressor(ckpt_dir / "compressor") \
-        if (ckpt_dir / "compressor").is_dir() else None
-    history = json.loads((ckpt_dir / "history.json").read_text())
-    partial = torch.load(ckpt_dir / PARTIAL, weights_only=False) \
-        if (ckpt_dir / PARTIAL).is_file() else None
+def read_checkpoint(folder: Path) -> tuple[AdapterCompressor | None, list, dict | None]:
+    """(finished stages, history, the stage in progress) of a checkpoint folder."""
+    compressor = load_compressor(folder / "compressor") \
+        if (folder / "compressor").is_dir() else None
+    history = json.loads((folder / "history.json").read_text())
+    partial = torch.load(folder / PARTIAL, weights_only=False) \
+        if (folder / PARTIAL).is_file() else None
     return compressor, history, partial
+
+
+def write_checkpoint(folder: Path, compressor: AdapterCompressor | None, history: list,
+                     partial: dict | None = None) -> None:
+    """What :func:`read_checkpoint` reads: the finished stages, the history, and the stage in
+    progress (a :meth:`smec.train.StageState.state_dict`) when there is one."""
+    if compressor is not None and compressor.stages:
+        compressor.save(folder / "compressor")
+    (folder / "history.json").write_text(json.dumps(history))
+    if partial is not None:
+        torch.save(partial, folder / PARTIAL)
+
+
+class FolderReporter(Reporter):
+    """A plain process: every finished stage saved to ``out/compressor`` with the history,
+    every epoch's metrics printed as one JSON line."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = Path(out)
+
+    def log(self, metrics: dict) -> None:
+        super().log(metrics)
+        print(json.dumps(metrics), flush=True)
+
+    def stage_done(self, compressor: AdapterCompressor) -> None:
+        compressor.save(self.out / "compressor")
+        (self.out / "compressor" / "history.json").write_text(json.dumps(self.history))
+
+
+class RayTrainReporter(Reporter):
+    """A Ray Train worker: metrics to ``ray.train.report`` every epoch (and, on rank 0, to the
+    ``progress`` file the driver follows), a checkpoint at every finished stage and every
+    ``checkpoint_every_steps`` steps. Only rank 0 writes a checkpoint; every rank reports."""
+
+    def __init__(self, rank: int, every_steps: int, progress: str | None,
+                 finished: AdapterCompressor | None = None, history: list | None = None,
+                 fault: dict | None = None) -> None:
+        super().__init__()
+        self.history = history or []
+        self.rank, self.every_steps, self.progress = rank, every_steps, progress
+        self.finished, self.fault, self.steps = finished, fault, 0
+
+    def log(self, metrics: dict) -> None:
+        import ray.train
+        super().log(metrics)
+        ray.train.report(metrics)
+        if self.rank == 0 and self.progress:
+            with open(self.progress, "a") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+
+    def step_done(self, step: int, snapshot) -> None:
+        self.steps += 1
+        _maybe_fail(self.fault, self.rank, self.steps)
+        if self.every_steps and step % self.every_steps == 0:
+            self._checkpoint({"checkpoint_step": step}, snapshot() if self.rank == 0 else None)
+
+    def stage_done(self, compressor: AdapterCompressor) -> None:
+        self.finished = compressor
+        self._checkpoint({"stage_done": compressor.stages[-1].dim}, None)
+
+    def _checkpoint(self, metrics: dict, partial: dict | None) -> None:
+        import ray.train
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                write_checkpoint(Path(tmp), self.finished, self.history, partial)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
@@ -58,76 +128,34 @@ def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train_func(config: dict) -> None:
+def train_func(config: dict, reporter: Reporter | None = None) -> None:
     """One worker's training loop; ``config`` = {"train", "inputs" (a
-    :class:`~smec.pipelines.supervision.TrainingInputs`, resolved once on the driver),
-    "use_ray", "out", optional "memory_actor" (a :class:`MemoryActor` handle) and "fault"
-    (test hook: {"step", "rank", "marker"})}."""
+    :class:`~smec.pipelines.supervision.TrainingInputs`, resolved once on the driver), and for
+    Ray Train "progress" (the file the driver follows), optional "memory_actor" (a
+    :class:`MemoryActor` handle) and "fault" (test hook: {"step", "rank", "marker"})}.
+
+    Without ``reporter`` it runs as a Ray Train worker (resuming from the run's last
+    checkpoint); ``train_func(config, FolderReporter(out))`` runs it alone, for debugging."""
     from smec.pipelines.supervision import training_data
     cfg = TrainConfig(**config["train"])
-    use_ray = config.get("use_ray", True)
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     data = training_data(config["inputs"], cfg)
-    history: list[dict] = []
     resume, partial, memory = None, None, None
-    if use_ray:
+    if reporter is None:
         import ray.train
-        rank = ray.train.get_context().get_world_rank()
+        history: list = []
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as ckpt_dir:
-                resume, history, partial = _read_checkpoint(Path(ckpt_dir))
+                resume, history, partial = read_checkpoint(Path(ckpt_dir))
         if config.get("memory_actor") is not None:
             from smec.pipelines.memory_actor import ActorMemory
             memory = ActorMemory(config["memory_actor"])
-    else:
-        rank = 0
-    steps = 0
-    finished = resume
-
-    def log(metrics: dict) -> None:
-        history.append(metrics)
-        if use_ray:
-            import ray.train
-            ray.train.report(metrics)
-        elif rank == 0:
-            print(json.dumps(metrics), flush=True)
-        if rank == 0 and config.get("progress"):   # the driver follows this file
-            with open(config["progress"], "a") as handle:
-                handle.write(json.dumps(metrics) + "\n")
-
-    def report_checkpoint(metrics: dict, partial_state: dict | None) -> None:
-        import ray.train
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:   # only rank 0 writes; every rank reports
-                if finished is not None and finished.stages:
-                    finished.save(Path(tmp) / "compressor")
-                (Path(tmp) / "history.json").write_text(json.dumps(history))
-                if partial_state is not None:
-                    torch.save(partial_state, Path(tmp) / PARTIAL)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
-
-    def on_stage_end(compressor: AdapterCompressor) -> None:
-        nonlocal finished
-        finished = compressor
-        if not use_ray:
-            compressor.save(Path(config["out"]) / "compressor")
-            (Path(config["out"]) / "compressor" / "history.json").write_text(
-                json.dumps(history))
-            return
-        report_checkpoint({"stage_done": compressor.stages[-1].dim}, None)
-
-    def on_step(step: int, snapshot) -> None:
-        nonlocal steps
-        steps += 1
-        _maybe_fail(config.get("fault"), rank, steps)
-        if use_ray and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
-            report_checkpoint({"checkpoint_step": step}, snapshot() if rank == 0 else None)
-
-    train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume,
-                 memory=memory, on_step=on_step, resume_partial=partial)
+        reporter = RayTrainReporter(ray.train.get_context().get_world_rank(),
+                                    cfg.checkpoint_every_steps, config.get("progress"),
+                                    resume, history, config.get("fault"))
+    train_method(data, cfg, cfg.method, reporter, resume=resume, memory=memory,
+                 resume_partial=partial)
 
 
 METRIC_NAMES = {"ndcg_at_10": "nDCG@10", "recall_at_10": "neighbour recall@10"}
@@ -248,7 +276,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     progress = out / "train-progress.jsonl"
     progress.unlink(missing_ok=True)
     loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
-                   "inputs": inputs, "use_ray": True, "progress": str(progress.resolve()),
+                   "inputs": inputs, "progress": str(progress.resolve()),
                    "memory_actor": actor, "fault": fault}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,

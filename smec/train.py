@@ -1,13 +1,15 @@
 """SMEC training: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2).
 
-Read top to bottom: :func:`prepare_data` turns cached embeddings and qrels into tensors,
-:func:`sample_batch` forms one labelled batch, :func:`train_stage` is the loop of one stage,
-and :func:`train_smec` runs the stages in a row, each warm-started from the previous snapshot.
-Runs in a plain process; when a ``torch.distributed`` process group exists (Ray Train's
-``TorchTrainer``), gradients are averaged over the workers and each worker takes its own
-share of the queries. The S-XBM memory is injected (:class:`smec.modules.memory.Memory`: the
-local ring buffer by default, a Ray actor shared by all workers from ``pipelines/``), and an
-``on_step`` hook gets a snapshot of the stage in progress for mid-stage checkpoints.
+Read top to bottom: :func:`prepare_data` (or :func:`prepare_unlabelled_data`, label-free)
+turns cached embeddings and qrels into tensors, :func:`sample_batch` forms one labelled batch,
+:func:`train_stage` is the loop of one stage (its state a :class:`StageState`, its objective
+:class:`smec.losses.CompressionObjective`), and :func:`train_method` runs a method's stages in
+a row, each warm-started from the previous snapshot. Runs in a plain process; when a
+``torch.distributed`` process group exists (Ray Train's ``TorchTrainer``), gradients are
+averaged over the workers and each worker takes its own share of the queries. The S-XBM
+memory is injected (:class:`smec.modules.memory.Memory`: the local ring buffer by default, a
+Ray actor shared by all workers from ``pipelines/``), and a :class:`Reporter` hears every
+epoch, step (with a snapshot for mid-stage checkpoints) and finished stage.
 """
 from __future__ import annotations
 
@@ -32,11 +34,28 @@ from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
 
-Logger = Callable[[dict], None]
-#: ``on_step(step, snapshot)``: called after every optimiser step of a stage; ``snapshot()``
-#: builds the stage's full state (weights, optimiser, RNG, position, best epoch, memory), which
-#: ``train_method(..., resume_partial=...)`` continues from.
-StepHook = Callable[[int, Callable[[], dict]], None]
+
+class Reporter:
+    """What training tells the world: every epoch's metrics (:meth:`log`), every optimiser
+    step (:meth:`step_done`, with ``snapshot()`` building the stage's whole state, which
+    ``train_method(..., resume_partial=...)`` continues from) and every finished stage
+    (:meth:`stage_done`, with the compressor so far).
+
+    This one keeps the history and nothing else: a plain process. Ray Train's
+    (``smec.pipelines.train``) and Ray Tune's (``smec.tune.run``) report and checkpoint too.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+
+    def log(self, metrics: dict) -> None:
+        self.history.append(metrics)
+
+    def step_done(self, step: int, snapshot: Callable[[], dict]) -> None:
+        pass
+
+    def stage_done(self, compressor: AdapterCompressor) -> None:
+        pass
 
 
 @dataclass
@@ -430,8 +449,8 @@ def _objective(cfg: TrainConfig, data: TrainingData, unsup: str) -> CompressionO
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                 heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
-                stage_no: int, max_epochs: int, log: Logger,
-                on_step: StepHook | None = None, partial: dict | None = None) -> StageResult:
+                stage_no: int, max_epochs: int, reporter: Reporter,
+                partial: dict | None = None) -> StageResult:
     """Train ``adapter`` and ``heads`` jointly on :class:`CompressionObjective`.
 
     One head is one SMRL stage, several heads the parallel Matryoshka schedule. Early stopping
@@ -440,7 +459,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     never ships below where it started. The LR restarts its warm-up and cosine decay every
     ``max_epochs_per_stage`` epochs, so a parallel method that early-stops after one cycle
     ended it at a low LR, as every sequential stage does. ``partial`` (a
-    :meth:`StageState.state_dict` given to ``on_step``) continues a stage where it stopped.
+    :meth:`StageState.state_dict` from ``reporter.step_done``) continues a stage where it
+    stopped.
     """
     rank, world = _world()
     objective = _objective(cfg, data, unsup)
@@ -514,8 +534,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
                 batch_no + 1
             state.epoch_time = time.perf_counter() - epoch_start
-            if on_step is not None:
-                on_step(state.step, state.state_dict)
+            reporter.step_done(state.step, state.state_dict)
         state.epoch_time = time.perf_counter() - epoch_start
 
         val, val_target = validate(data, adapter, heads, target_dim)
@@ -523,16 +542,16 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             state.best, state.bad_epochs = StageResult.of(val, epoch, adapter, heads), 0
         else:
             state.bad_epochs += 1
-        log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch,
-             "step": state.step, "loss_rank": float(loss_rank.detach()),
-             "loss_unsup": float(loss_unsup.detach()), "tau": tau, "lr": lr,
-             "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
-             "val_metric": data.val_metric, "target_dim": target_dim,
-             "grad_var": state.gradient_variance(),
-             "step_time_s": state.epoch_time / max(state.epoch_steps, 1),
-             "best_epoch": state.best.epoch,
-             "ads_overlap_truncation": _overlap_with_truncation(heads),
-             "memory_fill": memory.filled if memory is not None else 0})
+        reporter.log({"stage": stage_no, "dims": [h.dim for h in heads], "epoch": epoch,
+                      "step": state.step, "loss_rank": float(loss_rank.detach()),
+                      "loss_unsup": float(loss_unsup.detach()), "tau": tau, "lr": lr,
+                      "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
+                      "val_metric": data.val_metric, "target_dim": target_dim,
+                      "grad_var": state.gradient_variance(),
+                      "step_time_s": state.epoch_time / max(state.epoch_steps, 1),
+                      "best_epoch": state.best.epoch,
+                      "ads_overlap_truncation": _overlap_with_truncation(heads),
+                      "memory_fill": memory.filled if memory is not None else 0})
         if state.bad_epochs >= cfg.patience:
             break
     return state.best
@@ -607,10 +626,8 @@ def _kept_logits(result: StageResult) -> torch.Tensor | None:
 
 
 def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
-                 log: Logger = lambda metrics: None,
-                 on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
-                 resume: AdapterCompressor | None = None,
-                 memory: Memory | None = None, on_step: StepHook | None = None,
+                 reporter: Reporter | None = None, resume: AdapterCompressor | None = None,
+                 memory: Memory | None = None,
                  resume_partial: dict | None = None) -> AdapterCompressor:
     """Train one method at the levels ``stage_dims(cfg)``, under one epoch budget.
 
@@ -618,9 +635,11 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     Sequential methods spend it stage by stage, each warm-started from the previous snapshot,
     which stays fixed; parallel methods spend it in one stage over all levels; per-level
     methods train one model per level. Finished stages in ``resume`` are kept as they are;
-    ``resume_partial`` (an ``on_step`` snapshot) continues the unfinished stage it came from.
-    ``memory`` replaces the local S-XBM ring buffer (e.g. one shared by several workers).
+    ``resume_partial`` (a ``reporter.step_done`` snapshot) continues the unfinished stage it
+    came from. ``memory`` replaces the local S-XBM ring buffer (e.g. one shared by several
+    workers).
     """
+    reporter = reporter or Reporter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     spec = METHODS[method]
@@ -652,11 +671,11 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if spec.schedule == "parallel":
         adapter, full = fresh_adapter(), torch.arange(out_dim)
         heads = [_head(spec.head, full, d, data, cfg, adapter) for d in dims]
-        result = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, log, on_step,
+        result = train_stage(data, cfg, adapter, heads, unsup, memory, 0, budget, reporter,
                              partial_for(0))
         for dim, (index, proj) in zip(dims, result.exports):
             compressor.add_stage(Stage(dim, index, result.adapter_state, proj))
-        on_stage_end(compressor)
+        reporter.stage_done(compressor)
         return compressor
 
     adapter, in_index, logits = fresh_adapter(), torch.arange(out_dim), None
@@ -670,17 +689,16 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
             adapter, in_index = fresh_adapter(), torch.arange(out_dim)
         head = _head(spec.head, in_index, dim, data, cfg, adapter, logits)
         result = train_stage(data, cfg, adapter, [head], unsup, memory, stage_no,
-                             cfg.max_epochs_per_stage, log, on_step, partial_for(stage_no))
+                             cfg.max_epochs_per_stage, reporter, partial_for(stage_no))
         (index, proj), logits = result.exports[0], _kept_logits(result)
         compressor.add_stage(Stage(dim, index, result.adapter_state, proj, logits))
         adapter.load_state_dict(result.adapter_state)   # the next stage warm-starts from it
         in_index = index if index is not None else torch.arange(out_dim)
-        on_stage_end(compressor)
+        reporter.stage_done(compressor)
     return compressor
 
 
-def train_smec(data: TrainingData, cfg: TrainConfig, log: Logger = lambda metrics: None,
-               on_stage_end: Callable[[AdapterCompressor], None] = lambda c: None,
-               resume: AdapterCompressor | None = None, **kwargs) -> AdapterCompressor:
+def train_smec(data: TrainingData, cfg: TrainConfig, reporter: Reporter | None = None,
+               **kwargs) -> AdapterCompressor:
     """SMEC: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2)."""
-    return train_method(data, cfg, "smec", log, on_stage_end, resume, **kwargs)
+    return train_method(data, cfg, "smec", reporter, **kwargs)

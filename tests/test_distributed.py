@@ -13,7 +13,7 @@ from test_train import TINY, synthetic
 from smec.config import TrainConfig
 from smec.modules import SXBM
 from smec.store import embedding_table, write_part
-from smec.train import prepare_data, train_method
+from smec.train import Reporter, prepare_data, train_method
 
 
 def test_exchange_is_neighbours_then_enqueue():
@@ -44,15 +44,22 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     cfg = TrainConfig(**TINY)
     data = prepare_data(doc_ids, docs, query_ids, queries, qrels, cfg)
-    whole_log, snaps = [], []
-    whole = train_method(data, cfg, "smec", log=whole_log.append,
-                         on_step=lambda step, snap: snaps.append(snap()) if step == 3 else None)
+    snaps = []
+
+    class Snapshots(Reporter):
+        def step_done(self, step, snapshot):
+            if step == 3:
+                snaps.append(snapshot())
+    whole_reporter = Snapshots()
+    whole = train_method(data, cfg, "smec", whole_reporter)
+    whole_log = whole_reporter.history
     mid = next(s for s in snaps if s["stage_no"] == 1)       # stage 1, after its 3rd step
     finished = type(whole)(whole.input_dim, [], cfg.adapter, cfg.adapter_hidden, "smec",
                            stages=whole.stages[:1])
-    resumed_log = []
-    resumed = train_method(data, cfg, "smec", log=resumed_log.append, resume=finished,
+    resumed_reporter = Reporter()
+    resumed = train_method(data, cfg, "smec", resumed_reporter, resume=finished,
                            resume_partial=mid)
+    resumed_log = resumed_reporter.history
     for a, b in zip(whole.stages, resumed.stages):
         assert a.dim == b.dim and torch.equal(a.indices, b.indices)
         for key in a.adapter_state:
@@ -66,14 +73,14 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
     from smec.pipelines.supervision import TrainingInputs
     from smec.pipelines.tracking import log_training_run, tracking_uri
-    from smec.pipelines.train import train_func
+    from smec.pipelines.train import FolderReporter, train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
     cfg = TrainConfig(**TINY)
     train_func({"train": cfg.model_dump(), "inputs": TrainingInputs(
-                    "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels),
-                "use_ray": False, "out": str(tmp_path)})
+                    "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels)},
+               FolderReporter(tmp_path))
     history = json.loads((tmp_path / "compressor" / "history.json").read_text())
     uri = tracking_uri(tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"

@@ -13,6 +13,7 @@ from smec.losses import SimilarityDistillationLoss
 from smec.pseudo import mine_pseudo_queries, sentences
 from smec.train import (
     NEIGHBOURS_JUDGED,
+    Reporter,
     prepare_unlabelled_data,
     train_method,
     validate,
@@ -81,9 +82,9 @@ def test_corpus_only_data_holds_probes_out_and_judges_them_by_their_neighbours()
 def test_smec_trains_on_the_corpus_alone(loss):
     ids, docs = synthetic_corpus()
     cfg = TrainConfig(**TINY, unsup_loss=loss)
-    history = []
-    compressor = train_method(prepare_unlabelled_data(ids, docs, cfg), cfg, "smec",
-                              log=history.append)
+    reporter = Reporter()
+    compressor = train_method(prepare_unlabelled_data(ids, docs, cfg), cfg, "smec", reporter)
+    history = reporter.history
     assert compressor.dims == [16, 8, 4] and compressor.encode(docs, 4).shape == (300, 4)
     assert {h["val_metric"] for h in history} == {"recall_at_10"}
     assert all(h["loss_rank"] == 0 for h in history)

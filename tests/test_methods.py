@@ -7,7 +7,7 @@ from test_train import TINY, synthetic
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.losses import MatryoshkaAdaptorLoss
-from smec.train import METHODS, prepare_data, train_method
+from smec.train import METHODS, Reporter, prepare_data, train_method
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,9 @@ def test_a_stage_that_only_gets_worse_ships_its_starting_point(data):
     """With a learning rate that wrecks the adapter, no epoch beats the start on the hold-out,
     so the full-dim level keeps the raw model's cosines, never below them."""
     cfg = TrainConfig(**{**TINY, "lr": 50.0, "grad_clip": 1e9, "warmup_frac": 0.0})
-    history: list[dict] = []
-    compressor = train_method(data, cfg, "mrl+smrl", log=history.append)
+    reporter = Reporter()
+    compressor = train_method(data, cfg, "mrl+smrl", reporter)
+    history = reporter.history
     docs = data.corpus.numpy()
     first_stage = [h for h in history if h["stage"] == 0]
     assert all(h["best_epoch"] == -1 for h in first_stage)
@@ -126,9 +127,9 @@ def test_a_parallel_method_ends_each_budget_cycle_at_a_low_learning_rate(data):
     where early stopping ends them after a cycle, the LR had decayed, as at the end of every
     sequential stage. One cosine over the whole budget left it near its peak there."""
     cfg = TrainConfig(**{**TINY, "max_epochs_per_stage": 2, "patience": 10})
-    history: list[dict] = []
-    train_method(data, cfg, "mrl", log=history.append)
-    lrs = [h["lr"] for h in history]          # the LR of each epoch's last step
+    reporter = Reporter()
+    train_method(data, cfg, "mrl", reporter)
+    lrs = [h["lr"] for h in reporter.history]          # the LR of each epoch's last step
     assert len(lrs) == 2 * 3                  # budget: 2 epochs x 3 levels
     assert lrs[1] < 0.1 * cfg.lr and lrs[3] < 0.1 * cfg.lr and lrs[5] < 0.1 * cfg.lr
 

@@ -24,13 +24,13 @@ def synthetic(n_docs=120, n_queries=40, dim=16, seed=0):
 
 def test_train_func_runs_alone_without_ray(tmp_path):
     from smec.pipelines.supervision import TrainingInputs
-    from smec.pipelines.train import train_func
+    from smec.pipelines.train import FolderReporter, train_func
     doc_ids, docs, query_ids, queries, qrels = synthetic()
     write_part(tmp_path / "emb" / "corpus", 0, embedding_table(doc_ids, docs))
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
     train_func({"train": TrainConfig(**TINY).model_dump(), "inputs": TrainingInputs(
-                    "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels),
-                "use_ray": False, "out": str(tmp_path)})
+                    "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels)},
+               FolderReporter(tmp_path))
     compressor = load_compressor(tmp_path / "compressor")
     assert [s.dim for s in compressor.stages] == [16, 8, 4]
     assert compressor.encode(docs, 4).shape == (120, 4)

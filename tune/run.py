@@ -43,7 +43,7 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.results import scored_rows
 from smec.store import read_embeddings
-from smec.train import prepare_data, train_method
+from smec.train import Reporter, prepare_data, train_method
 
 EXPERIMENT = "smec-tune"
 METRIC = "val_ndcg_at_10_target"
@@ -56,14 +56,48 @@ def _scalars(metrics: dict) -> dict:
     return out
 
 
+class TuneReporter(Reporter):
+    """A Ray Tune trial: every epoch's scalars to Tune (ASHA reads ``val_ndcg_at_10_target``)
+    and to the trial's MLflow run; every finished stage a Tune checkpoint (the checkpoint of
+    :func:`~smec.pipelines.train.write_checkpoint` plus the MLflow run id); the last one also
+    logs the compressor and the training curves and ends the run."""
+
+    def __init__(self, run, levels: int, history: list) -> None:
+        super().__init__()
+        self.run, self.levels, self.history, self.last = run, levels, history, {}
+
+    def log(self, metrics: dict) -> None:
+        from ray import tune
+        super().log(metrics)
+        self.last = _scalars(metrics) | {"epochs": len(self.history)}
+        self.run.log_metrics(self.last, len(self.history) - 1)
+        tune.report(dict(self.last))
+
+    def stage_done(self, compressor) -> None:
+        from ray import tune
+        from smec.pipelines.tracking import plot_history
+        from smec.pipelines.train import write_checkpoint
+        finished = len(compressor.stages) == self.levels
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint(Path(tmp), compressor, self.history)
+            (Path(tmp) / "mlflow_run_id").write_text(self.run.run_id)
+            if finished:
+                self.run.log_artifact(Path(tmp) / "compressor", "compressor")
+                if plot_history(self.history, Path(tmp) / "training_curves.png"):
+                    self.run.log_artifact(Path(tmp) / "training_curves.png")
+                self.run.end()
+            tune.report(dict(self.last) | {"stage_done": compressor.stages[-1].dim,
+                                           "completed": int(finished)},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
 def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
               parent_run_id: str | None = None, cpus: float = 1.0) -> None:
     """One trial: train ``base`` with the trial's values; report every epoch to Tune."""
     import torch
     from ray import tune
-    from smec.pipelines.tracking import RunLogger, flat_params, plot_history
-
-    from smec.compressors import load_compressor
+    from smec.pipelines.tracking import RunLogger, flat_params
+    from smec.pipelines.train import read_checkpoint
 
     torch.set_num_threads(max(1, int(cpus)))
     cfg = trial_train_config(base, config)
@@ -73,39 +107,14 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            resume = load_compressor(Path(ckpt_dir) / "compressor")
-            history = json.loads((Path(ckpt_dir) / "history.json").read_text())
+            resume, history, _ = read_checkpoint(Path(ckpt_dir))
             run_id = (Path(ckpt_dir) / "mlflow_run_id").read_text().strip()
     run = RunLogger(uri, EXPERIMENT, context.get_trial_name(),
                     flat_params(cfg.model_dump(), "train.") | {"trial_id": context.get_trial_id()},
                     parent_run_id=parent_run_id, run_id=run_id)
-    last: dict = {}
     levels = len(cfg.stages) + int(cfg.full_dim_stage)
-
-    def log(metrics: dict) -> None:
-        history.append(metrics)
-        last.clear()
-        last.update(_scalars(metrics) | {"epochs": len(history)})
-        run.log_metrics(last, len(history) - 1)
-        tune.report(dict(last))
-
-    def on_stage_end(compressor) -> None:
-        finished = len(compressor.stages) == levels
-        with tempfile.TemporaryDirectory() as tmp:
-            compressor.save(Path(tmp) / "compressor")
-            (Path(tmp) / "history.json").write_text(json.dumps(history))
-            (Path(tmp) / "mlflow_run_id").write_text(run.run_id)
-            if finished:
-                run.log_artifact(Path(tmp) / "compressor", "compressor")
-                if plot_history(history, Path(tmp) / "training_curves.png"):
-                    run.log_artifact(Path(tmp) / "training_curves.png")
-                run.end()
-            tune.report(dict(last) | {"stage_done": compressor.stages[-1].dim,
-                                      "completed": int(finished)},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
-
     try:
-        train_method(data, cfg, cfg.method, log=log, on_stage_end=on_stage_end, resume=resume)
+        train_method(data, cfg, cfg.method, TuneReporter(run, levels, history), resume=resume)
     except BaseException:
         run.end("KILLED")      # ASHA stops a trial by ending its function here
         raise
