@@ -24,9 +24,7 @@ from smec.compare import (
 from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
 from smec.data import BeirPaths, load_qrels
-from smec.io import atomic_path
-from smec.report import markdown_table, plot_ndcg_vs_bytes
-from smec.results import read_results, write_results
+from smec.report import gradient_variance, publish
 from smec.store import read_embeddings
 from smec.train import (
     METHODS,
@@ -73,39 +71,6 @@ def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
     table = {key: {"mteb": value, "ours": round(ours[key], 6),
                    "abs_diff": round(abs(value - ours[key]), 6)} for key, value in scores.items()}
     return {"levels": table, "max_abs_diff": max(v["abs_diff"] for v in table.values())}
-
-
-def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
-    """Adapter-gradient variance per epoch, SMRL vs MRL (SMEC Fig. 6a/7), as a plot + means."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    means = {}
-    for method, history in histories.items():
-        values = [h["grad_var"] for h in history]
-        means[method] = float(np.mean(values))
-        ax.plot(range(1, len(values) + 1), values, marker=".", label=method)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch (all stages in a row)")
-    ax.set_ylabel("variance of the adapter gradient")
-    ax.set_title("gradient variance: sequential (SMRL) vs parallel (MRL)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    result: dict = {f"mean_{m}": v for m, v in means.items()}
-    result["per_epoch"] = {m: [h["grad_var"] for h in history]
-                           for m, history in histories.items()}
-    if "mrl" in means and "mrl+smrl" in means:
-        result["mrl_over_smrl"] = means["mrl"] / means["mrl+smrl"]
-        # The mean is dominated by the first epoch's large gradients; the median of the
-        # epoch-by-epoch ratio over the epochs both ran is the robust figure.
-        pairs = list(zip(result["per_epoch"]["mrl"], result["per_epoch"]["mrl+smrl"]))
-        result["median_epoch_ratio_mrl_over_smrl"] = float(np.median([a / b for a, b in pairs]))
-    return result
 
 
 #: Cheaper S-XBM steps tried against the step-time target (issue 14, item 9), at the default M.
@@ -325,13 +290,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             per_epoch["smec"] / per_epoch["matryoshka_adaptor"], 3)
     if embed_s is not None:
         timings["embed"] = embed_s
-    write_results(out / "results.json", paths.name, meta.get("model", "?"),
-                  paths.split_label, rows, timings, seeds=seeds, **extra)
-    results = read_results(out / "results.json")
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(markdown_table(results) + "\n")
-    plot_ndcg_vs_bytes(results, out / "ndcg_vs_bytes.png")
-    return results
+    return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
+                   seeds=seeds, **extra)
 
 
 def check_methods(methods: list[str]) -> list[str]:

@@ -21,9 +21,9 @@ from smec.compressors import PCA, ConcatCompressor
 from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
-from smec.io import atomic_path
 from smec.quantize import compression_factor
-from smec.results import ResultRow, read_results, write_results
+from smec.report import concat_table, plot_retained_vs_cf, publish
+from smec.results import ResultRow
 from smec.store import has_columns, read_columns
 from smec.train import Reporter, prepare_data, train_method
 
@@ -203,71 +203,11 @@ def _targets(rows: list[ResultRow], concat: ResultRow, models: list[str]) -> dic
     return out
 
 
-def concat_table(results: dict) -> str:
-    """One line per row, sorted by CF: the numbers the issue asks to quote."""
-    refs = results["references"]
-    title = (f"concat-encode-quantize — {results['dataset']} ({results['split']}); CF vs the "
-             f"float32 concat ({refs['concat']['bytes_per_vector']} B) and vs the best single "
-             f"model ({refs['best_single']['method']}, {refs['best_single']['bytes_per_vector']} B)")
-    header = ("| method | dims | precision | bytes | CF concat | CF single | nDCG@10 | retained "
-              "| recall@100 |")
-    lines = [title, "", header, "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results["rows"], key=lambda r: (r["cf_vs_concat"], r["method"])):
-        precision = r["precision"] + (f" +rescore x{r['rescore']}" if r.get("rescore") else "")
-        lines.append(f"| {r['method']} | {r['dims']} | {precision} | {r['bytes_per_vector']} | "
-                     f"{r['cf_vs_concat']:g}x | {r['cf_vs_best_single']:g}x | "
-                     f"{r['ndcg_at_10']:.4f} | {100 * r['retained']:.1f} % | "
-                     f"{r['recall_at_100']:.4f} |")
-    return "\n".join(lines)
-
-
-def plot_retained_vs_cf(results: dict, path: Path) -> Path:
-    """Retained % of the float32 concat's nDCG@10 against CF (log x), one line per method and
-    precision."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in results["rows"]:
-        if r["method"].startswith("single:") and r["precision"] == "float32":
-            label = r["method"]
-        else:
-            label = f"{r['method']} {r['precision']}" + (" +rescore" if r.get("rescore") else "")
-        series.setdefault(label, []).append((r["cf_vs_concat"], 100 * r["retained"]))
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for label in sorted(series):
-        pts = sorted(series[label])
-        single = len(pts) == 1
-        ax.plot(*zip(*pts), marker="*" if single else "o", markersize=11 if single else 5,
-                linestyle="none" if single else "-", label=label)
-    for cf, goal in ((48, 92), (96, 85)):
-        ax.plot([cf], [goal], marker="v", color="black", markersize=9)
-        ax.annotate(f"goal {goal} % at {cf}x", (cf, goal), textcoords="offset points",
-                    xytext=(5, -12), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("compression factor vs the float32 concatenation (log)")
-    ax.set_ylabel("nDCG@10 retained, % of the float32 concatenation")
-    ax.set_title(f"{results['dataset']} — concat of {len(results['models'])} models "
-                 f"({results['split']})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
-
-
 def _write(out: Path, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
            timings: dict[str, float], d_cat: int, models: list[str]) -> dict:
     refs, targets = _annotate(rows, d_cat, cfg.concat.models)
-    write_results(out / "results.json", paths.name, "+".join(cfg.concat.models),
-                  paths.split_label, rows, timings, models=models,
-                  concat_models=cfg.concat.models, references=refs, targets=targets,
-                  config=cfg.concat.model_dump())
-    results = read_results(out / "results.json")
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(concat_table(results) + "\n")
-    plot_retained_vs_cf(results, out / "retained_vs_cf.png")
-    return results
+    return publish(out, paths.name, "+".join(cfg.concat.models), paths.split_label, rows,
+                   timings, table=concat_table, plot=plot_retained_vs_cf,
+                   plot_name="retained_vs_cf.png", models=models,
+                   concat_models=cfg.concat.models, references=refs, targets=targets,
+                   config=cfg.concat.model_dump())

@@ -18,9 +18,8 @@ from smec.compare import (
 from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
-from smec.io import atomic_path, write_json
-from smec.report import markdown_table, plot_ndcg_vs_bytes
-from smec.results import read_results, write_results
+from smec.io import write_json
+from smec.report import publish
 from smec.store import read_embeddings
 from smec.train import holdout_qrels, stage_dims
 
@@ -105,11 +104,5 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
     if trained is not None and trained.quantizers and compressor_dir is None:
         trained.save(out / "compressor")   # keep the calibration with the model
     timings = record_timing(out, "evaluate", time.perf_counter() - start)
-    write_results(out / "results.json", paths.name, meta.get("model", "?"),
-                  paths.split_label, rows, timings, **extra)
-    results = read_results(out / "results.json")
-    table = markdown_table(results)
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(table + "\n")
-    plot_ndcg_vs_bytes(results, out / "ndcg_vs_bytes.png")
-    return results
+    return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
+                   **extra)

@@ -687,7 +687,8 @@ def _run_job(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool)
              f"default {scores['default']}")
         echo(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
     elif args.command == "concat":
-        from smec.pipelines.concat import concat_table, run_concat
+        from smec.pipelines.concat import run_concat
+        from smec.report import concat_table
         update = {k: v for k, v in (("models", args.models),
                                     ("single_models", args.single_models)) if v is not None}
         if update:

@@ -1,7 +1,12 @@
-"""Tables and plots from results.json files only (no training code here)."""
+"""Tables and plots of results (results.json files, training histories): no training code here;
+:func:`publish` writes a results.json with its table and its plot."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+
+from smec.io import atomic_path
 
 METHOD_ORDER = ["raw", "truncation", "pca", "smec"]
 
@@ -17,8 +22,6 @@ def _precision_label(row: dict) -> str:
 def markdown_table(results: dict, split: str | None = None) -> str:
     """Method × dims, each cell ``nDCG@10`` (mean ± std over seeds when there are several), on
     the file's split (test) or on ``split`` (``holdout``)."""
-    import numpy as np
-
     from smec.results import scored_rows
     split = split or results["split"]
     cells: dict[tuple[str, str], dict[int, list[float]]] = {}
@@ -57,9 +60,7 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from smec.io import atomic_path
     from smec.results import scored_rows
 
     cells: dict[str, dict[int, dict[str, list[float]]]] = {}
@@ -92,3 +93,106 @@ def plot_ndcg_vs_bytes(results: dict, path: Path | str) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
+
+
+def concat_table(results: dict) -> str:
+    """One line per row, sorted by CF: the numbers the issue asks to quote."""
+    refs = results["references"]
+    title = (f"concat-encode-quantize — {results['dataset']} ({results['split']}); CF vs the "
+             f"float32 concat ({refs['concat']['bytes_per_vector']} B) and vs the best single "
+             f"model ({refs['best_single']['method']}, {refs['best_single']['bytes_per_vector']} B)")
+    header = ("| method | dims | precision | bytes | CF concat | CF single | nDCG@10 | retained "
+              "| recall@100 |")
+    lines = [title, "", header, "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results["rows"], key=lambda r: (r["cf_vs_concat"], r["method"])):
+        precision = r["precision"] + (f" +rescore x{r['rescore']}" if r.get("rescore") else "")
+        lines.append(f"| {r['method']} | {r['dims']} | {precision} | {r['bytes_per_vector']} | "
+                     f"{r['cf_vs_concat']:g}x | {r['cf_vs_best_single']:g}x | "
+                     f"{r['ndcg_at_10']:.4f} | {100 * r['retained']:.1f} % | "
+                     f"{r['recall_at_100']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_retained_vs_cf(results: dict, path: Path) -> Path:
+    """Retained % of the float32 concat's nDCG@10 against CF (log x), one line per method and
+    precision."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in results["rows"]:
+        if r["method"].startswith("single:") and r["precision"] == "float32":
+            label = r["method"]
+        else:
+            label = f"{r['method']} {r['precision']}" + (" +rescore" if r.get("rescore") else "")
+        series.setdefault(label, []).append((r["cf_vs_concat"], 100 * r["retained"]))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for label in sorted(series):
+        pts = sorted(series[label])
+        single = len(pts) == 1
+        ax.plot(*zip(*pts), marker="*" if single else "o", markersize=11 if single else 5,
+                linestyle="none" if single else "-", label=label)
+    for cf, goal in ((48, 92), (96, 85)):
+        ax.plot([cf], [goal], marker="v", color="black", markersize=9)
+        ax.annotate(f"goal {goal} % at {cf}x", (cf, goal), textcoords="offset points",
+                    xytext=(5, -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression factor vs the float32 concatenation (log)")
+    ax.set_ylabel("nDCG@10 retained, % of the float32 concatenation")
+    ax.set_title(f"{results['dataset']} — concat of {len(results['models'])} models "
+                 f"({results['split']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
+    """Adapter-gradient variance per epoch, SMRL vs MRL (SMEC Fig. 6a/7), as a plot + means."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    means = {}
+    for method, history in histories.items():
+        values = [h["grad_var"] for h in history]
+        means[method] = float(np.mean(values))
+        ax.plot(range(1, len(values) + 1), values, marker=".", label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (all stages in a row)")
+    ax.set_ylabel("variance of the adapter gradient")
+    ax.set_title("gradient variance: sequential (SMRL) vs parallel (MRL)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    result: dict = {f"mean_{m}": v for m, v in means.items()}
+    result["per_epoch"] = {m: [h["grad_var"] for h in history]
+                           for m, history in histories.items()}
+    if "mrl" in means and "mrl+smrl" in means:
+        result["mrl_over_smrl"] = means["mrl"] / means["mrl+smrl"]
+        # The mean is dominated by the first epoch's large gradients; the median of the
+        # epoch-by-epoch ratio over the epochs both ran is the robust figure.
+        pairs = list(zip(result["per_epoch"]["mrl"], result["per_epoch"]["mrl+smrl"]))
+        result["median_epoch_ratio_mrl_over_smrl"] = float(np.median([a / b for a, b in pairs]))
+    return result
+
+
+def publish(out: Path, dataset: str, model: str, split: str, rows: list, timings_s: dict,
+            table=markdown_table, plot=plot_ndcg_vs_bytes, plot_name: str = "ndcg_vs_bytes.png",
+            **extra) -> dict:
+    """Write ``out/results.json`` (:func:`smec.results.write_results`), its table
+    (``results.md``) and its plot; return the results as read back."""
+    from smec.results import read_results, write_results
+    write_results(out / "results.json", dataset, model, split, rows, timings_s, **extra)
+    results = read_results(out / "results.json")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(table(results) + "\n")
+    plot(results, out / plot_name)
+    return results
