@@ -18,8 +18,7 @@ from smec.compare import (
     compare,
     holdout_rows,
     precisions_of,
-    recipe_check,
-    recipe_summary,
+    recipe_report,
 )
 from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
@@ -276,8 +275,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         echo(f"MTEB cross-check: max |MTEB - ours| nDCG@10 = "
              f"{extra['mteb_crosscheck']['max_abs_diff']} "
              f"({time.perf_counter() - start:.0f} s)")
-    extra["recipe_check"] = recipe_check(rows)
-    extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
+    extra |= recipe_report(rows)
     echo(extra["recipe_summary"])
     timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
     # Early stopping ends methods after different numbers of epochs, so the fair cost figure

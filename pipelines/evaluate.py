@@ -12,8 +12,7 @@ from smec.compare import (
     compare,
     holdout_rows,
     precisions_of,
-    recipe_check,
-    recipe_summary,
+    recipe_report,
 )
 from smec.config import Config
 from smec.data import BeirPaths
@@ -96,8 +95,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, cfg.train)
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout,
                              {label: trained}, recipes, seed=cfg.train.seed)
-        extra["recipe_check"] = recipe_check(rows)
-        extra["recipe_summary"] = recipe_summary(extra["recipe_check"])
+        extra |= recipe_report(rows)
     for row in rows:
         if row.method == label:
             row.extra.update(provenance)

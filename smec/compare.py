@@ -140,3 +140,9 @@ def recipe_summary(checks: list[dict]) -> str:
             f"(recipe_check in results.json); worst: {worst['method']} {worst['dims']}d "
             f"seed {worst['seed']} {worst['holdout_ndcg_at_10']:.4f} < {recipe} "
             f"{b['holdout_ndcg_at_10']:.4f} at {worst['bytes_per_vector']} B")
+
+
+def recipe_report(rows: list[ResultRow]) -> dict:
+    """``{"recipe_check": …, "recipe_summary": …}``: the two keys results.json carries."""
+    checks = recipe_check(rows)
+    return {"recipe_check": checks, "recipe_summary": recipe_summary(checks)}
