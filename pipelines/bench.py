@@ -24,6 +24,7 @@ from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
 from smec.data import BeirPaths, load_qrels
 from smec.report import gradient_variance, publish
+from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.train import (
     METHODS,
@@ -147,7 +148,7 @@ def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg:
         return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg)
     from smec.pipelines.supervision import pseudo_queries
     folder = pseudo_queries(paths, out, cfg)
-    pseudo_ids, pseudo_vecs, _ = read_embeddings(folder / "embeddings")
+    pseudo_ids, pseudo_vecs, _ = read_embeddings(folder / "embeddings")   # pseudo's own store
     return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs,
                         load_qrels(folder / "qrels.tsv"), tcfg)
 
@@ -165,8 +166,8 @@ def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tupl
     from smec.pipelines.evaluate import load_transferred, trained_label
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
     rows = []
-    for folder in sorted((source / "compressors").glob("*/seed*")):
-        compressor = load_transferred(folder, out / "embeddings" / "corpus")
+    for folder in sorted(RunFolder(source).compressors.glob("*/seed*")):
+        compressor = load_transferred(folder, RunFolder(out).corpus)
         label, provenance = trained_label(compressor, paths.name)
         new = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, {label: compressor},
                       include_raw=False, seed=int(folder.name[4:]), precisions=precisions)
@@ -187,18 +188,13 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     test (and the untrained baselines, and raw); hold-out rows on the hold-out of the training
     qrels where the dataset has them (label-free runs never saw those queries either). Every
     trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``."""
-    if not (out / "embeddings" / "embed.json").is_file():
-        from smec.pipelines.embed import run_embed
-        start = time.perf_counter()
-        echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
-        run_embed(paths, out, cfg)
-        embed_s = time.perf_counter() - start
-    else:
-        embed_s = None
-    doc_ids, doc_vecs, meta = read_embeddings(out / "embeddings" / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(out / "embeddings" / "queries")
+    from smec.pipelines.embed import embedded
+    run = RunFolder(out)
+    loaded, embed_s = embedded(paths, run, cfg, echo)
+    embeddings = loaded.as_tuple()
+    doc_ids, doc_vecs, query_ids, query_vecs = embeddings
+    meta = loaded.meta
     test_qrels = paths.read_test_qrels()
-    embeddings = (doc_ids, doc_vecs, query_ids, query_vecs)
     input_dim = doc_vecs.shape[1]
     dims = dims or [input_dim // f for f in (2, 4, 8, 16)]
     base = updated(cfg.train, stages=dims, full_dim_stage=True)
@@ -235,7 +231,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 train_s.setdefault(label, []).append(time.perf_counter() - start)
                 epochs.setdefault(label, []).append(len(history))
                 compressor.trained_on = {"dataset": paths.name, "supervision": sup}
-                compressor.save(out / "compressors" / label / f"seed{seed}")
+                compressor.save(run.compressors / label / f"seed{seed}")
                 if seed == 0:
                     histories[label], seed0[label] = history, compressor
                 new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,

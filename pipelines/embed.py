@@ -15,6 +15,7 @@ a marker, so after a crash or SIGKILL every id ends up exactly once; a run whose
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from smec.pipelines.shards import ShardJob, actor_resources, finished, run_jobs
 
-from smec import store
+from smec import console, store
 from smec.config import Config
 from smec.corpus import OnBadRow, Shard, Source, plan_shards, read_shard
 from smec.data import BeirPaths
 from smec.encoders import model_spec, resolve_model
 from smec.errors import SmecError
 from smec.io import atomic_path, write_json
+from smec.runfolder import Embeddings, RunFolder
 
 BAD_ROWS = "bad_rows.jsonl"
 
@@ -153,12 +155,25 @@ def _prompts(cfg: Config) -> tuple[str, str]:
             cfg.model.query_prompt or spec.query_prompt)
 
 
+def embedded(paths: BeirPaths, run: RunFolder, cfg: Config,
+             echo=console.echo) -> tuple[Embeddings, float | None]:
+    """The run folder's embeddings, made first (Ray Data) where `smec embed` has not finished
+    there: (embeddings, the seconds embedding took, or None when they were there)."""
+    seconds = None
+    if not run.has_embeddings():
+        start = time.perf_counter()
+        echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
+        run_embed(paths, run.root, cfg)
+        seconds = time.perf_counter() - start
+    return run.read_embeddings(), seconds
+
+
 def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
               on_bad_row: OnBadRow = "stop", progress: bool = False) -> dict:
     """Embed the corpus and all queries of a BEIR folder into ``out/embeddings``."""
     model_path = str(resolve_model(cfg.model.name))
     doc_prompt, query_prompt = _prompts(cfg)
-    emb_dir = out / "embeddings"
+    emb_dir = RunFolder(out).embeddings
     metadata = {"model": cfg.model.name, "model_path": model_path,
                 "dataset": paths.name, "data_dir": str(paths.root)}
     jobs = []   # both files are validated before anything is embedded or written
@@ -207,7 +222,7 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
     described = [{"name": name, "column": f"embedding:{name}", "dim": spec.dim,
                   "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt}
                  for name, spec, _ in specs]
-    emb_dir = out / "embeddings"
+    emb_dir = RunFolder(out).embeddings
     jobs = []
     for kind, source in (("corpus", Source(paths.corpus)),
                          ("queries", Source(paths.queries, title_field=None))):

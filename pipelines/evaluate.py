@@ -19,7 +19,7 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.io import write_json
 from smec.report import publish
-from smec.store import read_embeddings
+from smec.runfolder import RunFolder
 from smec.train import holdout_qrels, stage_dims
 
 TIMINGS = "timings.json"
@@ -66,18 +66,18 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
     """Score raw, the untrained baselines and the trained compressor (``compressor_dir``: one
     trained on another dataset, scored on this one's embeddings) on the test qrels."""
     start = time.perf_counter()
-    emb = out / "embeddings"
-    doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(emb / "queries")
+    run = RunFolder(out)
+    doc_ids, doc_vecs, query_ids, query_vecs = (loaded := run.read_embeddings()).as_tuple()
+    meta = loaded.meta
     qrels = paths.read_test_qrels()
     missing = [q for q in qrels if q not in set(query_ids)]
     if missing:
-        raise SmecError(f"{paths.test_qrels}: query '{missing[0]}' has no embedding in {emb}; "
-                        "re-run `smec embed` on this data folder")
+        raise SmecError(f"{paths.test_qrels}: query '{missing[0]}' has no embedding in "
+                        f"{run.embeddings}; re-run `smec embed` on this data folder")
     input_dim = doc_vecs.shape[1]
     methods = cfg.eval.methods
     if compressor_dir is not None:
-        trained = load_transferred(compressor_dir, emb / "corpus")
+        trained = load_transferred(compressor_dir, run.corpus)
     else:
         trained = load_trained(out) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
@@ -100,7 +100,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
         if row.method == label:
             row.extra.update(provenance)
     if trained is not None and trained.quantizers and compressor_dir is None:
-        trained.save(out / "compressor")   # keep the calibration with the model
+        trained.save(run.compressor)   # keep the calibration with the model
     timings = record_timing(out, "evaluate", time.perf_counter() - start)
     return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
                    **extra)

@@ -18,6 +18,7 @@ from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
 from smec.errors import SmecError
 from smec.pseudo import mine_pseudo_queries
+from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.train import TrainingData, prepare_data, prepare_unlabelled_data
 
@@ -62,7 +63,7 @@ def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config) -> Path:
     """Mine and embed the pseudo queries into ``out/pseudo`` (queries.jsonl, qrels.tsv, the
     store ``embeddings/``, and ``pseudo.json`` last, which marks the folder complete)."""
     from smec.pipelines.embed import run_embed_corpus
-    folder = out / "pseudo"
+    folder = RunFolder(out).pseudo
     made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
                  "model": cfg.model.name}
     info = folder / "pseudo.json"
@@ -86,9 +87,9 @@ def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
     """The resolved supervision and the stores and judgements it trains on (``store``: the
     corpus store when it is not ``out/embeddings/corpus``)."""
     supervision = resolve_supervision(cfg.train, paths)
-    corpus = store or out / "embeddings" / "corpus"
+    corpus = store or RunFolder(out).corpus
     if supervision == "qrels":
-        return TrainingInputs(supervision, corpus, out / "embeddings" / "queries",
+        return TrainingInputs(supervision, corpus, RunFolder(out).queries,
                               paths.read_train_qrels())
     if supervision == "pseudo":
         folder = pseudo_queries(paths, out, cfg)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from smec.runfolder import RunFolder
+
 EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_ndcg_at_10", "val_ndcg_at_10_target", "tau",
                  "lr", "ads_overlap_truncation", "memory_fill", "step_time_s", "grad_var",
                  "stage", "epoch")
@@ -156,7 +158,7 @@ def log_training_run(uri: str, train_section: dict, history: list[dict], compres
 def log_results(uri: str, run_id: str, out: Path) -> None:
     """Attach ``out``'s results.json, results.md and plot to a run, and its test scores."""
     run = RunLogger(uri, "", "", {}, run_id=run_id)
-    results_path = Path(out) / "results.json"
+    results_path = RunFolder(Path(out)).results
     if results_path.is_file():
         rows = json.loads(results_path.read_text())["rows"]
         run.log_metrics({f"{'holdout' if r.get('split') == 'holdout' else 'test'}_ndcg_at_10."

@@ -32,6 +32,7 @@ from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages, updated
 from smec.data import BeirPaths
 from smec.errors import SmecError
+from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.train import Reporter, stage_dims, train_method
 
@@ -72,8 +73,8 @@ class FolderReporter(Reporter):
         print(json.dumps(metrics), flush=True)
 
     def stage_done(self, compressor: AdapterCompressor) -> None:
-        compressor.save(self.out / "compressor")
-        (self.out / "compressor" / "history.json").write_text(json.dumps(self.history))
+        compressor.save(RunFolder(self.out).compressor)
+        (RunFolder(self.out).compressor / "history.json").write_text(json.dumps(self.history))
 
 
 class RayTrainReporter(Reporter):
@@ -256,7 +257,8 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     from ray.train.torch import TorchTrainer
     from smec.pipelines.runtime import init_ray, root_cause
     from smec.pipelines.supervision import label_free_notice, training_inputs
-    corpus = (store or out / "embeddings" / "corpus").resolve()
+    run = RunFolder(out)
+    corpus = (store or run.corpus).resolve()
     _, _, meta = read_embeddings(corpus)   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
     init_ray()
@@ -265,7 +267,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     if notice:
         echo(notice)
     start = time.perf_counter()
-    storage = (out / "ray_train").resolve()
+    storage = run.ray_train.resolve()
     if not resume:
         shutil.rmtree(storage, ignore_errors=True)
     actor = None
@@ -273,7 +275,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
     # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
-    progress = out / "train-progress.jsonl"
+    progress = run.train_progress
     progress.unlink(missing_ok=True)
     loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
                    "inputs": inputs, "progress": str(progress.resolve()),
@@ -303,9 +305,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         compressor = load_compressor(Path(ckpt_dir) / "compressor")
         compressor.trained_on = {"dataset": paths.name if paths is not None else corpus.name,
                                  "supervision": inputs.supervision}
-        compressor.save(out / "compressor")
-        shutil.copy(Path(ckpt_dir) / "history.json", out / "compressor" / "history.json")
-    history = json.loads((out / "compressor" / "history.json").read_text())
+        compressor.save(run.compressor)
+        shutil.copy(Path(ckpt_dir) / "history.json", run.compressor / "history.json")
+    history = json.loads((run.compressor / "history.json").read_text())
     seconds = round(time.perf_counter() - start, 2)
     summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds,
                "supervision": inputs.supervision}
@@ -314,7 +316,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         from smec.pipelines.tracking import log_training_run, tracking_uri
         summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
         summary["mlflow_run_id"] = log_training_run(
-            summary["mlflow_uri"], cfg.train.model_dump(), history, out / "compressor",
+            summary["mlflow_uri"], cfg.train.model_dump(), history, run.compressor,
             run_name=f"{name}-{cfg.train.method}",
             extra_params={"dataset": name, "model": str(meta.get("model", "?")),
                           "supervision": inputs.supervision, "train_seconds": str(seconds)})
@@ -322,7 +324,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
 
 
 def load_trained(out: Path) -> AdapterCompressor:
-    compressor = load_compressor(out / "compressor")
+    compressor = load_compressor(RunFolder(out).compressor)
     if not isinstance(compressor, AdapterCompressor):
         raise SmecError(f"{out / 'compressor'}: expected a trained adapter compressor, got "
                         f"{compressor.kind}")

@@ -373,8 +373,10 @@ def _beside(folder: Path, name: str) -> Path:
 
 def _compressor_dir(path: Path) -> Path:
     """A run folder means its compressor/; a compressor folder is itself."""
-    return path / "compressor" if not (path / "compressor.json").is_file() \
-        and (path / "compressor").is_dir() else path
+    from smec.runfolder import RunFolder
+    run = RunFolder(path)
+    return run.compressor if not (path / "compressor.json").is_file() \
+        and run.compressor.is_dir() else path
 
 
 def _compress(args: argparse.Namespace) -> int:
@@ -507,7 +509,8 @@ def _train_store(args: argparse.Namespace) -> int:
                            {"supervision": "--supervision"})
     args.out.mkdir(parents=True, exist_ok=True)
     from smec.pipelines.runtime import ray_output
-    with ray_output(args.out / RAY_LOG, args.verbose):
+    from smec.runfolder import RunFolder
+    with ray_output(RunFolder(args.out).ray_log, args.verbose):
         trained = run_train(None, args.out, cfg, resume=args.resume,
                             mlflow_uri=args.mlflow_uri, store=args.store)
     echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
@@ -622,7 +625,8 @@ def run(argv: list[str] | None = None) -> int:
                                {"supervision": "--supervision"})
     interactive = sys.stderr.isatty()   # before Ray's output is pointed at the log
     from smec.pipelines.runtime import ray_output
-    with ray_output(out / RAY_LOG, args.verbose or args.command == "evaluate"):
+    from smec.runfolder import RunFolder
+    with ray_output(RunFolder(out).ray_log, args.verbose or args.command == "evaluate"):
         return _run_job(args, cfg, paths, out, interactive)
 
 
@@ -643,8 +647,9 @@ def _run_job(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool)
         if seeds < 1:
             raise SmecError(f"--seeds must be >= 1, got {seeds}")
         methods = check_methods(args.methods or DEFAULT_METHODS)
+        from smec.runfolder import RunFolder
         transfer = _submitted_path(args.transfer_from)
-        if transfer is not None and not (transfer / "compressors").is_dir():
+        if transfer is not None and not RunFolder(transfer).compressors.is_dir():
             raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
                             "bench compression` on the source dataset first")
         results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from smec.errors import SmecError
 from smec.quantize import Quantizer
+from smec.runfolder import RunFolder
 from smec.store import MANIFEST, META_KEY, check_complete
 
 QUANTIZER = "quantizer.npz"
@@ -167,10 +168,10 @@ def compressor_models(path: Path | str) -> list[dict]:
     if meta.get("inputs"):
         return meta["inputs"]
     for run in path.parents[:3]:   # RUN/compressor, RUN/compressors/NAME(/seedK)
-        corpus = run / "embeddings" / "corpus"
+        corpus = RunFolder(run).corpus
         if any(corpus.glob("part-*.parquet")):
             models = store_models(corpus)
-            queries = run / "embeddings" / "queries"
+            queries = RunFolder(run).queries
             if len(models) == 1 and any(queries.glob("part-*.parquet")):
                 models[0]["query_prompt"] = store_models(queries)[0]["query_prompt"]
             return models

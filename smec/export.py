@@ -35,6 +35,7 @@ from smec.compressors.concat import ConcatCompressor
 from smec.errors import SmecError
 from smec.io import atomic_dir
 from smec.quantize import Quantizer
+from smec.runfolder import RunFolder
 
 EXPORT_INFO = "smec_export.json"
 QUANTIZER = "quantizer.npz"
@@ -73,7 +74,7 @@ def _check_codes(codes: Path, fingerprint: str, dim: int | None, precision: str
 
 def _holdout_ndcg(run_dir: Path, method: str, dim: int) -> float | None:
     """The level's hold-out nDCG@10 from the run's results.json, where it was measured."""
-    path = run_dir / "results.json"
+    path = RunFolder(run_dir).results
     if not path.is_file():
         return None
     for row in json.loads(path.read_text()).get("rows", []):

@@ -42,7 +42,7 @@ from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.results import scored_rows
-from smec.store import read_embeddings
+from smec.runfolder import RunFolder
 from smec.train import Reporter, prepare_data, train_method
 
 EXPERIMENT = "smec-tune"
@@ -121,13 +121,10 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
 
 
 def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
-    emb = out / "embeddings"
-    if not (emb / "queries").is_dir() or not any((emb / "queries").glob("*.parquet")):
-        from smec.pipelines.embed import run_embed
-        echo(f"embedding {paths.root} into {emb} (once; every trial reuses it)")
-        run_embed(paths, out, cfg)
-    doc_ids, doc_vecs, meta = read_embeddings(emb / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(emb / "queries")
+    from smec.pipelines.embed import embedded
+    loaded, _ = embedded(paths, RunFolder(out), cfg, echo)   # once; every trial reuses it
+    doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
+    meta = loaded.meta
     from smec.config import check_stages
     for stages in (cfg.tune.space["stages"].choice if "stages" in cfg.tune.space else []):
         try:
