@@ -73,8 +73,7 @@ def _embed_file(args: argparse.Namespace) -> int:
     if not args.corpus.is_file():
         raise SmecError(f"--corpus {args.corpus}: file not found")
     cfg = load_config(args.config)
-    if args.model:
-        cfg.model.name = args.model
+    _options(cfg, "model", {"name": ("--model", args.model)})
     source = Source(args.corpus, (args.id_field,) if args.id_field else DEFAULT_ID_FIELDS,
                     args.text_field)
     from smec.pipelines.runtime import ray_output
@@ -381,17 +380,16 @@ def _compressor_dir(path: Path) -> Path:
 
 def _compress(args: argparse.Namespace) -> int:
     """`smec compress`: a compressor over a store or a corpus file -> a codes folder."""
-    from smec.config import load_config, updated
+    from smec.config import load_config
     from smec.corpus import DEFAULT_ID_FIELDS, Source
     from smec.pipelines.compress import plan_corpus, plan_store, run_compress
     for name in ("store", "corpus", "compressor", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
-    options = {"num_gpus_per_actor": "--num-gpus", "num_actors": "--num-actors",
-               "calibration_rows": "--calibration-rows"}
-    changes = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in options.items()}
-    cfg.compress = _validated(updated, cfg.compress,
-                              {k: v for k, v in changes.items() if v is not None}, options)
+    _options(cfg, "compress", {"num_gpus_per_actor": ("--num-gpus", args.num_gpus),
+                               "num_actors": ("--num-actors", args.num_actors),
+                               "calibration_rows": ("--calibration-rows",
+                                                    args.calibration_rows)})
     compressor = _compressor_dir(args.compressor)
     if args.store is not None:
         job = plan_store(args.store, compressor, args.dims, args.precision, args.out, cfg,
@@ -496,7 +494,7 @@ def _validated(update, section, changes: dict, options: dict[str, str]):
 
 def _train_store(args: argparse.Namespace) -> int:
     """`smec train --store STORE --out OUT --supervision none`: a corpus-only run."""
-    from smec.config import load_config, updated
+    from smec.config import load_config
     from smec.pipelines.train import run_train
     for name in ("store", "out", "config"):
         setattr(args, name, _submitted_path(getattr(args, name)))
@@ -505,8 +503,7 @@ def _train_store(args: argparse.Namespace) -> int:
     if args.out is None:
         raise SmecError("--store needs --out DIR (the run folder the compressor goes to)")
     cfg = load_config(args.config)
-    cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision or "none"},
-                           {"supervision": "--supervision"})
+    _options(cfg, "train", {"supervision": ("--supervision", args.supervision or "none")})
     args.out.mkdir(parents=True, exist_ok=True)
     from smec.pipelines.runtime import ray_output
     from smec.runfolder import RunFolder
@@ -559,164 +556,195 @@ def _print_results(results: dict, out: Path) -> None:
     echo(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
 
 
+def _options(cfg, section: str, given: dict[str, tuple[str, object]]) -> None:
+    """The one way command-line options change the config: ``given`` maps a key of
+    ``cfg.<section>`` to (the flag, its value); flags left unset (``None``) change nothing, and
+    the section is validated like a config file, an invalid value one line naming the flag."""
+    from smec.config import updated
+    changes = {key: value for key, (_, value) in given.items() if value is not None}
+    if changes:
+        setattr(cfg, section, _validated(updated, getattr(cfg, section), changes,
+                                         {key: flag for key, (flag, _) in given.items()}))
+
+
+def _config(args: argparse.Namespace) -> int:
+    from smec.config import default_config_path
+    sys.stdout.write(default_config_path().read_text())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from smec.report import markdown_table, plot_ndcg_vs_bytes
+    from smec.results import read_results
+    results = read_results(args.results)
+    echo(markdown_table(results))
+    echo(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from smec.cluster import head
+    if args.cluster == "up":
+        state = head.up(args.num_cpus, args.object_store_gib, args.port, args.dashboard_port)
+        echo(f"Ray head started: address {state['address']}, dashboard/Jobs API "
+             f"{state['dashboard']} (token auth on). Stop it with `smec cluster down`.")
+    elif args.cluster == "down":
+        echo(f"stopped {head.down()} processes of the smec-started head")
+    else:
+        state = head.status()
+        echo("no cluster started by smec" if state is None else
+             f"{'running' if state['running'] else 'not running'}: {state['dashboard']} "
+             f"(since {state['started_at']})")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from smec.cluster.jobs import submit
+    entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    return submit(entrypoint, args.address, not args.no_wait, args.working_dir)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from smec.cluster.jobs import list_jobs
+    for job in list_jobs(args.address):
+        echo(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from smec.index import build_index
+    manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder,
+                           args.rescore_codes)
+    echo(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
+         f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
+    return 0
+
+
+def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.bench import (
+        DEFAULT_METHODS,
+        check_methods,
+        run_compression_bench,
+    )
+    from smec.runfolder import RunFolder
+    _options(cfg, "model", {"name": ("--model", args.model)})
+    _options(cfg, "train", {"max_epochs_per_stage": ("--quick", 3 if args.quick else None)})
+    seeds, memory = (1, []) if args.quick else (args.seeds, args.memory_sizes)
+    if seeds < 1:
+        raise SmecError(f"--seeds must be >= 1, got {seeds}")
+    methods = check_methods(args.methods or DEFAULT_METHODS)
+    transfer = _submitted_path(args.transfer_from)
+    if transfer is not None and not RunFolder(transfer).compressors.is_dir():
+        raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
+                        "bench compression` on the source dataset first")
+    results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
+                                    memory, supervision=args.supervision,
+                                    transfer_from=transfer)
+    _print_results(results, out)
+    return 0
+
+
+def _demo(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.demo import run_demo
+    _options(cfg, "train", {"supervision": ("--supervision", args.supervision)})
+    live = progress_stream() if interactive else None
+    _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri, live=live), out)
+    echo(f"output folder: {out.resolve()}")
+    return 0
+
+
+def _embed(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.embed import run_embed
+    from smec.pipelines.evaluate import record_timing
+    from smec.runfolder import RunFolder
+    _options(cfg, "model", {"name": ("--model", args.model)})
+    start = time.perf_counter()
+    summary = run_embed(paths, out, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
+                        progress=interactive)
+    record_timing(out, "embed", time.perf_counter() - start)
+    run = RunFolder(out)
+    for kind, store in (("corpus", run.corpus), ("queries", run.queries)):
+        echo(f"{kind}: {_embed_line(summary[kind], store)}")
+    return 0
+
+
+def _train(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.evaluate import record_timing
+    from smec.pipelines.train import run_train
+    from smec.runfolder import RunFolder
+    _options(cfg, "train", {"supervision": ("--supervision", args.supervision)})
+    start = time.perf_counter()
+    trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                        live=progress_stream() if interactive else None)
+    record_timing(out, "train", time.perf_counter() - start)
+    echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
+         f"{RunFolder(out).compressor}")
+    echo(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
+    return 0
+
+
+def _tune(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.runfolder import RunFolder
+    from smec.tune.run import run_tune
+    summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
+    scores = summary["test_ndcg_at_10_at_target"]
+    echo(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
+    echo(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
+         f"default {scores['default']}")
+    echo(f"results: {RunFolder(out).results}  MLflow: {summary['mlflow_uri']}")
+    return 0
+
+
+def _concat(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.concat import run_concat
+    from smec.report import concat_table
+    from smec.runfolder import RunFolder
+    _options(cfg, "concat", {"models": ("--models", args.models),
+                             "single_models": ("--single-models", args.single_models)})
+    results = run_concat(paths, out, cfg)
+    echo()
+    echo(concat_table(results))
+    echo()
+    for name, target in results["targets"].items():
+        echo(f"target {name}: {target}")
+    echo(f"results: {RunFolder(out).results}  plot: {out / 'retained_vs_cf.png'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+    from smec.pipelines.evaluate import run_evaluate
+    other = _submitted_path(args.compressor)
+    _print_results(run_evaluate(paths, out, cfg, _compressor_dir(other) if other else None),
+                   out)
+    return 0
+
+
+#: commands that need no data folder
+STANDALONE = {"config": _config, "report": _report, "cluster": _cluster, "submit": _submit,
+              "jobs": _jobs, "compress": _compress, "index": _index, "search": _search,
+              "plan": _plan, "export": _export}
+#: commands on a BEIR folder and a run folder: the inputs are checked first, and Ray's output
+#: goes to the run folder's ray.log
+ON_A_RUN_FOLDER = {"demo": _demo, "embed": _embed, "train": _train, "evaluate": _evaluate,
+                   "tune": _tune, "concat": _concat, "bench": _bench}
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "config":
-        from smec.config import default_config_path
-        sys.stdout.write(default_config_path().read_text())
-        return 0
-    if args.command == "report":
-        from smec.report import markdown_table, plot_ndcg_vs_bytes
-        from smec.results import read_results
-        results = read_results(args.results)
-        echo(markdown_table(results))
-        echo(f"plot: {plot_ndcg_vs_bytes(results, args.results.with_suffix('.png'))}")
-        return 0
-
-    if args.command == "cluster":
-        from smec.cluster import head
-        if args.cluster == "up":
-            state = head.up(args.num_cpus, args.object_store_gib, args.port, args.dashboard_port)
-            echo(f"Ray head started: address {state['address']}, dashboard/Jobs API "
-                 f"{state['dashboard']} (token auth on). Stop it with `smec cluster down`.")
-        elif args.cluster == "down":
-            echo(f"stopped {head.down()} processes of the smec-started head")
-        else:
-            state = head.status()
-            echo("no cluster started by smec" if state is None else
-                 f"{'running' if state['running'] else 'not running'}: {state['dashboard']} "
-                 f"(since {state['started_at']})")
-        return 0
-    if args.command == "submit":
-        from smec.cluster.jobs import submit
-        entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
-        return submit(entrypoint, args.address, not args.no_wait, args.working_dir)
-    if args.command == "jobs":
-        from smec.cluster.jobs import list_jobs
-        for job in list_jobs(args.address):
-            echo(f"{job['id']}\t{job['status']}\t{job['entrypoint']}")
-        return 0
-
-    if args.command == "compress":
-        return _compress(args)
-    if args.command == "index":
-        from smec.index import build_index
-        manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder,
-                               args.rescore_codes)
-        echo(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
-             f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
-        return 0
-    if args.command == "search":
-        return _search(args)
-    if args.command == "plan":
-        return _plan(args)
+    if args.command in STANDALONE:
+        return STANDALONE[args.command](args)
     if args.command == "evaluate" and args.run is not None:
         return _evaluate_run(args)
-    if args.command == "export":
-        return _export(args)
     if args.command == "embed" and args.corpus is not None:
         return _embed_file(args)
     if args.command == "train" and args.store is not None:
         return _train_store(args)
     cfg, paths, out = _prepare(args)
-    if getattr(args, "supervision", None) and args.command in ("train", "demo"):
-        from smec.config import updated
-        cfg.train = _validated(updated, cfg.train, {"supervision": args.supervision},
-                               {"supervision": "--supervision"})
     interactive = sys.stderr.isatty()   # before Ray's output is pointed at the log
     from smec.pipelines.runtime import ray_output
     from smec.runfolder import RunFolder
     with ray_output(RunFolder(out).ray_log, args.verbose or args.command == "evaluate"):
-        return _run_job(args, cfg, paths, out, interactive)
-
-
-def _run_job(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
-    """The commands that run on a BEIR folder and a run folder (Ray's output in its log)."""
-    if args.command == "bench":
-        from smec.pipelines.bench import (
-            DEFAULT_METHODS,
-            check_methods,
-            run_compression_bench,
-        )
-        if args.model:
-            cfg.model.name = args.model
-        seeds = args.seeds
-        memory = args.memory_sizes
-        if args.quick:
-            cfg.train.max_epochs_per_stage, seeds, memory = 3, 1, []
-        if seeds < 1:
-            raise SmecError(f"--seeds must be >= 1, got {seeds}")
-        methods = check_methods(args.methods or DEFAULT_METHODS)
-        from smec.runfolder import RunFolder
-        transfer = _submitted_path(args.transfer_from)
-        if transfer is not None and not RunFolder(transfer).compressors.is_dir():
-            raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
-                            "bench compression` on the source dataset first")
-        results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
-                                        memory, supervision=args.supervision,
-                                        transfer_from=transfer)
-        _print_results(results, out)
-        return 0
-    if args.command == "demo":
-        from smec.pipelines.demo import run_demo
-        live = progress_stream() if interactive else None
-        _print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri, live=live), out)
-        echo(f"output folder: {out.resolve()}")
-    elif args.command == "embed":
-        from smec.pipelines.embed import run_embed
-        from smec.pipelines.evaluate import record_timing
-        if args.model:
-            cfg.model.name = args.model
-        start = time.perf_counter()
-        summary = run_embed(paths, out, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
-                            progress=interactive)
-        record_timing(out, "embed", time.perf_counter() - start)
-        for kind in ("corpus", "queries"):
-            echo(f"{kind}: {_embed_line(summary[kind], out / 'embeddings' / kind)}")
-    elif args.command == "train":
-        from smec.pipelines.evaluate import record_timing
-        from smec.pipelines.train import run_train
-        start = time.perf_counter()
-        trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
-                            live=progress_stream() if interactive else None)
-        record_timing(out, "train", time.perf_counter() - start)
-        echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
-             f"{out / 'compressor'}")
-        echo(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
-    elif args.command == "tune":
-        from smec.tune.run import run_tune
-        summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
-        scores = summary["test_ndcg_at_10_at_target"]
-        echo(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
-        echo(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
-             f"default {scores['default']}")
-        echo(f"results: {out / 'results.json'}  MLflow: {summary['mlflow_uri']}")
-    elif args.command == "concat":
-        from smec.pipelines.concat import run_concat
-        from smec.report import concat_table
-        update = {k: v for k, v in (("models", args.models),
-                                    ("single_models", args.single_models)) if v is not None}
-        if update:
-            from pydantic import ValidationError
-
-            from smec.config import ConcatConfig
-            try:
-                cfg.concat = ConcatConfig.model_validate({**cfg.concat.model_dump(), **update})
-            except ValidationError as exc:
-                raise SmecError(f"--models: {exc.errors()[0]['msg']}") from None
-        results = run_concat(paths, out, cfg)
-        echo()
-        echo(concat_table(results))
-        echo()
-        for name, target in results["targets"].items():
-            echo(f"target {name}: {target}")
-        echo(f"results: {out / 'results.json'}  plot: {out / 'retained_vs_cf.png'}")
-    elif args.command == "evaluate":
-        from smec.pipelines.evaluate import run_evaluate
-        other = _submitted_path(args.compressor)
-        _print_results(run_evaluate(paths, out, cfg, _compressor_dir(other) if other else None),
-                       out)
-    return 0
+        return ON_A_RUN_FOLDER[args.command](args, cfg, paths, out, interactive)
 
 
 def main(argv: list[str] | None = None) -> None:
