@@ -38,6 +38,7 @@ from smec.tune.search import (
     trial_train_config,
 )
 
+from smec import console
 from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
@@ -157,10 +158,8 @@ def _ndcg(results: dict, method: str, dims: int) -> float | None:
 
 
 def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None = None,
-             mlflow_uri: str | None = None, echo=print) -> dict:
+             mlflow_uri: str | None = None, echo=console.echo) -> dict:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
     from smec.pipelines.runtime import init_ray, root_cause
     from smec.pipelines.tracking import (
         RunLogger,
@@ -203,21 +202,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
         tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        points = [default_point(tcfg, cfg.train)] if tcfg.include_default else []
-        # max_t one past the longest trial: ASHA must not stop a trial at its last epoch,
-        # before the stage-end report that carries the final checkpoint.
-        scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train) + 1,
-                                  grace_period=tcfg.grace_period,
-                                  reduction_factor=tcfg.reduction_factor)
-        tuner = tune.Tuner(
-            fn, param_space=param_space(tcfg),
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
-                time_budget_s=tcfg.time_budget_s,
-                search_alg=BasicVariantGenerator(points_to_evaluate=points,
-                                                 max_concurrent=tcfg.max_concurrent_trials,
-                                                 random_state=tcfg.seed)),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(storage), verbose=0))
+        tuner = _new_tuner(fn, cfg, tcfg, storage)
     try:
         grid = tuner.fit()
     except Exception as exc:
@@ -226,21 +211,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
         parent.end("FAILED")
         raise SmecError(f"tuning failed: {root_cause(exc)}") from None
     tune_seconds = round(time.perf_counter() - start, 2)
-
-    trials = []
-    for result in grid:
-        if result.metrics is None or METRIC not in (result.metrics or {}):
-            continue
-        frame = result.metrics_dataframe
-        trials.append({"trial_id": result.metrics.get("trial_id"),
-                       "config": {k: decode(result.config[k]) for k in tcfg.space},
-                       "completed": bool(result.metrics.get("completed", 0)),
-                       "epochs": int(result.metrics.get("epochs", 0)),
-                       "val_ndcg_at_10_target": float(result.metrics[METRIC]),
-                       "best_val_ndcg_at_10_target": float(frame[METRIC].max())
-                       if frame is not None and METRIC in frame else None,
-                       "checkpoint": result.checkpoint.path if result.checkpoint else None,
-                       "error": str(result.error) if result.error else None})
+    trials = _trials(grid, tcfg)
     done = [t for t in trials if t["completed"] and t["checkpoint"]]
     if not done:
         parent.end("FAILED")
@@ -260,21 +231,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
         shutil.copytree(Path(best["checkpoint"]) / "compressor", local)
         results = _evaluate_into(paths, out, best_cfg, local, out / "embeddings")
 
-    # The default train section on test, for the comparison.
-    default_point_ = {k: decode(v) for k, v in default_point(tcfg, cfg.train).items()}
-    default_trial = next((t for t in done if _same(t["config"], default_point_)), None)
-    default_dir = out / "default"
-    if default_trial is not None:
-        default_results = _evaluate_into(paths, default_dir, cfg,
-                                         Path(default_trial["checkpoint"]) / "compressor",
-                                         out / "embeddings")
-    else:
-        echo("the default trial did not finish (stopped by ASHA); training it once alone")
-        compressor = train_method(data, cfg.train, cfg.train.method)
-        with tempfile.TemporaryDirectory() as tmp:
-            compressor.save(Path(tmp) / "compressor")
-            default_results = _evaluate_into(paths, default_dir, cfg, Path(tmp) / "compressor",
-                                             out / "embeddings")
+    default_trial, default_results = _default_on_test(paths, out, cfg, tcfg, done, data, echo)
     target = min(best_train.stages)
     summary = {"dataset": paths.name, "trials": trials, "best": best,
                "best_config": str(out / "best_config.yaml"),
@@ -299,6 +256,65 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     log_results(uri, parent.run_id, out)      # results.json, table, plot; ends the run
     _close_stopped_runs(parent)
     return summary
+
+
+def _new_tuner(fn, cfg: Config, tcfg, storage: Path):
+    """A Tuner: ASHA on the hold-out score at the final level, the default first."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    points = [default_point(tcfg, cfg.train)] if tcfg.include_default else []
+    # max_t one past the longest trial: ASHA must not stop a trial at its last epoch,
+    # before the stage-end report that carries the final checkpoint.
+    scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train) + 1,
+                              grace_period=tcfg.grace_period,
+                              reduction_factor=tcfg.reduction_factor)
+    return tune.Tuner(
+        fn, param_space=param_space(tcfg),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
+            time_budget_s=tcfg.time_budget_s,
+            search_alg=BasicVariantGenerator(points_to_evaluate=points,
+                                             max_concurrent=tcfg.max_concurrent_trials,
+                                             random_state=tcfg.seed)),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(storage), verbose=0))
+
+
+def _trials(grid, tcfg) -> list[dict]:
+    """Every trial that reported: its config, whether it finished, its hold-out scores."""
+    trials = []
+    for result in grid:
+        if result.metrics is None or METRIC not in (result.metrics or {}):
+            continue
+        frame = result.metrics_dataframe
+        trials.append({"trial_id": result.metrics.get("trial_id"),
+                       "config": {k: decode(result.config[k]) for k in tcfg.space},
+                       "completed": bool(result.metrics.get("completed", 0)),
+                       "epochs": int(result.metrics.get("epochs", 0)),
+                       "val_ndcg_at_10_target": float(result.metrics[METRIC]),
+                       "best_val_ndcg_at_10_target": float(frame[METRIC].max())
+                       if frame is not None and METRIC in frame else None,
+                       "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                       "error": str(result.error) if result.error else None})
+    return trials
+
+
+def _default_on_test(paths: BeirPaths, out: Path, cfg: Config, tcfg, done: list[dict], data,
+                     echo) -> tuple[dict | None, dict]:
+    """The default train section's test results, for the comparison: its trial's compressor,
+    or, where ASHA stopped it, one trained alone. (its trial or None, the results)"""
+    point = {k: decode(v) for k, v in default_point(tcfg, cfg.train).items()}
+    trial = next((t for t in done if _same(t["config"], point)), None)
+    folder = out / "default"
+    if trial is not None:
+        return trial, _evaluate_into(paths, folder, cfg, Path(trial["checkpoint"]) / "compressor",
+                                     RunFolder(out).embeddings)
+    echo("the default trial did not finish (stopped by ASHA); training it once alone")
+    compressor = train_method(data, cfg.train, cfg.train.method)
+    with tempfile.TemporaryDirectory() as tmp:
+        compressor.save(Path(tmp) / "compressor")
+        return None, _evaluate_into(paths, folder, cfg, Path(tmp) / "compressor",
+                                    RunFolder(out).embeddings)
 
 
 def _same(a: dict, b: dict) -> bool:
