@@ -221,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smec", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _pipeline_parsers(sub)
+    _compress_parser(sub)
+    _export_parser(sub)
+    _search_parsers(sub)
+    _tune_and_concat_parsers(sub)
+    sub.add_parser("config", help="print the default config (YAML) to start your own from",
+                   description="print the default config (YAML) to start your own from")
+    _bench_parser(sub)
+    _cluster_parsers(sub)
+    return parser
+
+
+def _pipeline_parsers(sub) -> None:
+    """demo, embed, train, evaluate: on a BEIR folder and a run folder."""
     for name, help_text in [
         ("demo", "embed, train and evaluate in a row; prints the table"),
         ("embed", "embed corpus and queries with Ray Data into Parquet"),
@@ -259,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="score this TREC run file (qid Q0 docid rank score tag; "
                                       "`smec search --queries … --out` writes one) against the "
                                       "test qrels of --data-dir instead")
-    _compress_parser(sub)
-    _export_parser(sub)
-    _search_parsers(sub)
+
+
+def _tune_and_concat_parsers(sub) -> None:
     tune_cmd = sub.add_parser(
         "tune", help="Ray Tune search over the train settings (ASHA, MLflow); best config + "
                      "its test results",
@@ -288,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="models to concatenate (default: concat.models of the config)")
     concat_cmd.add_argument("--single-models", nargs="*", default=None, metavar="NAME",
                             help="models scored alone only (default: concat.single_models)")
-    sub.add_parser("config", help="print the default config (YAML) to start your own from",
-                   description="print the default config (YAML) to start your own from")
+
+
+def _bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks that write results.json + PNG + table",
                            description="benchmarks that write results.json + PNG + table")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -323,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     compression.add_argument("--quick", action="store_true",
                              help="one seed, 3 epochs per stage, no memory-size sweep: "
                                   "a smoke run, not a result")
+
+
+def _cluster_parsers(sub) -> None:
+    """cluster up/down/status, submit, jobs, and report."""
     cluster = sub.add_parser("cluster", help="start / stop / show a local Ray head for jobs",
                              description="A real Ray head node (`ray start --head`) with the "
                                          "dashboard and Jobs API on 127.0.0.1 and token auth on.")
@@ -354,7 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print the table and redraw the plot of a "
                             "results.json", description="print the table and redraw the plot")
     report.add_argument("results", type=Path, help="a results.json file")
-    return parser
 
 
 def _submitted_path(path: Path | None) -> Path | None:
