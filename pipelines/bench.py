@@ -179,6 +179,37 @@ def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tupl
     return rows
 
 
+def history_checks(histories: dict[str, list[dict]], out: Path, echo) -> dict:
+    """From seed 0's training histories: how far ADS moved from truncation (the last epoch of
+    each SMEC stage), and the adapter-gradient variance of MRL against SMRL (with its plot)."""
+    extra: dict = {}
+    if "smec" in histories:   # later epochs of a stage overwrite earlier ones
+        extra["ads_overlap_truncation"] = {
+            str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}
+    compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
+    if compared:
+        extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")
+        echo("gradient variance: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in extra["gradient_variance"].items() if k != "per_epoch"))
+    return extra
+
+
+def training_costs(train_s: dict[str, list[float]],
+                   epochs: dict[str, list[int]]) -> tuple[dict, dict]:
+    """(timings: mean train seconds and seconds per epoch per method, extra: epochs trained).
+
+    Early stopping ends methods after different numbers of epochs, so the fair cost figure is
+    seconds per epoch (every epoch is the same number of steps for every method)."""
+    timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
+    per_epoch = {m: float(np.sum(train_s[m]) / np.sum(epochs[m])) for m in train_s}
+    timings |= {f"epoch:{m}": v for m, v in per_epoch.items()}
+    extra = {"epochs_trained": {m: float(np.mean(v)) for m, v in epochs.items()}}
+    if "smec" in per_epoch and "matryoshka_adaptor" in per_epoch:
+        extra["smec_over_matryoshka_adaptor_s_per_epoch"] = round(
+            per_epoch["smec"] / per_epoch["matryoshka_adaptor"], 3)
+    return timings, extra
+
+
 def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=console.echo,
@@ -254,15 +285,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     if transfer_from is not None:
         rows += transferred_rows(transfer_from, paths, out, embeddings, test_qrels, precisions,
                                  echo)
-    if "smec" in histories:   # how far ADS moved from truncation: the last epoch of each
-        extra["ads_overlap_truncation"] = {   # stage (later epochs overwrite earlier ones)
-            str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}
-    compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
-    if compared:
-        extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")
-        gv = extra["gradient_variance"]
-        echo("gradient variance: " + ", ".join(f"{k} {v:.4g}" for k, v in gv.items()
-                                                if k != "per_epoch"))
+    extra |= history_checks(histories, out, echo)
     if mteb:
         start = time.perf_counter()
         extra["mteb_crosscheck"] = mteb_crosscheck(
@@ -273,19 +296,11 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
              f"({time.perf_counter() - start:.0f} s)")
     extra |= recipe_report(rows)
     echo(extra["recipe_summary"])
-    timings = {f"train:{m}": float(np.mean(v)) for m, v in train_s.items()}
-    # Early stopping ends methods after different numbers of epochs, so the fair cost figure
-    # is seconds per epoch (every epoch is the same number of steps for every method).
-    per_epoch = {m: float(np.sum(train_s[m]) / np.sum(epochs[m])) for m in train_s}
-    timings |= {f"epoch:{m}": v for m, v in per_epoch.items()}
-    extra["epochs_trained"] = {m: float(np.mean(v)) for m, v in epochs.items()}
-    if "smec" in per_epoch and "matryoshka_adaptor" in per_epoch:
-        extra["smec_over_matryoshka_adaptor_s_per_epoch"] = round(
-            per_epoch["smec"] / per_epoch["matryoshka_adaptor"], 3)
+    timings, costs = training_costs(train_s, epochs)
     if embed_s is not None:
         timings["embed"] = embed_s
     return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
-                   seeds=seeds, **extra)
+                   seeds=seeds, **extra, **costs)
 
 
 def check_methods(methods: list[str]) -> list[str]:
