@@ -122,7 +122,7 @@ def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_
         assert ra["ndcg_at_10"] == pytest.approx(rb["ndcg_at_10"], abs=1e-6)
 
 
-def test_only(mini_cut, tmp_path):
+def make_test_only(mini_cut, tmp_path):
     """ArguAna-style copy of ``mini_cut``: only qrels/test.tsv (train judgements moved in)."""
     root = tmp_path / "test-only"
     shutil.copytree(mini_cut, root)
@@ -137,7 +137,7 @@ def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings,
     """Only qrels/test.tsv. Asked for qrels supervision it says which settings it needs; with
     data.train_split: split-test a hashed part of the test queries trains and the rest is
     scored, rows labelled split-test."""
-    root = test_only(mini_cut, tmp_path)
+    root = make_test_only(mini_cut, tmp_path)
     out = tmp_path / "run"
     shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
     refused = smec("train", "--data-dir", root, "--out", out, "--supervision", "qrels")
@@ -163,7 +163,7 @@ def test_a_folder_without_training_qrels_trains_label_free(mini_cut, mini_cut_em
     (titles here), says so in one line, and the compressor records it; `smec evaluate` then
     labels its rows and records both datasets."""
     from smec.pipelines.supervision import LABEL_FREE_DEFAULT
-    root = test_only(mini_cut, tmp_path)
+    root = make_test_only(mini_cut, tmp_path)
     out = tmp_path / "run"
     shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
     config = tmp_path / "small.yaml"
