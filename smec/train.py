@@ -426,6 +426,55 @@ class StageState:
             self.memory.load_state_dict(state["memory"])
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """How one worker walks an epoch.
+
+    Every worker takes the same number of steps (all-reduce needs it): the remainder is
+    dropped. The global batch is split over the workers, so N workers take the same steps,
+    with the same expected gradient, as one (batch_queries and batch_unlabelled are global
+    sizes). Label-free, an epoch is one pass over the training documents in unlabelled
+    batches."""
+
+    n_train: int            # training queries (label-free: documents)
+    n_used: int             # of them, the ones the workers share evenly
+    batch: int              # this worker's rows per step
+    unlabelled: int         # this worker's unlabelled documents per step (with labels)
+    steps_per_epoch: int
+
+    @classmethod
+    def of(cls, data: TrainingData, cfg: TrainConfig, world: int, max_epochs: int) -> EpochPlan:
+        n_train = len(data.train_docs) if data.label_free else len(data.queries)
+        n_used = n_train - n_train % world if n_train >= world else n_train
+        batch = max(1, (cfg.batch_unlabelled if data.label_free else cfg.batch_queries)
+                    // world)
+        return cls(n_train, n_used, batch, max(2, cfg.batch_unlabelled // world),
+                   math.ceil(math.ceil(n_used / world) / batch))
+
+
+def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
+               gen: torch.Generator, n_unlabelled: int) -> tuple:
+    """One step's inputs: (the queries of ``rows``, their candidates, labels — ``None``
+    label-free —, and the rows of the unlabelled documents of the unsupervised term, which
+    label-free are ``rows``' own documents)."""
+    if data.label_free:
+        return None, None, None, data.train_docs[rows]
+    candidates, labels = sample_batch(data, rows, cfg, gen)
+    unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,), generator=gen))
+    return data.queries[rows], data.corpus[candidates], labels, unlabelled
+
+
+def _optimizer_step(state: StageState, loss: torch.Tensor, params: list[torch.Tensor],
+                    grad_clip: float) -> None:
+    """Backward, the gradients averaged over the workers and counted, clipped, one step."""
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    _average_grads(params)
+    state.count_gradients()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    state.opt.step()
+
+
 def _optimizer(cfg: TrainConfig, adapter: torch.nn.Module,
                heads: list[torch.nn.Module]) -> torch.optim.Optimizer:
     """AdamW over the adapter and the heads; ADS logits at ``ads_lr_mult`` × lr, no decay."""
@@ -470,18 +519,9 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     params = [p for group in state.opt.param_groups for p in group["params"]]
     target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
 
-    # Every worker takes the same number of steps (all-reduce needs it): drop the remainder.
-    # The global batch is split over the workers, so N workers take the same steps, with the
-    # same expected gradient, as one (batch_queries and batch_unlabelled are global sizes).
-    # Label-free, an epoch is one pass over the training documents in unlabelled batches.
-    n_train = len(data.train_docs) if data.label_free else len(data.queries)
-    n_used = n_train - n_train % world if n_train >= world else n_train
-    local_batch = max(1, (cfg.batch_unlabelled if data.label_free else cfg.batch_queries)
-                      // world)
-    local_unlabelled = max(2, cfg.batch_unlabelled // world)
-    steps_per_epoch = math.ceil(math.ceil(n_used / world) / local_batch)
-    total = steps_per_epoch * max_epochs
-    cycle = steps_per_epoch * min(max_epochs, cfg.max_epochs_per_stage)
+    plan = EpochPlan.of(data, cfg, world, max_epochs)
+    total, cycle = plan.steps_per_epoch * max_epochs, plan.steps_per_epoch * min(
+        max_epochs, cfg.max_epochs_per_stage)
     state.start_epoch(0)
     if partial is not None:   # the memory is loaded before the broadcast below: in sync
         state.load_state_dict(partial, None if rank == 0 else
@@ -497,23 +537,17 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             state.start_epoch(epoch)
         partial = None
         epoch_start = time.perf_counter() - state.epoch_time
-        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(
-            epoch_order_seed(cfg.seed, stage_no, epoch)))[:n_used][rank::world]
-        for batch_no in range(state.batch, math.ceil(len(perm) / local_batch)):
-            rows = perm[batch_no * local_batch:(batch_no + 1) * local_batch]
+        perm = torch.randperm(plan.n_train, generator=torch.Generator().manual_seed(
+            epoch_order_seed(cfg.seed, stage_no, epoch)))[:plan.n_used][rank::world]
+        for batch_no in range(state.batch, math.ceil(len(perm) / plan.batch)):
+            rows = perm[batch_no * plan.batch:(batch_no + 1) * plan.batch]
             lr = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac)
             tau = anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
             for group in state.opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             samples = [head.sample(tau, state.gen) for head in heads]
-            queries = candidates = labels = None
-            if data.label_free:
-                unlabelled = data.train_docs[rows]
-            else:
-                candidates, labels = sample_batch(data, rows, cfg, state.gen)
-                queries, candidates = data.queries[rows], data.corpus[candidates]
-                unlabelled = torch.unique(torch.randint(len(data.corpus), (local_unlabelled,),
-                                                        generator=state.gen))
+            queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
+                                                                 plan.unlabelled)
             e_u = data.corpus[unlabelled]
             found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
                 if unsup == "sxbm" and memory is not None else None   # query, then enqueue
@@ -525,12 +559,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                                                         candidates, labels, e_u, found)
             if not loss.requires_grad:   # label-free, while the S-XBM memory is still empty
                 continue
-            state.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            _average_grads(params)
-            state.count_gradients()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            state.opt.step()
+            _optimizer_step(state, loss, params, cfg.grad_clip)
             state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
                 batch_no + 1
             state.epoch_time = time.perf_counter() - epoch_start
