@@ -55,7 +55,7 @@ def load_transferred(path: Path, store: Path):
     theirs = [m["name"] for m in compressor_models(path)]
     ours = [m["name"] for m in store_models(store)]
     if theirs != ours:
-        raise SmecError(f"--compressor {path}: trained on {', '.join(theirs)} embeddings, but "
+        raise SmecError(f"{path}: trained on {', '.join(theirs)} embeddings, but "
                         f"{store} holds {', '.join(ours)}; a compressor applies only to the "
                         "model it was trained on")
     return compressor
@@ -67,7 +67,8 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
     trained on another dataset, scored on this one's embeddings) on the test qrels."""
     start = time.perf_counter()
     run = RunFolder(out)
-    doc_ids, doc_vecs, query_ids, query_vecs = (loaded := run.read_embeddings()).as_tuple()
+    loaded = run.read_embeddings()
+    doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
     meta = loaded.meta
     qrels = paths.read_test_qrels()
     missing = [q for q in qrels if q not in set(query_ids)]

@@ -59,7 +59,7 @@ def ray_output(log: Path, verbose: bool = False) -> Iterator[None]:
     2; the driver prints its workers' output to ``sys.stdout``), so descriptors 1 and 2 are
     pointed at ``log`` and the console gets duplicates of the originals. Ray is shut down
     before they are restored, so its exit messages land in the log too. An error raised inside
-    names the log; with ``verbose`` nothing is redirected.
+    names the log when Ray wrote to it; with ``verbose`` nothing is redirected.
     """
     if verbose:
         yield
@@ -78,6 +78,8 @@ def ray_output(log: Path, verbose: bool = False) -> Iterator[None]:
     try:
         yield
     except SmecError as exc:
+        if log.stat().st_size == 0:   # Ray never started: nothing there to read
+            raise
         raise SmecError(f"{exc} (Ray's log: {log})") from None
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():

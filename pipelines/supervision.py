@@ -25,7 +25,7 @@ from smec.train import TrainingData, prepare_data, prepare_unlabelled_data
 #: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
 #: mode with the better hold-out nDCG@10 in `smec bench compression --supervision none pseudo`
 #: (mean over SciFact and ArguAna, 3 seeds, 4 levels: pseudo 0.4859, none 0.4850, a near tie;
-#: none is cheaper. benchmarks/results/label-free-minilm/summary.json).
+#: none needs no pseudo queries embedded. benchmarks/results/label-free-minilm/summary.json).
 LABEL_FREE_DEFAULT = "pseudo"
 
 
@@ -38,9 +38,12 @@ class TrainingInputs:
 
 
 def resolve_supervision(cfg: TrainConfig, paths: BeirPaths | None) -> str:
-    """``cfg.supervision`` with ``auto`` decided; one line when it cannot be had."""
+    """``cfg.supervision`` with ``auto`` decided (an embedding store alone: ``none``, the only
+    mode without texts); one line when it cannot be had."""
     if cfg.supervision == "auto":
-        return "qrels" if paths is not None and paths.has_train_qrels else LABEL_FREE_DEFAULT
+        if paths is None:
+            return "none"
+        return "qrels" if paths.has_train_qrels else LABEL_FREE_DEFAULT
     if paths is None and cfg.supervision != "none":
         raise SmecError(f"train.supervision {cfg.supervision} needs the texts: pass --data-dir "
                         "(an embedding store alone trains with --supervision none)")

@@ -263,6 +263,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     check_stages(cfg.train, int(meta["dim"]))
     init_ray()
     inputs = training_inputs(paths, out, cfg, corpus)   # qrels read, pseudo queries embedded
+    # a store alone: its dataset, or the file `smec embed --corpus` read
+    dataset = paths.name if paths is not None \
+        else meta.get("dataset") or Path(meta.get("input", corpus)).stem
     notice = label_free_notice(cfg.train, paths, inputs.supervision)
     if notice:
         echo(notice)
@@ -274,9 +277,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     if cfg.train.memory_backend == "actor":
         from smec.pipelines.memory_actor import MemoryActor
         actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
-    # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
     progress = run.train_progress
     progress.unlink(missing_ok=True)
+    # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
     loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
                    "inputs": inputs, "progress": str(progress.resolve()),
                    "memory_actor": actor, "fault": fault}
@@ -303,22 +306,20 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         raise SmecError("training finished without a checkpoint; no stage completed")
     with result.checkpoint.as_directory() as ckpt_dir:
         compressor = load_compressor(Path(ckpt_dir) / "compressor")
-        compressor.trained_on = {"dataset": paths.name if paths is not None else corpus.name,
-                                 "supervision": inputs.supervision}
+        compressor.trained_on = {"dataset": dataset, "supervision": inputs.supervision}
         compressor.save(run.compressor)
         shutil.copy(Path(ckpt_dir) / "history.json", run.compressor / "history.json")
     history = json.loads((run.compressor / "history.json").read_text())
     seconds = round(time.perf_counter() - start, 2)
     summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds,
                "supervision": inputs.supervision}
-    name = paths.name if paths is not None else corpus.name
     if track:
         from smec.pipelines.tracking import log_training_run, tracking_uri
         summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
         summary["mlflow_run_id"] = log_training_run(
             summary["mlflow_uri"], cfg.train.model_dump(), history, run.compressor,
-            run_name=f"{name}-{cfg.train.method}",
-            extra_params={"dataset": name, "model": str(meta.get("model", "?")),
+            run_name=f"{dataset}-{cfg.train.method}",
+            extra_params={"dataset": dataset, "model": str(meta.get("model", "?")),
                           "supervision": inputs.supervision, "train_seconds": str(seconds)})
     return summary
 

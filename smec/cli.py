@@ -7,11 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from smec.console import echo, progress_stream
+from smec.console import RAY_LOG, echo, progress_stream
 from smec.errors import SmecError
 
 SUPERVISION = ("qrels", "pseudo", "none")
-RAY_LOG = "ray.log"
 DESCRIPTION = """smec — compress retrieval embeddings (SMEC: SMRL + ADS + S-XBM) on Ray.
 
 Every job reads and writes one run folder (--out, default runs/<dataset>):

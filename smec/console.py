@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+#: where Ray's own output goes, in the run folder (beside a store or codes folder: NAME.ray.log)
+RAY_LOG = "ray.log"
+
 _out: TextIO | None = None
 _err: TextIO | None = None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smec.console import RAY_LOG
 from smec.store import read_embeddings
 
 
@@ -65,7 +66,7 @@ class RunFolder:
 
     @property
     def ray_log(self) -> Path:
-        return self.root / "ray.log"
+        return self.root / RAY_LOG
 
     @property
     def train_progress(self) -> Path:

@@ -443,7 +443,7 @@ class EpochPlan:
     steps_per_epoch: int
 
     @classmethod
-    def of(cls, data: TrainingData, cfg: TrainConfig, world: int, max_epochs: int) -> EpochPlan:
+    def of(cls, data: TrainingData, cfg: TrainConfig, world: int) -> EpochPlan:
         n_train = len(data.train_docs) if data.label_free else len(data.queries)
         n_used = n_train - n_train % world if n_train >= world else n_train
         batch = max(1, (cfg.batch_unlabelled if data.label_free else cfg.batch_queries)
@@ -519,7 +519,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     params = [p for group in state.opt.param_groups for p in group["params"]]
     target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
 
-    plan = EpochPlan.of(data, cfg, world, max_epochs)
+    plan = EpochPlan.of(data, cfg, world)
     total, cycle = plan.steps_per_epoch * max_epochs, plan.steps_per_epoch * min(
         max_epochs, cfg.max_epochs_per_stage)
     state.start_epoch(0)

@@ -22,6 +22,11 @@ try:
         raise SmecError("training failed: bad input")
 except SmecError as exc:
     console.echo(f"caught: {exc}")
+try:
+    with ray_output(log.with_name("empty.log")):
+        raise SmecError("--seeds must be >= 1")
+except SmecError as exc:
+    console.echo(f"caught: {exc}")   # Ray wrote nothing: no log to point at
 with ray_output(log, verbose=True):
     print("verbose: shown live")
 """
@@ -34,7 +39,7 @@ def test_ray_output_goes_to_the_log_and_smec_lines_to_the_terminal(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "[1/3] smec's phase", f"caught: training failed: bad input (Ray's log: {log})",
-        "verbose: shown live"]
+        "caught: --seeds must be >= 1", "verbose: shown live"]
     assert done.stderr.splitlines() == ["corpus: shard 1/1 written"]
     assert log.read_text().splitlines() == ["core_worker.cc:2465: E from C++",
                                             "a worker line the driver prints"]

@@ -194,7 +194,8 @@ def test_a_corpus_store_alone_trains_with_supervision_none(mini_cut_embeddings, 
                 "--config", config, "--supervision", "none")
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "compressor" / "compressor.json").read_text())
-    assert meta["trained_on"]["supervision"] == "none" and meta["dims"] == [384, 192, 96, 48]
+    assert meta["trained_on"] == {"dataset": "scifact-cut", "supervision": "none"}
+    assert meta["dims"] == [384, 192, 96, 48]
     refused = smec("train", "--store", mini_cut_embeddings / "embeddings" / "corpus", "--out",
                    out, "--supervision", "pseudo")
     assert refused.returncode == 1 and "pass --data-dir" in refused.stderr

@@ -132,6 +132,7 @@ def test_a_folder_without_training_qrels_resolves_label_free(tiny_beir):
         resolve_supervision(TrainConfig(supervision="qrels"), paths)
     with pytest.raises(SmecError, match="pass --data-dir"):
         resolve_supervision(TrainConfig(supervision="pseudo"), None)
+    assert resolve_supervision(auto, None) == "none"   # a store alone has no texts to mine
 
 
 def test_qrels_stay_the_default_where_they_exist(tiny_beir):
