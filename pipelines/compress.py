@@ -208,7 +208,8 @@ def _store_dataset(todo: list[Part], *, stage: partial):
 def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str, out: Path,
                cfg: Config, *, resume: bool) -> ShardJob:
     """Validate everything, calibrate int8 if needed; the job over the store's parts."""
-    store_dir, compressor_path = Path(store_dir), Path(compressor_path)
+    # absolute: the compressor actors open them in working directories of their own
+    store_dir, compressor_path = Path(store_dir).absolute(), Path(compressor_path).absolute()
     compressor, want, identity = _load_checked(compressor_path, dim, precision, cfg)
     paths = sorted(store_dir.glob("part-*.parquet")) if store_dir.is_dir() else []
     if not paths:
@@ -251,7 +252,7 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
                 cfg: Config, *, model: str | None, resume: bool) -> ShardJob:
     """Embed and compress in one pass: the float vectors are never stored."""
     from smec.encoders import encode, load_model
-    compressor_path = Path(compressor_path)
+    compressor_path = Path(compressor_path).absolute()   # opened by the actors
     compressor, want, identity = _load_checked(compressor_path, dim, precision, cfg)
     if model is not None and [m["name"] for m in want] != [model]:
         raise SmecError(f"--model {model}: the compressor was trained on "

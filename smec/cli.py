@@ -63,8 +63,6 @@ def _embed_file(args: argparse.Namespace) -> int:
     from smec.config import load_config
     from smec.corpus import DEFAULT_ID_FIELDS, Source
     from smec.pipelines.embed import run_embed_corpus
-    for name in ("corpus", "out", "config"):
-        setattr(args, name, _submitted_path(getattr(args, name)))
     if args.out is None:
         raise SmecError("--corpus needs --out DIR (the folder the embeddings go to)")
     if args.data_dir is not None:
@@ -374,12 +372,23 @@ def _cluster_parsers(sub) -> None:
     report.add_argument("results", type=Path, help="a results.json file")
 
 
-def _submitted_path(path: Path | None) -> Path | None:
-    """Inside `smec submit`, relative paths mean the submitter's folder, not the job's copy."""
-    base = os.environ.get("SMEC_SUBMIT_CWD")
-    if path is None or base is None or path.is_absolute():
-        return path
-    return Path(base) / path
+def caller_dir() -> Path:
+    """The folder relative paths mean: the caller's working directory, or under `smec submit`
+    the submitter's (``SMEC_SUBMIT_CWD``), never the job's copy of the code."""
+    return Path(os.environ.get("SMEC_SUBMIT_CWD") or Path.cwd()).absolute()
+
+
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path option made absolute against :func:`caller_dir`, once, before anything runs:
+    Ray's workers, tasks and actors run in working directories of their own, where a relative
+    run folder names nothing (or another folder)."""
+    base = caller_dir()
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, base / value)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, name, [base / v for v in value])
+    return args
 
 
 def _beside(folder: Path, name: str) -> Path:
@@ -400,8 +409,6 @@ def _compress(args: argparse.Namespace) -> int:
     from smec.config import load_config
     from smec.corpus import DEFAULT_ID_FIELDS, Source
     from smec.pipelines.compress import plan_corpus, plan_store, run_compress
-    for name in ("store", "corpus", "compressor", "out", "config"):
-        setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
     _options(cfg, "compress", {"num_gpus_per_actor": ("--num-gpus", args.num_gpus),
                                "num_actors": ("--num-actors", args.num_actors),
@@ -452,7 +459,7 @@ def _search(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     """`smec plan`: the Pareto front of measured results and the pick under a budget."""
     from smec.plan import choices, front_table, pareto_front, plot_front, recommend
-    paths = args.results or sorted(Path("runs").glob("*/results.json"))
+    paths = args.results or sorted((caller_dir() / "runs").glob("*/results.json"))
     if not paths:
         from smec.plan import MAKE_RESULTS
         raise SmecError(MAKE_RESULTS)
@@ -484,10 +491,10 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     from smec.data import resolve_beir_dir
     from smec.eval import evaluate_run
     from smec.runfile import read_trec_run
-    cfg = load_config(_submitted_path(args.config))
-    paths = resolve_beir_dir(_submitted_path(args.data_dir), cfg.data.train_split,
+    cfg = load_config(args.config)
+    paths = resolve_beir_dir(args.data_dir, cfg.data.train_split,
                              cfg.data.test_split, cfg.data.split_test_frac)
-    run = read_trec_run(_submitted_path(args.run))
+    run = read_trec_run(args.run)
     try:
         scores = evaluate_run(run, paths.read_test_qrels())
     except ValueError as exc:
@@ -513,8 +520,6 @@ def _train_store(args: argparse.Namespace) -> int:
     """`smec train --store STORE --out OUT --supervision none`: a corpus-only run."""
     from smec.config import load_config
     from smec.pipelines.train import run_train
-    for name in ("store", "out", "config"):
-        setattr(args, name, _submitted_path(getattr(args, name)))
     if args.data_dir is not None:
         raise SmecError("pass either --store STORE or --data-dir DIR, not both")
     if args.out is None:
@@ -535,8 +540,6 @@ def _train_store(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     """`smec export`: the query encoder as a sentence-transformers folder."""
     from smec.export import export_model
-    for name in ("run_dir", "out_dir", "codes"):
-        setattr(args, name, _submitted_path(getattr(args, name)))
     info = export_model(_compressor_dir(args.run_dir), args.out_dir, dim=args.dims,
                         precision=args.precision, codes=args.codes)
     custom = "" if info["builtin_only"] else "; load it with trust_remote_code=True"
@@ -548,14 +551,12 @@ def _export(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace):
     from smec.config import load_config
     from smec.data import check_inputs, resolve_beir_dir
-    for name in ("data_dir", "out", "config"):
-        setattr(args, name, _submitted_path(getattr(args, name)))
     cfg = load_config(args.config)
     paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split,
                              cfg.data.split_test_frac)
     for warning in check_inputs(paths):   # every file and id, before Ray or a model starts
         print(f"smec: warning: {warning}", file=sys.stderr)
-    out = args.out if args.out is not None else _submitted_path(Path("runs")) / paths.name
+    out = args.out if args.out is not None else caller_dir() / "runs" / paths.name
     if out.exists() and not out.is_dir():
         raise SmecError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -650,7 +651,7 @@ def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
     if seeds < 1:
         raise SmecError(f"--seeds must be >= 1, got {seeds}")
     methods = check_methods(args.methods or DEFAULT_METHODS)
-    transfer = _submitted_path(args.transfer_from)
+    transfer = args.transfer_from
     if transfer is not None and not RunFolder(transfer).compressors.is_dir():
         raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
                         "bench compression` on the source dataset first")
@@ -730,7 +731,7 @@ def _concat(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) 
 
 def _evaluate(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
     from smec.pipelines.evaluate import run_evaluate
-    other = _submitted_path(args.compressor)
+    other = args.compressor
     _print_results(run_evaluate(paths, out, cfg, _compressor_dir(other) if other else None),
                    out)
     return 0
@@ -747,7 +748,7 @@ ON_A_RUN_FOLDER = {"demo": _demo, "embed": _embed, "train": _train, "evaluate": 
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     if args.command in STANDALONE:
         return STANDALONE[args.command](args)
     if args.command == "evaluate" and args.run is not None:

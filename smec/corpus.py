@@ -44,6 +44,10 @@ class Source:
     text_field: str = "text"
     title_field: str | None = "title"
 
+    def __post_init__(self) -> None:
+        # absolute where it is named: Ray's read tasks open it in working directories of their own
+        object.__setattr__(self, "path", Path(self.path).absolute())
+
     @property
     def format(self) -> str:
         return "parquet" if self.path.suffix.lower() in (".parquet", ".pq") else "jsonl"

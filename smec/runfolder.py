@@ -30,7 +30,12 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class RunFolder:
+    """``root`` is made absolute where the folder is named (the driver): every path handed from
+    here to a Ray worker, task or actor must mean the same folder in its own working directory."""
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).absolute())
 
     @property
     def embeddings(self) -> Path:

@@ -9,9 +9,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def smec(*args, env=None, timeout=900):
+def smec(*args, env=None, timeout=900, cwd=None):
     return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def raylets_of(temp_dir):
@@ -32,8 +32,9 @@ def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
         config.write_text("train:\n  max_epochs_per_stage: 1\n  memory_size: 300\n"
                           "  batch_unlabelled: 64\n")
         out = tmp_path / "job-out"
-        job = smec("submit", "--", "smec", "demo", "--data-dir", mini_cut, "--out", out,
-                   "--config", config, env=env)
+        # relative paths mean the submitter's folder, not the job's copy of the code
+        job = smec("submit", "--", "smec", "demo", "--data-dir", mini_cut, "--out", "job-out",
+                   "--config", "small.yaml", env=env, cwd=tmp_path)
         assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
         assert "submitted job" in job.stdout and "SUCCEEDED" in job.stdout
         results = json.loads((out / "results.json").read_text())

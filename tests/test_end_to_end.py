@@ -16,9 +16,9 @@ train:
 """
 
 
-def smec(*args):
+def smec(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "smec.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +106,17 @@ def test_two_ray_train_workers_run_the_same_code(demo_run, mini_cut, tmp_path):
 
 
 def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_path):
+    """Relative --out and --config, as a user types them: a Ray Train worker runs in a working
+    directory of its own, where ``alone/`` names nothing."""
     out, config, _ = demo_run
     alone = tmp_path / "alone"
     shutil.copytree(out / "embeddings", alone / "embeddings")
-    trained = smec("train", "--data-dir", mini_cut, "--out", alone, "--config", config)
+    shutil.copy(config, tmp_path / "small.yaml")
+    trained = smec("train", "--data-dir", mini_cut, "--out", "alone", "--config", "small.yaml",
+                   cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    evaluated = smec("evaluate", "--data-dir", mini_cut, "--out", alone, "--config", config)
+    evaluated = smec("evaluate", "--data-dir", mini_cut, "--out", "alone", "--config",
+                     "small.yaml", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     a = json.loads((out / "results.json").read_text())["rows"]
     b = json.loads((alone / "results.json").read_text())["rows"]
