@@ -3,7 +3,7 @@ the corpus alone (``train.supervision``).
 
 :func:`training_inputs` resolves the setting on the driver (``auto``: the folder's train or dev
 qrels when it has them, else :data:`LABEL_FREE_DEFAULT`), mines and embeds the pseudo queries
-when asked (Ray Data, into ``OUT/pseudo``, once: a later run reuses them), and returns what
+when asked (Ray Data, into ``OUT/pseudo/seedK``, once per seed: a later run reuses them), and returns what
 every training worker reads; :func:`training_data` turns that into tensors.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from smec.config import Config, TrainConfig
 from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
 from smec.errors import SmecError
-from smec.pseudo import mine_pseudo_queries
+from smec.pseudo import PseudoQueries, mine_pseudo_queries
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.train import TrainingData, prepare_data, prepare_unlabelled_data
@@ -69,18 +69,26 @@ def label_free_notice(cfg: TrainConfig, paths: BeirPaths | None, supervision: st
             "set train.supervision to choose")
 
 
-def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config) -> Path:
-    """Mine and embed the pseudo queries into ``out/pseudo`` (queries.jsonl, qrels.tsv, the
-    store ``embeddings/``, and ``pseudo.json`` last, which marks the folder complete)."""
+def mined_pseudo_queries(paths: BeirPaths, cfg: Config, seed: int) -> PseudoQueries:
+    """The pseudo set of one seed: a seed draws its own documents (and sentences), so the seeds
+    of a bench measure the spread over pseudo sets too, not one set's."""
+    return mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries, seed)
+
+
+def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = None) -> Path:
+    """Mine and embed the pseudo queries of ``seed`` (default ``train.seed``) into
+    ``out/pseudo/seedK`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, and
+    ``pseudo.json`` last, which marks the folder complete)."""
     from smec.pipelines.embed import run_embed_corpus
-    folder = RunFolder(out).pseudo
+    seed = cfg.train.seed if seed is None else seed
+    folder = RunFolder(out).pseudo / f"seed{seed}"
     made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
-                 "model": cfg.model.name}
+                 "model": cfg.model.name, "seed": seed}
     info = folder / "pseudo.json"
     if info.is_file() and json.loads(info.read_text()).get("made_from") == made_from:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    mined = mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries)
+    mined = mined_pseudo_queries(paths, cfg, seed)
     if len(mined.queries) < 2:
         raise SmecError(f"{paths.corpus}: found {len(mined.queries)} usable titles or sentences "
                         "to mine pseudo queries from; use supervision none")

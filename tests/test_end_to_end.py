@@ -181,7 +181,7 @@ def test_a_folder_without_training_qrels_trains_label_free(mini_cut, mini_cut_em
     meta = json.loads((out / "compressor" / "compressor.json").read_text())
     assert meta["trained_on"] == {"dataset": "test-only", "supervision": LABEL_FREE_DEFAULT}
     if LABEL_FREE_DEFAULT == "pseudo":
-        pseudo = json.loads((out / "pseudo" / "pseudo.json").read_text())
+        pseudo = json.loads((out / "pseudo" / "seed0" / "pseudo.json").read_text())
         assert pseudo["source"] == "title" and pseudo["queries"] > 100
     done = smec("evaluate", "--data-dir", root, "--out", out, "--config", config)
     assert done.returncode == 0, done.stderr[-3000:]

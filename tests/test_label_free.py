@@ -152,3 +152,22 @@ def test_the_similarity_term_is_chosen_by_supervision_unless_set():
     assert unsup_loss_kind(TrainConfig(supervision="pseudo"), labelled) == "distill"
     assert unsup_loss_kind(TrainConfig(supervision="pseudo", unsup_loss="preserve"),
                            labelled) == "preserve"
+
+
+def test_every_seed_draws_its_own_pseudo_set(tmp_path):
+    """A bench's seeds must measure the spread over pseudo sets, not reuse seed 0's."""
+    from smec.config import load_config
+    from smec.data import resolve_beir_dir
+    from smec.pipelines.supervision import mined_pseudo_queries
+    from conftest import write_beir
+    docs = [{"_id": f"d{i}", "title": f"title number {i}", "text": f"Body {i}."}
+            for i in range(200)]
+    root = write_beir(tmp_path / "beir", docs, [{"_id": "q", "text": "q"}],
+                      {"test": [("q", "d0", 1)]})
+    cfg = load_config(None)
+    cfg.train.pseudo_queries = 50
+    paths = resolve_beir_dir(root)
+    first, again = (mined_pseudo_queries(paths, cfg, 0) for _ in range(2))
+    other = mined_pseudo_queries(paths, cfg, 1)
+    assert first.queries == again.queries and len(first.queries) == 50
+    assert set(first.queries) != set(other.queries)

@@ -106,3 +106,43 @@ def test_infonce_pools_positives_and_skips_queries_without_one():
     assert InfoNCELoss(0.5)(scores, labels).item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(0.0)
+
+
+def _objective_inputs(seed: int = 0):
+    from smec.modules.heads import PrefixHead
+    gen = torch.Generator().manual_seed(seed)
+    queries, candidates = torch.randn(3, 6, generator=gen), torch.randn(5, 6, generator=gen)
+    labels = torch.tensor([[1., 0, 0, 2, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1]])
+    unlabelled, memory = torch.randn(2, 6, generator=gen), torch.randn(3, 6, generator=gen)
+    inverse = torch.tensor([[2, 0], [1, 2]])   # item 0's neighbours: memory rows 2 and 0, ...
+    teacher = torch.tensor([[0.9, 0.2], [0.5, -0.1]])
+    return (torch.nn.Identity(), [PrefixHead(torch.arange(6), 4)], [None], queries, candidates,
+            labels, unlabelled, (memory, inverse, teacher))
+
+
+def test_compression_objective_weighs_the_unsupervised_term_by_alpha():
+    from smec.losses.objective import CompressionObjective
+    inputs = _objective_inputs()
+    results = [CompressionObjective(RankLoss(20.0), "sxbm", alpha)(*inputs)
+               for alpha in (0.0, 0.25, 2.0)]
+    rank, unsup = results[0][1], results[0][2]
+    head, queries, candidates, labels = inputs[1][0], inputs[3], inputs[4], inputs[5]
+    assert float(rank) == pytest.approx(float(RankLoss(20.0)(head(queries) @ head(candidates).T,
+                                                            labels)))
+    assert float(unsup) > 0
+    for (loss, _, _), alpha in zip(results, (0.0, 0.25, 2.0)):
+        assert float(loss) == pytest.approx(float(rank) + alpha * float(unsup), rel=1e-6)
+
+
+def test_compression_objective_compares_each_item_with_its_own_neighbours():
+    """SMEC Eq. 7 by hand: |teacher − cos(z_i, z_j)| over item i's neighbours j, which
+    ``inverse`` picks out of the memory's rows."""
+    import torch.nn.functional as F
+    from smec.losses.objective import CompressionObjective
+    adapter, heads, samples, *_, unlabelled, (memory, inverse, teacher) = _objective_inputs()
+    _, _, unsup = CompressionObjective(RankLoss(), "sxbm", 1.0)(
+        adapter, heads, samples, None, None, None, unlabelled, (memory, inverse, teacher))
+    z_items, z_memory = F.normalize(unlabelled[:, :4], dim=-1), F.normalize(memory[:, :4], dim=-1)
+    by_hand = sum(abs(float(teacher[i, k]) - float(z_items[i] @ z_memory[inverse[i, k]]))
+                  for i in range(2) for k in range(2)) / 2
+    assert float(unsup) == pytest.approx(by_hand, rel=1e-6)
