@@ -6,6 +6,7 @@ hold-out of *train* queries; test qrels are only read for the final scores.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -181,8 +182,14 @@ def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tupl
 
 def history_checks(histories: dict[str, list[dict]], out: Path, echo) -> dict:
     """From seed 0's training histories: how far ADS moved from truncation (the last epoch of
-    each SMEC stage), and the adapter-gradient variance of MRL against SMRL (with its plot)."""
-    extra: dict = {}
+    each SMEC stage), the adapter-gradient variance of MRL against SMRL (with its plot), and
+    how hard each term of the objective pushes at the start of every stage (‖∇L_rank‖,
+    α‖∇L_unsup‖ of its first epoch)."""
+    extra: dict = {"gradient_balance": stage_start_balance(histories)}
+    if "smec" in extra["gradient_balance"]:
+        echo("gradient balance at each smec stage's start (|grad rank|, alpha |grad unsup|): "
+             + ", ".join(f"{dims} d {r:.3g} / {u:.3g}"
+                         for dims, (r, u) in extra["gradient_balance"]["smec"].items()))
     if "smec" in histories:   # later epochs of a stage overwrite earlier ones
         extra["ads_overlap_truncation"] = {
             str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}
@@ -192,6 +199,19 @@ def history_checks(histories: dict[str, list[dict]], out: Path, echo) -> dict:
         echo("gradient variance: " + ", ".join(
             f"{k} {v:.4g}" for k, v in extra["gradient_variance"].items() if k != "per_epoch"))
     return extra
+
+
+def stage_start_balance(histories: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+    """method -> the dims of each stage -> [‖∇L_rank‖, α‖∇L_unsup‖] of its first epoch."""
+    balance: dict[str, dict[str, list]] = {}
+    for method, history in histories.items():
+        for h in history:
+            if "grad_norm_rank" in h and h.get("epoch") == 0:
+                dims = "/".join(str(d) for d in h["dims"])
+                balance.setdefault(method, {})[dims] = [
+                    None if math.isnan(v) else round(v, 6)
+                    for v in (h["grad_norm_rank"], h["grad_norm_unsup"])]
+    return balance
 
 
 def training_costs(train_s: dict[str, list[float]],

@@ -24,7 +24,7 @@ from smec.runfolder import RunFolder
 
 EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_ndcg_at_10", "val_ndcg_at_10_target", "tau",
                  "lr", "ads_overlap_truncation", "memory_fill", "step_time_s", "grad_var",
-                 "stage", "epoch")
+                 "grad_norm_rank", "grad_norm_unsup", "stage", "epoch")
 
 
 def tracking_uri(out: Path, uri: str | None = None) -> str:

@@ -377,11 +377,13 @@ class StageState:
     grad_sq: list[torch.Tensor] = field(default_factory=list)
     epoch_steps: int = 0
     epoch_time: float = 0.0
+    balance: tuple[float, float] = (float("nan"), float("nan"))   # gradient_balance, per epoch
 
     def start_epoch(self, epoch: int) -> None:
         """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
         the adapter-gradient variance per epoch, SMRL vs MRL)."""
         self.epoch, self.batch, self.epoch_steps, self.epoch_time = epoch, 0, 0, 0.0
+        self.balance = (float("nan"), float("nan"))
         self.grad_sum = [torch.zeros_like(p) for p in self.adapter.parameters()]
         self.grad_sq = [torch.zeros_like(p) for p in self.adapter.parameters()]
 
@@ -403,7 +405,7 @@ class StageState:
             "step": self.step, "best": self.best, "bad_epochs": self.bad_epochs,
             "grad_sum": self.grad_sum, "grad_sq": self.grad_sq,
             "epoch_steps": self.epoch_steps, "epoch_time": self.epoch_time,
-            "adapter": self.adapter.state_dict(),
+            "balance": self.balance, "adapter": self.adapter.state_dict(),
             "heads": [h.state_dict() for h in self.heads], "opt": self.opt.state_dict(),
             "gen": self.gen.get_state(),
             "memory": self.memory.state_dict() if self.memory is not None else None})
@@ -418,6 +420,7 @@ class StageState:
         for key in ("best", "epoch", "batch", "step", "bad_epochs", "grad_sum", "grad_sq",
                     "epoch_steps", "epoch_time"):
             setattr(self, key, state[key])
+        self.balance = state.get("balance", self.balance)
         if resumed_seed is None:
             self.gen.set_state(state["gen"])
         else:
@@ -462,6 +465,19 @@ def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
     candidates, labels = sample_batch(data, rows, cfg, gen)
     unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,), generator=gen))
     return data.queries[rows], data.corpus[candidates], labels, unlabelled
+
+
+def gradient_balance(loss_rank: torch.Tensor, weighted_unsup: torch.Tensor,
+                     params: list[torch.Tensor]) -> tuple[float, float]:
+    """(‖∇ L_rank‖, ‖∇ α·L_unsup‖) over ``params``: how much each term of the objective pushes
+    (``nan`` for a term that does not depend on them). The objective's balance is a share of
+    the step only where both are of one order."""
+    def norm(loss: torch.Tensor) -> float:
+        if not loss.requires_grad:
+            return float("nan")
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    return norm(loss_rank), norm(weighted_unsup)
 
 
 def _optimizer_step(state: StageState, loss: torch.Tensor, params: list[torch.Tensor],
@@ -559,6 +575,10 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                                                         candidates, labels, e_u, found)
             if not loss.requires_grad:   # label-free, while the S-XBM memory is still empty
                 continue
+            if any(math.isnan(norm) and term.requires_grad
+                   for norm, term in zip(state.balance, (loss_rank, loss_unsup))):
+                # the epoch's first step at which each term pushes (the memory fills first)
+                state.balance = gradient_balance(loss_rank, objective.alpha * loss_unsup, params)
             _optimizer_step(state, loss, params, cfg.grad_clip)
             state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
                 batch_no + 1
@@ -577,6 +597,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                       "val_ndcg_at_10": val, "val_ndcg_at_10_target": val_target,
                       "val_metric": data.val_metric, "target_dim": target_dim,
                       "grad_var": state.gradient_variance(),
+                      "grad_norm_rank": state.balance[0], "grad_norm_unsup": state.balance[1],
                       "step_time_s": state.epoch_time / max(state.epoch_steps, 1),
                       "best_epoch": state.best.epoch,
                       "ads_overlap_truncation": _overlap_with_truncation(heads),

@@ -59,6 +59,9 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert on_disk["gradient_variance"]["median_epoch_ratio_mrl_over_smrl"] > 0
     assert 1 <= len(on_disk["gradient_variance"]["per_epoch"]["mrl"]) <= 6   # seed 0's epochs
     assert (out / "gradient_variance.png").is_file()
+    balance = on_disk["gradient_balance"]   # each stage's start: |grad rank|, alpha |grad unsup|
+    assert set(balance["smec"]) == {"16", "8", "4"} and balance["mrl"]["16/8/4"][1] is None
+    assert all(rank > 0 and unsup > 0 for rank, unsup in balance["smec"].values())
     memory = on_disk["sxbm_memory"]
     assert [m["memory_size"] for m in memory["sizes"]] == [20, 40]
     assert memory["sizes"][0]["step_time_s"] > 0 and set(memory["sizes"][0]["ndcg_at_10"]) == \

@@ -148,3 +148,26 @@ def test_ads_stages_start_from_the_previous_stage_logits(data, tmp_path):
     positional = _head("ads", eight.indices, 4, data,
                        TrainConfig(**{**TINY, "ads_carry_logits": False}), None, eight.ads_logits)
     assert not torch.equal(positional.ads.logits.detach(), eight.ads_logits)
+
+
+def test_gradient_balance_measures_each_term_alone():
+    from smec.train import gradient_balance
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    rank, unsup = (w ** 2).sum() / 2, 0.5 * w.sum()   # gradients w and (0.5, 0.5)
+    assert gradient_balance(rank, unsup, [w]) == pytest.approx((5.0, 0.5 * 2 ** 0.5))
+    assert np.isnan(gradient_balance(rank, torch.zeros(()), [w])[1])   # a term that is off
+
+
+def test_every_epoch_records_how_hard_each_term_pushes(data):
+    """SMEC's history carries ‖∇L_rank‖ and α‖∇L_unsup‖ per epoch, so the balance the
+    objective trains with is measured, not argued."""
+    cfg = TrainConfig(**TINY)
+    reporter = Reporter()
+    train_method(data, cfg, "smec", reporter)
+    epochs = [h for h in reporter.history if "grad_norm_rank" in h]
+    assert epochs and all(h["grad_norm_rank"] > 0 for h in epochs)
+    assert all(h["grad_norm_unsup"] > 0 for h in epochs)   # the memory answers in every epoch
+    halved = Reporter()
+    train_method(data, TrainConfig(**{**TINY, "alpha": cfg.alpha / 2}), "smec", halved)
+    assert halved.history[0]["grad_norm_unsup"] == pytest.approx(
+        epochs[0]["grad_norm_unsup"] / 2, rel=1e-4)
