@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-UNTRAINED = ("raw", "pca", "truncation")
+UNTRAINED = ("raw", "pca", "pca_uncentred", "truncation")
 LABELS = ["smec:none", "smec:pseudo", "smec", "matryoshka_adaptor:none",
           "matryoshka_adaptor:pseudo", "matryoshka_adaptor", "mrl:pseudo", "mrl",
           "search_adaptor:pseudo", "search_adaptor"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from smec import console
 from smec.compare import (
+    RECIPES,
     baselines,
     compare,
     holdout_rows,
@@ -251,7 +252,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     base = updated(cfg.train, stages=dims, full_dim_stage=True)
 
     precisions = precisions_of(cfg.eval.precisions, cfg.eval.rescore_multiplier)
-    fixed = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
+    fixed = baselines(input_dim, dims, doc_vecs, RECIPES)
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels, fixed,
                    precisions=precisions)
     train_s: dict[str, list[float]] = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 from smec.pipelines.train import load_trained
 
 from smec.compare import (
+    RECIPES,
     baselines,
     compare,
     holdout_rows,
@@ -83,7 +84,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
         trained = load_trained(out) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
             if d < input_dim]
-    recipes = baselines(input_dim, dims, doc_vecs, ["truncation", "pca"])
+    recipes = baselines(input_dim, dims, doc_vecs, RECIPES)
     compressors = {name: c for name, c in recipes.items() if name in methods}
     label, provenance = trained_label(trained, paths.name) if trained is not None else ("", {})
     if trained is not None:

@@ -31,6 +31,8 @@ def baselines(input_dim: int, dims: list[int], corpus: np.ndarray,
         out["truncation"] = Truncation(input_dim, dims)
     if "pca" in methods:
         out["pca"] = PCA(input_dim, dims).fit(corpus)
+    if "pca_uncentred" in methods:   # the pca_residual adapter's starting point
+        out["pca_uncentred"] = PCA(input_dim, dims, centre=False).fit(corpus)
     return out
 
 
@@ -81,14 +83,16 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
 
 #: The recipes a user already has, at every byte size: float, int8, binary and binary + rescore.
 RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)]
-UNTRAINED = ("raw", "truncation", "pca")
+UNTRAINED = ("raw", "truncation", "pca", "pca_uncentred")
+RECIPES = ["truncation", "pca", "pca_uncentred"]
 
 
 def holdout_rows(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                  query_vecs: np.ndarray, holdout: Qrels, trained: dict[str, Compressor],
                  recipes: dict[str, Compressor], seed: int = 0) -> list[ResultRow]:
     """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels, and
-    raw plus the untrained ``recipes`` (:func:`baselines`: truncation, PCA) at every precision,
+    raw plus the untrained ``recipes`` (:func:`baselines`: truncation, PCA centred and not)
+    at every precision,
     so a trained level can be judged against what it replaces without looking at test."""
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, recipes, seed=seed,
                    precisions=RECIPE_PRECISIONS)

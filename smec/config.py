@@ -146,8 +146,8 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    methods: list[Literal["raw", "truncation", "pca", "trained"]] = Field(
-        ["raw", "truncation", "pca", "trained"],
+    methods: list[Literal["raw", "truncation", "pca", "pca_uncentred", "trained"]] = Field(
+        ["raw", "truncation", "pca", "pca_uncentred", "trained"],
         description="baselines to score, and 'trained' for the compressor `smec train` wrote")
     precisions: list[Literal["float32", "int8", "binary"]] = Field(
         ["float32"], description="score every level at these precisions too (int8/binary "

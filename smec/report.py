@@ -8,7 +8,7 @@ import numpy as np
 
 from smec.io import atomic_path
 
-METHOD_ORDER = ["raw", "truncation", "pca", "smec"]
+METHOD_ORDER = ["raw", "truncation", "pca", "pca_uncentred", "smec"]
 
 
 def _method_key(method: str) -> tuple[int, str]:

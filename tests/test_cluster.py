@@ -38,7 +38,8 @@ def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
         assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
         assert "submitted job" in job.stdout and "SUCCEEDED" in job.stdout
         results = json.loads((out / "results.json").read_text())
-        assert {r["method"] for r in results["rows"]} == {"raw", "truncation", "pca", "smec"}
+        assert {r["method"] for r in results["rows"]} == {"raw", "truncation", "pca",
+                                                          "pca_uncentred", "smec"}
         listed = smec("jobs", env=env)
         assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout
         failing = smec("submit", "--", "smec", "train", "--data-dir", tmp_path / "nope",

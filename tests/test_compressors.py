@@ -97,3 +97,22 @@ def test_concat_compressor_with_quantizers_roundtrips(tmp_path):
         np.testing.assert_array_equal(back.quantizers[key].encode(back.encode(x, key[0])), codes)
     with pytest.raises(ValueError, match="missing vectors"):
         comp.concatenate({"m1": columns["m1"]})
+
+
+def test_uncentred_pca_is_where_the_pca_residual_adapter_starts(tmp_path):
+    """The recipe that credits training only with what it adds: every prefix of the untrained
+    adapter equals PCA without centring, and differs from centred PCA."""
+    from smec.modules.adapter import build_adapter
+    rng = np.random.default_rng(0)
+    corpus = (rng.normal(size=(200, 12)) + 2.0).astype(np.float32)   # far from centred
+    adapter = build_adapter("pca_residual", 12, 8, init_data=torch.from_numpy(corpus))
+    uncentred = PCA(12, [6, 3], centre=False).fit(corpus)
+    with torch.no_grad():
+        start = adapter(torch.from_numpy(corpus)).numpy()
+    for dim in (6, 3):
+        prefix = start[:, :dim] / np.linalg.norm(start[:, :dim], axis=1, keepdims=True)
+        np.testing.assert_allclose(uncentred.encode(corpus, dim), prefix, atol=1e-5)
+    assert not np.allclose(PCA(12, [3]).fit(corpus).encode(corpus, 3), prefix, atol=1e-2)
+    uncentred.save(tmp_path / "u")
+    np.testing.assert_array_equal(load_compressor(tmp_path / "u").encode(corpus, 3),
+                                  uncentred.encode(corpus, 3))

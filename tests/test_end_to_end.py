@@ -40,7 +40,8 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert set(results["timings_s"]) == {"embed", "train", "evaluate"}
     test_rows = [r for r in results["rows"] if r["split"] == "test"]
     got = {(r["method"], r["dims"]) for r in test_rows}
-    assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca") for d in (192, 96, 48)} \
+    assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca", "pca_uncentred")
+                                  for d in (192, 96, 48)} \
         | {("smec", d) for d in (384, 192, 96, 48)}
     for row in test_rows:
         provenance = {"trained_on", "supervision", "evaluated_on"} if row["method"] == "smec" \
