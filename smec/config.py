@@ -100,13 +100,28 @@ class TrainConfig(_Section):
                                    "positional init)")
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
-    alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss")
-    unsup_loss: Literal["auto", "preserve", "distill"] = Field(
+    alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity loss (with "
+                         "alpha_mode share: its gradient's size as a share of the rank loss's)")
+    alpha_mode: Literal["weight", "share"] = Field(
+        "weight", description="weight: L_rank + alpha L_unsup (the paper); share: alpha is "
+        "rescaled at each epoch's first step so that |grad alpha L_unsup| = alpha |grad L_rank| "
+        "(independent of K, the loss form and the data)")
+    unsup_loss: Literal["auto", "preserve", "smooth", "distill"] = Field(
         "auto", description="the S-XBM term: preserve (SMEC Eq. 7, |teacher - student| "
-        "cosine on the top-K neighbours) or distill (KL of the softened similarity lists over "
-        "the neighbours and the batch: keeps their order); auto: preserve with qrels, distill "
-        "label-free (chosen on SciFact's train-query hold-out, "
+        "cosine summed over the top-K neighbours), smooth (its Huber form, averaged over them: "
+        "no push where the student agrees) or distill (KL of the softened similarity lists "
+        "over the neighbours and the batch: keeps their order); auto: preserve with qrels, "
+        "distill label-free (chosen on SciFact's train-query hold-out, "
         "benchmarks/results/label-free-selection)")
+    huber_delta: float = Field(0.02, gt=0, description="unsup_loss smooth: where the Huber "
+                               "function turns from quadratic to linear (cosine units)")
+    sxbm_teacher: Literal["raw", "previous"] = Field(
+        "raw", description="the S-XBM targets: the frozen raw cosines (the paper), or those of "
+        "the stage's starting point, the previous SMRL stage's snapshot at its level (the "
+        "geometry supervision moved to)")
+    sxbm_batch: Literal["corpus", "candidates"] = Field(
+        "corpus", description="the S-XBM term's documents of a step: random corpus documents "
+        "(the paper), or the step's own candidates (the documents the rank loss moves)")
     distill_temperature: float = Field(0.05, gt=0, description="unsup_loss distill: softmax "
                                        "temperature")
     memory_size: int = Field(5000, gt=0)

@@ -378,6 +378,7 @@ class StageState:
     epoch_steps: int = 0
     epoch_time: float = 0.0
     balance: tuple[float, float] = (float("nan"), float("nan"))   # gradient_balance, per epoch
+    alpha: float | None = None            # alpha_mode share: the weight calibrated last
 
     def start_epoch(self, epoch: int) -> None:
         """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
@@ -405,7 +406,7 @@ class StageState:
             "step": self.step, "best": self.best, "bad_epochs": self.bad_epochs,
             "grad_sum": self.grad_sum, "grad_sq": self.grad_sq,
             "epoch_steps": self.epoch_steps, "epoch_time": self.epoch_time,
-            "balance": self.balance, "adapter": self.adapter.state_dict(),
+            "balance": self.balance, "alpha": self.alpha, "adapter": self.adapter.state_dict(),
             "heads": [h.state_dict() for h in self.heads], "opt": self.opt.state_dict(),
             "gen": self.gen.get_state(),
             "memory": self.memory.state_dict() if self.memory is not None else None})
@@ -421,6 +422,7 @@ class StageState:
                     "epoch_steps", "epoch_time"):
             setattr(self, key, state[key])
         self.balance = state.get("balance", self.balance)
+        self.alpha = state.get("alpha")
         if resumed_seed is None:
             self.gen.set_state(state["gen"])
         else:
@@ -463,7 +465,12 @@ def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
     if data.label_free:
         return None, None, None, data.train_docs[rows]
     candidates, labels = sample_batch(data, rows, cfg, gen)
-    unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,), generator=gen))
+    if cfg.sxbm_batch == "candidates":   # the documents the rank loss moves
+        picked = torch.randperm(len(candidates), generator=gen)[:n_unlabelled]
+        unlabelled = candidates[picked.sort().values]
+    else:
+        unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,),
+                                                generator=gen))
     return data.queries[rows], data.corpus[candidates], labels, unlabelled
 
 
@@ -504,18 +511,32 @@ def _optimizer(cfg: TrainConfig, adapter: torch.nn.Module,
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _objective(cfg: TrainConfig, data: TrainingData, unsup: str) -> CompressionObjective:
+class FrozenLevel(torch.nn.Module):
+    """A frozen snapshot read at one level: ``e -> unit(adapter(e)[:, index])`` (the S-XBM
+    teacher ``sxbm_teacher: previous``: the stage's starting point at the level it had)."""
+
+    def __init__(self, adapter: torch.nn.Module, index: torch.Tensor) -> None:
+        super().__init__()
+        self.adapter = copy.deepcopy(adapter).eval().requires_grad_(False)
+        self.register_buffer("index", index.clone())
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(e)[:, self.index], dim=-1)
+
+
+def _objective(cfg: TrainConfig, data: TrainingData, unsup: str,
+               teacher: torch.nn.Module | None = None) -> CompressionObjective:
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
     return CompressionObjective(rank_loss, unsup, cfg.alpha, unsup_loss_kind(cfg, data),
                                 cfg.distill_temperature, cfg.neighbours,
-                                cfg.sxbm_neighbour_grad)
+                                cfg.sxbm_neighbour_grad, cfg.huber_delta, teacher)
 
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                 heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
                 stage_no: int, max_epochs: int, reporter: Reporter,
-                partial: dict | None = None) -> StageResult:
+                partial: dict | None = None, level: torch.Tensor | None = None) -> StageResult:
     """Train ``adapter`` and ``heads`` jointly on :class:`CompressionObjective`.
 
     One head is one SMRL stage, several heads the parallel Matryoshka schedule. Early stopping
@@ -525,10 +546,15 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     ``max_epochs_per_stage`` epochs, so a parallel method that early-stops after one cycle
     ended it at a low LR, as every sequential stage does. ``partial`` (a
     :meth:`StageState.state_dict` from ``reporter.step_done``) continues a stage where it
-    stopped.
+    stopped. ``level``: the dims of ``adapter``'s output the starting point was read at (the
+    previous stage's; default all), for ``sxbm_teacher: previous``.
     """
     rank, world = _world()
-    objective = _objective(cfg, data, unsup)
+    teacher = None
+    if unsup == "sxbm" and cfg.sxbm_teacher == "previous":   # the start, before any step
+        width = data.corpus.shape[1] if cfg.output_dim is None else cfg.output_dim
+        teacher = FrozenLevel(adapter, torch.arange(width) if level is None else level)
+    objective = _objective(cfg, data, unsup, teacher)
     state = StageState(stage_no, adapter, heads, _optimizer(cfg, adapter, heads),
                        torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank)),
                        memory)
@@ -542,6 +568,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     if partial is not None:   # the memory is loaded before the broadcast below: in sync
         state.load_state_dict(partial, None if rank == 0 else
                               sampling_seed(cfg.seed, stage_no, rank, partial["step"]))
+        objective.alpha = state.alpha if state.alpha is not None else objective.alpha
     _sync_params(params)
     if partial is None:
         state.best = StageResult.of(validate(data, adapter, heads), -1, adapter, heads)
@@ -578,7 +605,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             if any(math.isnan(norm) and term.requires_grad
                    for norm, term in zip(state.balance, (loss_rank, loss_unsup))):
                 # the epoch's first step at which each term pushes (the memory fills first)
-                state.balance = gradient_balance(loss_rank, objective.alpha * loss_unsup, params)
+                pushes = gradient_balance(loss_rank, loss_unsup, params)
+                if cfg.alpha_mode == "share" and pushes[1] > 0 and not math.isnan(pushes[0]):
+                    objective.alpha = state.alpha = cfg.alpha * pushes[0] / pushes[1]
+                    loss = loss_rank + objective.alpha * loss_unsup
+                state.balance = (pushes[0], objective.alpha * pushes[1])
             _optimizer_step(state, loss, params, cfg.grad_clip)
             state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
                 batch_no + 1
@@ -739,7 +770,8 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
             adapter, in_index = fresh_adapter(), torch.arange(out_dim)
         head = _head(spec.head, in_index, dim, data, cfg, adapter, logits)
         result = train_stage(data, cfg, adapter, [head], unsup, memory, stage_no,
-                             cfg.max_epochs_per_stage, reporter, partial_for(stage_no))
+                             cfg.max_epochs_per_stage, reporter, partial_for(stage_no),
+                             level=in_index)
         (index, proj), logits = result.exports[0], _kept_logits(result)
         compressor.add_stage(Stage(dim, index, result.adapter_state, proj, logits))
         adapter.load_state_dict(result.adapter_state)   # the next stage warm-starts from it

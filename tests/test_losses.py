@@ -146,3 +146,34 @@ def test_compression_objective_compares_each_item_with_its_own_neighbours():
     by_hand = sum(abs(float(teacher[i, k]) - float(z_items[i] @ z_memory[inverse[i, k]]))
                   for i in range(2) for k in range(2)) / 2
     assert float(unsup) == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_smooth_preservation_is_huber_averaged_over_neighbours():
+    teacher = torch.tensor([[0.5, 0.2, 0.9]])
+    student = torch.tensor([[0.5, 0.21, 0.6]], requires_grad=True)
+    loss = SimilarityPreservationLoss(huber_delta=0.02, reduction="mean")(teacher, student)
+    by_hand = (0.0 + 0.01 ** 2 / (2 * 0.02) + (0.3 - 0.01)) / 3
+    assert float(loss) == pytest.approx(by_hand, rel=1e-5)
+    loss.backward()
+    assert float(student.grad[0, 0]) == 0.0            # agreement: no push (L1 pushes ±1)
+    assert float(student.grad[0, 2]) == pytest.approx(-1 / 3)   # past delta: as L1, over K
+    with pytest.raises(ValueError, match="reduction"):
+        SimilarityPreservationLoss(reduction="max")
+
+
+def test_compression_objective_reads_its_teacher_from_a_frozen_snapshot():
+    """``teacher``: the targets are the cosines under that module, not the memory's."""
+    import torch.nn.functional as F
+    from smec.losses.objective import CompressionObjective
+    adapter, heads, samples, *_, unlabelled, (memory, inverse, teacher) = _objective_inputs()
+    snapshot = torch.nn.Linear(6, 6)
+    frozen = lambda e: F.normalize(snapshot(e), dim=-1)   # noqa: E731
+    _, _, unsup = CompressionObjective(RankLoss(), "sxbm", 1.0, teacher=frozen)(
+        adapter, heads, samples, None, None, None, unlabelled, (memory, inverse, teacher))
+    z_items, z_memory = F.normalize(unlabelled[:, :4], dim=-1), F.normalize(memory[:, :4], dim=-1)
+    with torch.no_grad():
+        t_items, t_memory = frozen(unlabelled), frozen(memory)
+    by_hand = sum(abs(float(t_items[i] @ t_memory[inverse[i, k]])
+                      - float(z_items[i] @ z_memory[inverse[i, k]]))
+                  for i in range(2) for k in range(2)) / 2
+    assert float(unsup) == pytest.approx(by_hand, rel=1e-5)

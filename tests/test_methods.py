@@ -171,3 +171,36 @@ def test_every_epoch_records_how_hard_each_term_pushes(data):
     train_method(data, TrainConfig(**{**TINY, "alpha": cfg.alpha / 2}), "smec", halved)
     assert halved.history[0]["grad_norm_unsup"] == pytest.approx(
         epochs[0]["grad_norm_unsup"] / 2, rel=1e-4)
+
+
+def test_alpha_as_a_share_sets_the_unsupervised_push_to_that_share_of_the_rank_push(data):
+    cfg = TrainConfig(**{**TINY, "alpha_mode": "share", "alpha": 0.3})
+    reporter = Reporter()
+    train_method(data, cfg, "smec", reporter)
+    epochs = [h for h in reporter.history if "grad_norm_rank" in h]
+    assert epochs and all(h["grad_norm_unsup"] == pytest.approx(0.3 * h["grad_norm_rank"],
+                                                                rel=1e-4) for h in epochs)
+
+
+def test_the_unsupervised_batch_can_be_the_steps_own_candidates(data):
+    from smec.train import draw_batch, sample_batch
+    cfg = TrainConfig(**{**TINY, "sxbm_batch": "candidates"})
+    rows = torch.arange(8)
+    _, candidates, _, unlabelled = draw_batch(data, rows, cfg, torch.Generator().manual_seed(0),
+                                              16)
+    picked, _ = sample_batch(data, rows, cfg, torch.Generator().manual_seed(0))
+    assert len(unlabelled) == 16 and set(unlabelled.tolist()) <= set(picked.tolist())
+    torch.testing.assert_close(candidates, data.corpus[picked])
+
+
+def test_the_previous_stage_teacher_is_the_stages_frozen_start(data):
+    """sxbm_teacher previous trains, and its first stage's teacher is the raw geometry (the
+    pca_residual start keeps every cosine)."""
+    from smec.train import FrozenLevel, build_adapter
+    adapter = build_adapter("pca_residual", 16, 8, init_data=data.corpus)
+    start = FrozenLevel(adapter, torch.arange(16))
+    torch.testing.assert_close(start(data.corpus) @ start(data.corpus).T,
+                               data.corpus @ data.corpus.T, atol=1e-5, rtol=0)
+    assert not any(p.requires_grad for p in start.parameters())
+    compressor = train_method(data, TrainConfig(**{**TINY, "sxbm_teacher": "previous"}), "smec")
+    assert [s.dim for s in compressor.stages] == [16, 8, 4]

@@ -10,6 +10,7 @@ from smec.losses.matryoshka_adaptor import MatryoshkaAdaptorLoss
 from smec.losses.similarity import SimilarityPreservationLoss
 
 UNSUPERVISED = ("none", "sxbm", "matryoshka_adaptor")
+SIMILARITY = ("preserve", "smooth", "distill")
 
 #: the S-XBM memory's answer for a batch: (neighbour features [U, D], the index of each item's
 #: K neighbours into them [B, K], the frozen cosines to them [B, K])
@@ -31,10 +32,16 @@ class CompressionObjective(nn.Module):
 
     One head is one SMRL stage (SMEC Eq. 5: no other level's loss), several heads the parallel
     Matryoshka schedule (MRL, Eq. 4). ``L_unsup`` is ``none``, ``sxbm`` (each unlabelled
-    document against its top-K neighbours from the S-XBM memory, SMEC Eq. 7: |t − s| with
-    ``similarity="preserve"``, or :class:`SimilarityDistillationLoss` over the neighbours and
-    the batch with ``"distill"``) or ``matryoshka_adaptor`` (:class:`MatryoshkaAdaptorLoss`).
-    Without labels (``queries is None``) only the unsupervised term trains.
+    document against its top-K neighbours from the S-XBM memory, SMEC Eq. 7: |t − s| summed
+    over the neighbours with ``similarity="preserve"``, its Huber form averaged over them with
+    ``"smooth"``, or :class:`SimilarityDistillationLoss` over the neighbours and the batch with
+    ``"distill"``) or ``matryoshka_adaptor`` (:class:`MatryoshkaAdaptorLoss`). Without labels
+    (``queries is None``) only the unsupervised term trains.
+
+    The teacher ``t`` is the frozen full-dim cosine the memory returns, or, with ``teacher``
+    (a frozen module ``e -> unit vectors``, e.g. the previous SMRL stage's snapshot at its
+    level), the cosine of the two items under it: the geometry supervision already moved to,
+    rather than the raw model's.
 
     References: Zhang et al., SMEC (arXiv 2510.12474), Eqs. 4, 5, 7; Kusupati et al., MRL
     (arXiv 2205.13147); Yoon et al., Matryoshka-Adaptor (arXiv 2407.20243).
@@ -48,18 +55,21 @@ class CompressionObjective(nn.Module):
 
     def __init__(self, rank_loss: nn.Module, unsup: str = "none", alpha: float = 1.0,
                  similarity: str = "preserve", distill_temperature: float = 0.05,
-                 neighbours: int = 10, neighbour_grad: bool = True) -> None:
+                 neighbours: int = 10, neighbour_grad: bool = True, huber_delta: float = 0.02,
+                 teacher: nn.Module | None = None) -> None:
         super().__init__()
         if unsup not in UNSUPERVISED:
             raise ValueError(f"unsup must be one of {UNSUPERVISED}, got {unsup!r}")
-        if similarity not in ("preserve", "distill"):
-            raise ValueError(f"similarity must be preserve or distill, got {similarity!r}")
+        if similarity not in SIMILARITY:
+            raise ValueError(f"similarity must be one of {SIMILARITY}, got {similarity!r}")
         self.rank_loss, self.unsup, self.alpha = rank_loss, unsup, alpha
         self.distill = similarity == "distill"
         self.similarity = SimilarityDistillationLoss(distill_temperature) if self.distill \
+            else SimilarityPreservationLoss(huber_delta, "mean") if similarity == "smooth" \
             else SimilarityPreservationLoss()
         self.matryoshka_adaptor = MatryoshkaAdaptorLoss(neighbours)
         self.neighbour_grad = neighbour_grad
+        self.teacher = teacher
 
     def forward(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
                 queries: torch.Tensor | None, candidates: torch.Tensor | None,
@@ -83,6 +93,11 @@ class CompressionObjective(nn.Module):
     def _sxbm(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
               e_u: torch.Tensor, neighbours: Neighbours) -> torch.Tensor:
         nbr_feats, inverse, teacher = neighbours
+        batch_teacher = e_u @ e_u.T
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_self, t_nbr = self.teacher(e_u), self.teacher(nbr_feats)[inverse]
+                teacher, batch_teacher = (t_self[:, None, :] * t_nbr).sum(-1), t_self @ t_self.T
         if self.neighbour_grad:   # one pass over the batch and its neighbours
             h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split([len(e_u), len(nbr_feats)])
         else:                     # neighbours as constants, as XBM treats them
@@ -95,7 +110,7 @@ class CompressionObjective(nn.Module):
             student = (z_self[:, None, :] * z_nbr).sum(-1)
             if self.distill:   # the batch's other items compete too
                 loss = loss + self.similarity(
-                    torch.cat([teacher, _off_diagonal(e_u @ e_u.T)], 1),
+                    torch.cat([teacher, _off_diagonal(batch_teacher)], 1),
                     torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
             else:
                 loss = loss + self.similarity(teacher, student)
