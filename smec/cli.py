@@ -388,6 +388,11 @@ def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, name, base / value)
         elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
             setattr(args, name, [base / v for v in value])
+    uri = getattr(args, "mlflow_uri", None)   # Tune trials log to it from their own folders
+    if uri and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_absolute():
+        args.mlflow_uri = f"sqlite:///{base / uri[len('sqlite:///'):]}"
+    elif uri and "://" not in uri and not uri.startswith("file:"):
+        args.mlflow_uri = str(base / uri)   # a plain folder
     return args
 
 

@@ -1,6 +1,7 @@
 """The CLI's contract on bad input: exit 1, one line on stderr naming what to fix, no output."""
 import subprocess
 import sys
+from pathlib import Path
 
 
 def smec(*args, cwd=None):
@@ -78,3 +79,21 @@ def test_a_bad_test_qrels_line_stops_demo_before_embedding(tiny_beir, tmp_path):
     result = smec("demo", "--data-dir", tiny_beir, "--out", tmp_path / "out")
     assert_one_line_error(result, "test.tsv:4:", "score 'maybe' is not an integer grade")
     assert not (tmp_path / "out" / "embeddings").exists()
+
+
+def test_every_path_option_is_absolute_against_the_callers_folder(tmp_path, monkeypatch):
+    """Ray workers run in folders of their own: a relative path must not reach them."""
+    from smec.cli import absolute_paths, build_parser
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMEC_SUBMIT_CWD", raising=False)
+    args = absolute_paths(build_parser().parse_args(
+        ["train", "--out", "runs/x", "--config", "c.yaml", "--mlflow-uri", "sqlite:///m.db"]))
+    assert args.out == tmp_path / "runs/x" and args.config == tmp_path / "c.yaml"
+    assert args.mlflow_uri == f"sqlite:///{tmp_path / 'm.db'}"
+    args = absolute_paths(build_parser().parse_args(["plan", "--bytes-per-vector", "48",
+                                                     "a/results.json", "/abs/results.json"]))
+    assert args.results == [tmp_path / "a/results.json", Path("/abs/results.json")]
+    monkeypatch.setenv("SMEC_SUBMIT_CWD", "/submitted/from")   # inside `smec submit`
+    args = absolute_paths(build_parser().parse_args(["compress", "--store", "s", "--compressor",
+                                                     "c", "--dims", "8", "--out", "o"]))
+    assert (args.store, args.out) == (Path("/submitted/from/s"), Path("/submitted/from/o"))
