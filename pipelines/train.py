@@ -257,6 +257,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     from ray.train.torch import TorchTrainer
     from smec.pipelines.runtime import init_ray, root_cause
     from smec.pipelines.supervision import label_free_notice, training_inputs
+    cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method)})
     run = RunFolder(out)
     corpus = (store or run.corpus).resolve()
     _, _, meta = read_embeddings(corpus)   # fails early, in one line, if missing

@@ -7,7 +7,7 @@ default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -43,6 +43,10 @@ class EmbedConfig(_Section):
     shard_rows: int = Field(1024, gt=0, description="input lines per shard; each shard is one "
                             "output part, written atomically, and the unit of --resume")
 
+
+#: Each method's own settings over the shared train keys (``train.per_method``), chosen by
+#: benchmarks/defaults_selection_v2.py on training-query hold-outs of SciFact and ArguAna.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
                 "matryoshka_adaptor", "search_adaptor")
@@ -148,6 +152,20 @@ class TrainConfig(_Section):
                                         "inside a stage (0: only at stage ends)")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last "
                               "checkpoint before the run fails (-1: no limit)")
+    per_method: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {m: dict(s) for m, s in METHOD_DEFAULTS.items()},
+        description="each method's own defaults (chosen per method on training-query "
+                    "hold-outs, so no baseline inherits SMEC's): when that method trains, they "
+                    "replace the shared keys the config leaves at their defaults")
+
+    def for_method(self, method: str) -> "TrainConfig":
+        """The settings ``method`` trains with: its ``per_method`` entry replaces each shared
+        key still at its default (a key the config or a flag changed wins), and the entry is
+        spent, so applying it twice changes nothing."""
+        own = {key: value for key, value in self.per_method.get(method, {}).items()
+               if getattr(self, key) == TrainConfig.model_fields[key].default}
+        rest = {m: s for m, s in self.per_method.items() if m != method}
+        return self.model_copy(update={**own, "per_method": rest})
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -157,6 +175,21 @@ class TrainConfig(_Section):
             raise ValueError(f"stages must strictly decrease, got {self.stages}")
         if self.tau_min > self.tau0:
             raise ValueError(f"tau_min ({self.tau_min}) must be <= tau0 ({self.tau0})")
+        for method, settings in self.per_method.items():
+            if method not in METHOD_NAMES:
+                raise ValueError(f"per_method: unknown method {method!r}; choose from "
+                                 f"{', '.join(METHOD_NAMES)}")
+            wrong = sorted(set(settings) - set(TrainConfig.model_fields) | (
+                set(settings) & {"method", "per_method"}))
+            if wrong:
+                raise ValueError(f"per_method.{method}: {wrong[0]!r} is not a train setting")
+            try:
+                TrainConfig.model_validate({**self.model_dump(exclude={"per_method"}),
+                                            **settings, "per_method": {}})
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                raise ValueError(f"per_method.{method}.{_field_path(error['loc'])}: "
+                                 f"{error['msg']}") from None
         return self
 
 

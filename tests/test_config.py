@@ -42,3 +42,17 @@ def test_every_config_update_is_validated():
     cfg = Config().model_copy(update={"train": {"stages": [96, 48]}})
     assert isinstance(cfg.train, TrainConfig) and cfg.train.stages == [96, 48]
     assert Config().model_copy(deep=True) == Config()
+
+
+def test_each_method_trains_with_its_own_defaults_unless_the_config_changed_the_key():
+    from smec.config import TrainConfig
+    cfg = TrainConfig(per_method={"mrl": {"lr": 1e-3, "max_epochs_per_stage": 15}})
+    mrl = cfg.for_method("mrl")
+    assert (mrl.lr, mrl.max_epochs_per_stage) == (1e-3, 15) and cfg.for_method("smec").lr == cfg.lr
+    assert mrl.for_method("mrl") == mrl                        # spent: applying twice is once
+    quick = cfg.model_copy(update={"max_epochs_per_stage": 3}).for_method("mrl")
+    assert (quick.lr, quick.max_epochs_per_stage) == (1e-3, 3)  # a changed shared key wins
+    with pytest.raises(ValueError, match="per_method.mrl: 'lrr' is not a train setting"):
+        TrainConfig(per_method={"mrl": {"lrr": 1}})
+    with pytest.raises(ValueError, match="per_method.mrl.lr"):
+        TrainConfig(per_method={"mrl": {"lr": -1}})

@@ -170,6 +170,8 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
 
     start = time.perf_counter()
     out = out.resolve()
+    # the method's own defaults are the base every trial's sampled keys replace
+    cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method)})
     tcfg = cfg.tune
     if num_samples is not None:
         if num_samples < 1:
