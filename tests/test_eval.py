@@ -53,3 +53,23 @@ def test_exact_search_finds_itself_and_ignores_identical_ids():
     assert "d2" not in run["d2"]
     metrics = evaluate_run(run, {"x0": {"d0": 1}, "x1": {"d1": 1}})
     assert metrics["ndcg_at_10"] == pytest.approx(1.0)
+
+
+def test_a_models_score_does_not_hang_on_float_noise_between_duplicate_documents():
+    """Duplicate documents (ArguAna has 40 pairs) are equal to float noise; a rotation of the
+    same vectors, or float64, must score the same: cosines on a 1e-5 grid tie exactly and go by
+    doc id (without the grid: 0.815 / 0.834 / 0.815 here)."""
+    from smec.eval import evaluate_vectors, l2_normalize
+    from smec.principal import principal_axes
+    rng = np.random.default_rng(0)
+    docs = l2_normalize(rng.normal(size=(60, 16))).astype(np.float32)
+    docs[1::2] = docs[0::2] + 1e-7 * rng.normal(size=(30, 16)).astype(np.float32)
+    ids = [f"d{i:02d}" for i in range(60)]
+    queries = (docs[0::2][:20] + 0.1 * rng.normal(size=(20, 16))).astype(np.float32)
+    qids = [f"q{i}" for i in range(20)]
+    qrels = {f"q{i}": {f"d{2 * i + 1:02d}": 1} for i in range(20)}   # the second copy is judged
+    rotation = principal_axes(rng.normal(size=(200, 16)))[0].astype(np.float32)
+    scores = {evaluate_vectors(q, qids, d, ids, qrels, k=10)["ndcg_at_10"]
+              for q, d in [(queries, docs), (queries @ rotation.T, docs @ rotation.T),
+                           (queries.astype(np.float64), docs.astype(np.float64))]}
+    assert scores == {1.0}
