@@ -43,6 +43,7 @@ from smec.data import group_split, resolve_beir_dir
 from smec.eval import exact_search, per_query_metrics
 from smec.io import write_json
 from smec.store import read_embeddings
+from smec.train import Reporter, prepare_data, train_method
 
 LEVELS = [96, 48, 24]
 STAGES = [192, 96, 48, 24]
@@ -125,7 +126,6 @@ def per_query_ndcg(ds: dict, docs: np.ndarray, queries: np.ndarray, qrels: dict)
 def unit(job: tuple[str, str, dict, int]) -> dict:
     """Train ``method`` with ``setting`` on one fold of ``dataset``; score the other fold."""
     import torch
-    from smec.train import Reporter, prepare_data, train_method
     torch.set_num_threads(1)
     method, name, setting, fold = job
     ds = DATASETS[name]

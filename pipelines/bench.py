@@ -298,10 +298,12 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
                                  fixed, seed)
         if seed == 0 and "smec" in trained:
-            extra["continued_training"] = continued_training_check(qrels_data, tcfg, dims)
+            extra["continued_training"] = continued_training_check(
+                qrels_data, tcfg.for_method("smec"), dims)
             echo(f"continued training: {extra['continued_training']}")
         if seed == 0 and memory and "qrels" in supervision:
-            extra["sxbm_memory"] = memory_sizes(qrels_data, tcfg, memory, doc_ids, doc_vecs,
+            extra["sxbm_memory"] = memory_sizes(qrels_data, tcfg.for_method("smec"), memory,
+                                                doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
     if transfer_from is not None:
         rows += transferred_rows(transfer_from, paths, out, embeddings, test_qrels, precisions,

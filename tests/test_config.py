@@ -56,3 +56,9 @@ def test_each_method_trains_with_its_own_defaults_unless_the_config_changed_the_
         TrainConfig(per_method={"mrl": {"lrr": 1}})
     with pytest.raises(ValueError, match="per_method.mrl.lr"):
         TrainConfig(per_method={"mrl": {"lr": -1}})
+
+
+def test_the_default_file_is_the_code_default():
+    """`smec config` prints default.yaml: it must say what a run without --config does."""
+    from smec.config import Config, default_config_path, load_config
+    assert load_config(default_config_path()) == Config()
