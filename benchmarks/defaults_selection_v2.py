@@ -226,7 +226,9 @@ def report(out: Path, methods: list[str], trials: list[dict], args) -> dict:
                   " | ".join(f"{n} (96/48/24 d)" for n in names) + " | ± SE vs best | |",
                   "|---|---|" + "---|" * len(names) + "---|---|"]
         for r in p["rows"]:
-            mark = "**chosen**" if r["chosen"] else ("refused" if r["refused"] else "")
+            mark = ("**chosen**" + (" (no setting passes the refusal: the best is kept)"
+                                    if r["refused"] else "")) if r["chosen"] \
+                else ("refused" if r["refused"] else "")
             lines.append(f"| {r['setting'] or 'current defaults'} | {r['score']:+.4f} | " +
                          " | ".join(f"{r['per_dataset'][n]:+.4f} ("
                                     + "/".join(f"{x:+.3f}" for x in r["per_level"][n]) + ")"

@@ -277,7 +277,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 label = method if sup == "qrels" else f"{method}:{sup}"
                 start = time.perf_counter()
                 clock.start(f"seed {seed} {label}")
-                compressor = train_method(data, scfg.for_method(method), method, clock)
+                compressor = train_method(data, scfg.for_method(method, sup), method, clock)
                 clock.unit_done()
                 history = clock.history
                 train_s.setdefault(label, []).append(time.perf_counter() - start)

@@ -257,13 +257,15 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     from ray.train.torch import TorchTrainer
     from smec.pipelines.runtime import init_ray, root_cause
     from smec.pipelines.supervision import label_free_notice, training_inputs
-    cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method)})
     run = RunFolder(out)
     corpus = (store or run.corpus).resolve()
     _, _, meta = read_embeddings(corpus)   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
     init_ray()
     inputs = training_inputs(paths, out, cfg, corpus)   # qrels read, pseudo queries embedded
+    # the method's own defaults, once the supervision is known
+    cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method,
+                                                                inputs.supervision)})
     # a store alone: its dataset, or the file `smec embed --corpus` read
     dataset = paths.name if paths is not None \
         else meta.get("dataset") or Path(meta.get("input", corpus)).stem

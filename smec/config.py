@@ -46,7 +46,15 @@ class EmbedConfig(_Section):
 
 #: Each method's own settings over the shared train keys (``train.per_method``), chosen by
 #: benchmarks/defaults_selection_v2.py on training-query hold-outs of SciFact and ArguAna.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
+#: (benchmarks/results/defaults-selection-v2/selection.md: 8 settings per method, grouped
+#: 2-fold CV, the gain over the untrained start at 96/48/24 d; test never read.)
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smec": {"alpha": 0.77, "full_dim_stage": False, "lr": 0.00017, "max_epochs_per_stage": 5,
+             "patience": 8, "sxbm_teacher": "previous", "unsup_loss": "distill"},
+    "mrl": {"lr": 0.00012, "max_epochs_per_stage": 15, "patience": 8},
+    "search_adaptor": {"lr": 0.00012, "max_epochs_per_stage": 15, "rank_scale": 40.0},
+    "matryoshka_adaptor": {"alpha": 0.0012, "full_dim_stage": False, "lr": 0.00032},
+}
 
 METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
                 "matryoshka_adaptor", "search_adaptor")
@@ -154,15 +162,18 @@ class TrainConfig(_Section):
                               "checkpoint before the run fails (-1: no limit)")
     per_method: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {m: dict(s) for m, s in METHOD_DEFAULTS.items()},
-        description="each method's own defaults (chosen per method on training-query "
-                    "hold-outs, so no baseline inherits SMEC's): when that method trains, they "
-                    "replace the shared keys the config leaves at their defaults")
+        description="each method's own defaults (chosen per method on judged training "
+                    "queries' hold-outs, so no baseline inherits SMEC's): when that method "
+                    "trains on qrels, they replace the shared keys the config leaves at their "
+                    "defaults")
 
-    def for_method(self, method: str) -> "TrainConfig":
-        """The settings ``method`` trains with: its ``per_method`` entry replaces each shared
-        key still at its default (a key the config or a flag changed wins), and the entry is
-        spent, so applying it twice changes nothing."""
-        own = {key: value for key, value in self.per_method.get(method, {}).items()
+    def for_method(self, method: str, supervision: str = "qrels") -> "TrainConfig":
+        """The settings ``method`` trains with under ``supervision``: with judged queries its
+        ``per_method`` entry replaces each shared key still at its default (a key the config
+        or a flag changed wins; label-free training keeps the shared keys, chosen label-free);
+        the entry is spent, so applying it twice changes nothing."""
+        entry = self.per_method.get(method, {}) if supervision == "qrels" else {}
+        own = {key: value for key, value in entry.items()
                if getattr(self, key) == TrainConfig.model_fields[key].default}
         rest = {m: s for m, s in self.per_method.items() if m != method}
         return self.model_copy(update={**own, "per_method": rest})

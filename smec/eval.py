@@ -56,7 +56,7 @@ def exact_search(query_vecs: np.ndarray, query_ids: list[str], doc_vecs: np.ndar
     return run
 
 
-def _ranked(docs: dict[str, float]) -> list[str]:
+def trec_order(docs: dict[str, float]) -> list[str]:
     # score descending, then doc id descending: trec_eval's order.
     return [doc_id for doc_id, _ in sorted(docs.items(), key=lambda kv: (kv[1], kv[0]),
                                            reverse=True)]
@@ -85,7 +85,7 @@ def per_query_metrics(run: Run, qrels: Qrels, ndcg_k: int = 10,
         judgements = qrels.get(qid)
         if not judgements or not any(g > 0 for g in judgements.values()):
             continue
-        ranking = _ranked(docs)
+        ranking = trec_order(docs)
         out[qid] = {f"ndcg_at_{ndcg_k}": ndcg_at_k(ranking, judgements, ndcg_k),
                     f"recall_at_{recall_k}": recall_at_k(ranking, judgements, recall_k)}
     return out

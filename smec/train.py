@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
 from smec.data import Qrels, group_split, positive_overlap
-from smec.eval import evaluate_vectors
+from smec.eval import evaluate_vectors, exact_search, trec_order
 from smec.losses import CompressionObjective, InfoNCELoss, RankLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
@@ -209,18 +209,19 @@ def prepare_unlabelled_data(doc_ids: list[str], doc_vecs: np.ndarray,
         raise ValueError(f"need at least {2 * NEIGHBOURS_JUDGED + n_probes} documents to train "
                          f"without labels, found {n_docs}")
     corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)), dim=-1)
-    ranked = sorted(range(n_docs), key=lambda i: zlib.crc32(f"probe:{cfg.seed}:{doc_ids[i]}"
-                                                             .encode()))
-    probes = torch.tensor(sorted(ranked[:n_probes]))
-    train_docs = torch.tensor(sorted(ranked[n_probes:]))
+    by_hash = sorted(range(n_docs), key=lambda i: zlib.crc32(f"probe:{cfg.seed}:{doc_ids[i]}"
+                                                              .encode()))
+    probes = torch.tensor(sorted(by_hash[:n_probes]))
+    train_docs = torch.tensor(sorted(by_hash[n_probes:]))
     val_rows = validation_rows(n_docs, corpus[probes], corpus, set(probes.tolist()),
                                cfg.val_corpus_docs, cfg.seed)
-    sample = corpus[val_rows]
-    scores = corpus[probes] @ sample.T
-    scores[torch.arange(n_probes), torch.searchsorted(val_rows, probes)] = float("-inf")
-    nearest = val_rows[scores.topk(NEIGHBOURS_JUDGED, dim=1).indices]
     probe_ids = [doc_ids[i] for i in probes.tolist()]
-    val_qrels = {p: {doc_ids[j]: 1 for j in row} for p, row in zip(probe_ids, nearest.tolist())}
+    # judged by the search that scores them (its score grid and tie order; a probe's own id is
+    # ignored), so the untouched full-dim level finds every judged neighbour again
+    nearest = exact_search(corpus[probes].numpy(), probe_ids, corpus[val_rows].numpy(),
+                           [doc_ids[i] for i in val_rows.tolist()], k=NEIGHBOURS_JUDGED)
+    val_qrels = {p: dict.fromkeys(trec_order(nearest[p])[:NEIGHBOURS_JUDGED], 1)
+                 for p in probe_ids}
     dim = corpus.shape[1]
     return TrainingData(corpus, list(doc_ids), torch.zeros(0, dim), [], [],
                         corpus[probes].numpy(), probe_ids, val_qrels, val_rows, {},

@@ -44,9 +44,10 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == 2 and on_disk["model"] == "synthetic"
     keys = {(r["method"], r["dims"], r["seed"]) for r in on_disk["rows"]}
-    for method in ("mrl", "mrl+smrl", "smec"):
+    levels = {"mrl": (16, 8, 4), "mrl+smrl": (16, 8, 4), "smec": (8, 4)}   # SMEC's own
+    for method in ("mrl", "mrl+smrl", "smec"):                            # defaults: no full dim
         for seed in (0, 1):
-            assert {(method, d, seed) for d in (16, 8, 4)} <= keys
+            assert {(method, d, seed) for d in levels[method]} <= keys
     assert {("pca", 8, 0), ("truncation", 4, 0)} <= keys
     methods = ("mrl", "mrl+smrl", "smec")
     assert set(on_disk["timings_s"]) == {f"{kind}:{m}" for kind in ("train", "epoch")
@@ -60,17 +61,17 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert 1 <= len(on_disk["gradient_variance"]["per_epoch"]["mrl"]) <= 6   # seed 0's epochs
     assert (out / "gradient_variance.png").is_file()
     balance = on_disk["gradient_balance"]   # each stage's start: |grad rank|, alpha |grad unsup|
-    assert set(balance["smec"]) == {"16", "8", "4"} and balance["mrl"]["16/8/4"][1] is None
+    assert set(balance["smec"]) == {"8", "4"} and balance["mrl"]["16/8/4"][1] is None
     assert all(rank > 0 and unsup > 0 for rank, unsup in balance["smec"].values())
     memory = on_disk["sxbm_memory"]
     assert [m["memory_size"] for m in memory["sizes"]] == [20, 40]
     assert memory["sizes"][0]["step_time_s"] > 0 and set(memory["sizes"][0]["ndcg_at_10"]) == \
-        {"16", "8", "4"}
+        {"8", "4"}
     # the 8-d level kept its vectors when a 4-d level was added later
     assert on_disk["continued_training"]["max_abs_change_of_kept_level"] == 0.0
     # MTEB, through its own retrieval evaluator, agrees with our nDCG@10 everywhere
     check = on_disk["mteb_crosscheck"]
-    assert len(check["levels"]) == 1 + 2 * 2 + 3 * 3   # raw, trunc/pca x2, 3 methods x3
+    assert len(check["levels"]) == 1 + 3 * 2 + 3 + 3 + 2   # raw, 3 recipes x2, the methods
     assert check["max_abs_diff"] < 1e-4
     assert (out / "ndcg_vs_bytes.png").is_file() and "±" in (out / "results.md").read_text()
     # hold-out rows (training queries, never test) for every trained level and every recipe
@@ -81,9 +82,9 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     assert {r["split"] for r in on_disk["rows"]} == {"test", "holdout"}
     test_binary = {(r["method"], r["dims"], r.get("rescore", 0)) for r in on_disk["rows"]
                    if r["split"] == "test" and r["precision"] == "binary"}
-    assert {("smec", 4, 0), ("smec", 16, 4), ("raw", 16, 4), ("pca", 8, 0)} <= test_binary
+    assert {("smec", 4, 0), ("smec", 8, 4), ("raw", 16, 4), ("pca", 8, 0)} <= test_binary
     checks = on_disk["recipe_check"]
-    assert len(checks) == 3 * 3 * 2 and all("wins" in c for c in checks)
+    assert len(checks) == (3 + 3 + 2) * 2 and all("wins" in c for c in checks)
     assert on_disk["recipe_summary"].startswith("hold-out: ")
     assert set(on_disk["holdout_overlap"]["0"]) == {"random_split", "grouped_split"}
 

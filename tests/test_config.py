@@ -50,6 +50,7 @@ def test_each_method_trains_with_its_own_defaults_unless_the_config_changed_the_
     mrl = cfg.for_method("mrl")
     assert (mrl.lr, mrl.max_epochs_per_stage) == (1e-3, 15) and cfg.for_method("smec").lr == cfg.lr
     assert mrl.for_method("mrl") == mrl                        # spent: applying twice is once
+    assert cfg.for_method("mrl", "none").lr == cfg.lr          # label-free keeps the shared keys
     quick = cfg.model_copy(update={"max_epochs_per_stage": 3}).for_method("mrl")
     assert (quick.lr, quick.max_epochs_per_stage) == (1e-3, 3)  # a changed shared key wins
     with pytest.raises(ValueError, match="per_method.mrl: 'lrr' is not a train setting"):
