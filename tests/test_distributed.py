@@ -244,7 +244,8 @@ def test_smec_tune_best_config_test_results_mlflow_and_restore(tmp_path):
     best = load_config(out / "best_config.yaml")          # `smec train --config` accepts it
     summary = json.loads((out / "tune_summary.json").read_text())
     assert len(summary["trials"]) == 3
-    default = TrainConfig()                 # the first trial is the train section as it is
+    default = TrainConfig().for_method("smec")   # the first trial: the train section as
+    #                                             SMEC trains it (its own defaults applied)
     assert summary["trials"][0]["config"] == {"tau0": default.tau0, "stages": [8, 4],
                                               "lr": default.lr}
     assert best.train.stages == summary["best"]["config"]["stages"]
