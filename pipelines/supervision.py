@@ -32,15 +32,9 @@ LABEL_FREE_DEFAULT = "pseudo"
 @dataclass(frozen=True)
 class TrainingInputs:
     supervision: str             # qrels | pseudo | none (resolved)
-    corpus: Path                 # the corpus embedding store
+    corpus: Path                 # the corpus embedding store (paths absolute: RunFolder's)
     queries: Path | None         # the training queries' store (real or pseudo); None: none
     qrels: Qrels | None          # their judgements
-
-    def __post_init__(self) -> None:
-        # made on the driver, read in Ray Train workers, whose working directory is not ours
-        for name in ("corpus", "queries"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)).absolute())
 
 
 def resolve_supervision(cfg: TrainConfig, paths: BeirPaths | None) -> str:
