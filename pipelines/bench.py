@@ -296,7 +296,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                     f"  ({train_s[label][-1]:.0f} s)")
         if holdout is not None:
             rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
-                                 fixed, seed)
+                                 fixed, seed, precisions)
         if seed == 0 and "smec" in trained:
             extra["continued_training"] = continued_training_check(
                 qrels_data, tcfg.for_method("smec"), dims)
@@ -313,7 +313,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         start = time.perf_counter()
         extra["mteb_crosscheck"] = mteb_crosscheck(
             paths, out, (doc_ids, doc_vecs, query_ids, query_vecs), rows,
-            {**fixed, **seed0})
+            {**{k: v for k, v in fixed.items() if k != "raw"}, **seed0})
         echo(f"MTEB cross-check: max |MTEB - ours| nDCG@10 = "
              f"{extra['mteb_crosscheck']['max_abs_diff']} "
              f"({time.perf_counter() - start:.0f} s)")

@@ -40,7 +40,8 @@ from smec.config import Config
 from smec.corpus import Source, plan_shards, read_shard
 from smec.encoders import resolve_model
 from smec.errors import SmecError
-from smec.quantize import PRECISIONS, Quantizer
+from smec.quantize import Quantizer, level_problem
+from smec.results import PRECISION_HELP
 from smec.store import check_complete
 
 
@@ -107,8 +108,13 @@ def _check_level(compressor: Compressor, path: Path, dim: int, precision: str) -
     if dim not in compressor.dims:
         raise SmecError(f"--dims {dim}: {path} has no level {dim}; its levels are "
                         f"{compressor.dims}")
-    if precision not in PRECISIONS:
-        raise SmecError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    try:
+        problem = level_problem(precision, dim)
+    except ValueError:
+        raise SmecError(f"--precision {precision}: choose {PRECISION_HELP}") from None
+    if problem:
+        raise SmecError(f"--precision {precision} --dims {dim}: {problem}; pick an M that "
+                        "divides the dims")
     if precision == "binary" and dim % 8:
         raise SmecError(f"--dims {dim}: binary codes need a multiple of 8 dims")
 

@@ -95,14 +95,22 @@ def _embed_line(summary: dict, where: Path) -> str:
             f"{resumed}{bad}; {summary['rows']} rows in {where}")
 
 
+def _precision(value: str) -> str:
+    from smec.results import check_precision
+    try:
+        return check_precision(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _compress_parser(sub) -> None:
     command = sub.add_parser(
         "compress", help="apply a trained compressor to a whole corpus (Ray Data) -> codes",
         description="Compress every vector of an embedding store (--store), or embed and "
                     "compress a corpus file in one pass (--corpus), with a trained compressor "
                     "at one level and precision. Writes OUT/part-*.parquet (id + codes: float32/"
-                    "float16 lists, int8 lists or packed bits), manifest.json and, for int8, "
-                    "quantizer.npz (calibrated on corpus vectors; quantise queries with it). "
+                    "float16 lists, int8 lists, packed bits or PQ codeword bytes), manifest.json "
+                    "and, for int8/PQ, quantizer.npz (calibrated on corpus vectors; quantise queries with it). "
                     "A killed run resumes where it stopped.",
         epilog="example: smec compress --store runs/scifact-mini/embeddings/corpus "
                "--compressor runs/scifact-mini/compressor --dims 48 --precision int8 "
@@ -114,8 +122,9 @@ def _compress_parser(sub) -> None:
     command.add_argument("--compressor", type=Path, required=True,
                          help="compressor folder (RUN/compressor) or its run folder")
     command.add_argument("--dims", type=int, required=True, help="the level to keep")
-    command.add_argument("--precision", default="float32",
-                         choices=["float32", "float16", "int8", "binary"])
+    command.add_argument("--precision", default="float32", type=_precision,
+                         help="float32, float16, int8, binary, or pqM / opqM: a faiss product "
+                              "quantiser of M bytes per vector (M must divide --dims)")
     command.add_argument("--out", type=Path, required=True, help="codes folder to write")
     command.add_argument("--model", default=None, help="--corpus: the base model (default: "
                          "the one the compressor was trained on; another one is refused)")
@@ -149,10 +158,9 @@ def _export_parser(sub) -> None:
     command.add_argument("out_dir", type=Path, help="the model folder to write")
     command.add_argument("--dims", type=int, default=None,
                          help="the level (default: the compressor's smallest)")
-    command.add_argument("--precision", default="float32",
-                         choices=["float32", "float16", "int8", "binary"],
-                         help="int8/binary: ship the calibration the corpus codes were made "
-                              "with (from --codes, else the compressor's own)")
+    command.add_argument("--precision", default="float32", type=_precision,
+                         help="int8/binary/pqM/opqM: ship the calibration the corpus codes "
+                              "were made with (from --codes, else the compressor's own)")
     command.add_argument("--codes", type=Path, default=None,
                          help="the codes folder `smec compress` wrote: its quantiser and "
                               "level are the ones the queries must match")

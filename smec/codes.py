@@ -5,11 +5,12 @@ A codes folder (``smec compress``) is a store-like folder of ``part-NNNNN.parque
 
 * float32 / float16: ``fixed_size_list<float32|float16>[dim]``,
 * int8: ``fixed_size_list<int8>[dim]``,
-* binary: ``fixed_size_binary[dim/8]``, the bits packed as ``np.packbits`` packs them.
+* binary: ``fixed_size_binary[dim/8]``, the bits packed as ``np.packbits`` packs them,
+* pqM / opqM: ``fixed_size_binary[M]``, one codeword index per sub-vector.
 
 The schema metadata (key ``smec``) says what made them: the compressor's fingerprint and
 kind, the level, the precision, and the base model(s) with their prompts. The quantiser of
-int8/binary codes, calibrated on a sample of the corpus (queries never enter it), lies beside
+int8/binary/PQ codes, calibrated on a sample of the corpus (queries never enter it), lies beside
 the parts as ``quantizer.npz``; quantise queries with it (:func:`load_codes_quantizer`) and
 they match the corpus codes.
 """
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smec.errors import SmecError
-from smec.quantize import Quantizer
+from smec.quantize import Quantizer, code_layout
 from smec.runfolder import RunFolder
 from smec.store import MANIFEST, META_KEY, check_complete
 
@@ -34,19 +35,16 @@ CODES = "codes"
 
 
 def codes_array(codes: np.ndarray, precision: str, dim: int) -> pa.Array:
-    """``[n, dim]`` float/int8 codes, or ``[n, dim/8]`` packed bits, as one Arrow column."""
+    """``[n, dim]`` float/int8 codes, or ``[n, width]`` bytes (packed bits, PQ codeword
+    indices), as one Arrow column."""
     codes = np.ascontiguousarray(codes)
-    if precision == "binary":
-        width = (dim + 7) // 8
-        if codes.dtype != np.uint8 or codes.shape[1:] != (width,):
-            raise ValueError(f"binary codes of {dim} dims: expected uint8 [n, {width}], got "
-                             f"{codes.dtype} {codes.shape}")
+    dtype, width, opaque = code_layout(precision, dim)
+    if codes.dtype != dtype or codes.ndim != 2 or codes.shape[1] != width:
+        raise ValueError(f"{precision} codes of {dim} dims: expected {dtype} [n, {width}], "
+                         f"got {codes.dtype} {codes.shape}")
+    if opaque:
         return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(codes),
                                                     [None, pa.py_buffer(codes.tobytes())])
-    dtype = {"float32": np.float32, "float16": np.float16, "int8": np.int8}[precision]
-    if codes.dtype != dtype or codes.ndim != 2 or codes.shape[1] != dim:
-        raise ValueError(f"{precision} codes of {dim} dims: expected {np.dtype(dtype)} "
-                         f"[n, {dim}], got {codes.dtype} {codes.shape}")
     return pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), dim)
 
 
@@ -59,7 +57,7 @@ def codes_table(ids: list[str], codes: np.ndarray, meta: dict) -> pa.Table:
 
 def _column_codes(column: pa.ChunkedArray | pa.Array, precision: str, dim: int) -> np.ndarray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if precision == "binary":
+    if code_layout(precision, dim)[2]:
         width = column.type.byte_width
         data = np.frombuffer(column.buffers()[1], np.uint8,
                              count=len(column) * width, offset=column.offset * width)
@@ -91,7 +89,8 @@ def codes_meta(directory: Path | str) -> dict:
 
 
 def iter_codes(directory: Path | str) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(ids, codes) part by part: int8/float16/float32 ``[n, dim]``, binary uint8 ``[n, dim/8]``."""
+    """(ids, codes) part by part: int8/float16/float32 ``[n, dim]``, binary uint8
+    ``[n, dim/8]``, PQ uint8 ``[n, M]``."""
     meta = codes_meta(directory)
     for part in code_parts(directory):
         table = pq.read_table(part)

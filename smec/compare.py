@@ -6,12 +6,12 @@ import numpy as np
 from smec.compressors import PCA, Compressor, Truncation
 from smec.data import Qrels
 from smec.eval import evaluate_run, evaluate_vectors
-from smec.quantize import Quantizer, quantized_search
+from smec.quantize import Quantizer, level_problem, quantized_search
 from smec.results import ResultRow
 
 DEPTH = 100   # retrieval depth: recall@100, and the rescoring pool is DEPTH × multiplier
 
-Precision = tuple[str, int]   # (float32 | int8 | binary, rescore multiplier; 0 = none)
+Precision = tuple[str, int]   # (float32 | int8 | binary | pqM | opqM, rescore multiplier; 0 = none)
 
 
 def precisions_of(names: list[str], rescore_multiplier: int) -> list[Precision]:
@@ -25,8 +25,12 @@ def precisions_of(names: list[str], rescore_multiplier: int) -> list[Precision]:
 
 def baselines(input_dim: int, dims: list[int], corpus: np.ndarray,
               methods: list[str]) -> dict[str, Compressor]:
-    """The untrained compressors named in ``methods``, fitted on the corpus where they learn."""
+    """The untrained compressors named in ``methods``, fitted on the corpus where they learn.
+    ``raw`` is the identity (one level, ``input_dim``): kept between calls, it keeps the
+    quantisers calibrated on the raw vectors too."""
     out: dict[str, Compressor] = {}
+    if "raw" in methods:
+        out["raw"] = Truncation(input_dim, [input_dim])
     if "truncation" in methods:
         out["truncation"] = Truncation(input_dim, dims)
     if "pca" in methods:
@@ -62,16 +66,22 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
             include_raw: bool = True, seed: int = 0,
             precisions: list[Precision] = (("float32", 0),),
             **quantizer_options) -> list[ResultRow]:
-    """One row per (method, level, precision) on ``qrels``' queries. Quantisers of a
-    compressor's level are calibrated on its corpus vectors and kept in the compressor."""
+    """One row per (method, level, precision) on ``qrels``' queries; a precision a level
+    cannot take (PQ whose M does not divide the dims) is skipped. Quantisers of a
+    compressor's level are calibrated on its corpus vectors and kept in the compressor;
+    ``include_raw`` adds the raw vectors (``compressors["raw"]`` when given, to reuse its
+    quantisers)."""
+    if include_raw and "raw" not in compressors:
+        compressors = {**baselines(doc_vecs.shape[1], [], doc_vecs, ["raw"]), **compressors}
+    elif not include_raw:
+        compressors = {k: v for k, v in compressors.items() if k != "raw"}
     rows = []
-    if include_raw:
-        rows += [score_vectors("raw", query_vecs, query_ids, doc_vecs, doc_ids, qrels, p,
-                               seed=seed, **quantizer_options) for p in precisions]
     for method, compressor in compressors.items():
         for dim in compressor.dims:
             docs, queries = compressor.encode(doc_vecs, dim), compressor.encode(query_vecs, dim)
             for p in precisions:
+                if level_problem(p[0], dim):
+                    continue
                 quantizer = None
                 if p[0] != "float32":
                     quantizer = compressor.quantizers.get((dim, p[0])) or \
@@ -83,21 +93,30 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
 
 #: The recipes a user already has, at every byte size: float, int8, binary and binary + rescore.
 RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)]
+#: What a faiss user has for the raw vectors too: PQ and OPQ at 24, 48 and 96 B per vector.
+PRODUCT_BYTES = (24, 48, 96)
+RAW_PRECISIONS: list[Precision] = RECIPE_PRECISIONS + [
+    (f"{kind}{m}", 0) for kind in ("pq", "opq") for m in PRODUCT_BYTES]
 UNTRAINED = ("raw", "truncation", "pca", "pca_uncentred")
-RECIPES = ["truncation", "pca", "pca_uncentred"]
+RECIPES = ["raw", "truncation", "pca", "pca_uncentred"]
 
 
 def holdout_rows(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                  query_vecs: np.ndarray, holdout: Qrels, trained: dict[str, Compressor],
-                 recipes: dict[str, Compressor], seed: int = 0) -> list[ResultRow]:
-    """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels, and
-    raw plus the untrained ``recipes`` (:func:`baselines`: truncation, PCA centred and not)
-    at every precision,
-    so a trained level can be judged against what it replaces without looking at test."""
-    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, recipes, seed=seed,
-                   precisions=RECIPE_PRECISIONS)
+                 recipes: dict[str, Compressor], seed: int = 0,
+                 precisions: list[Precision] = (("float32", 0),)) -> list[ResultRow]:
+    """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels at
+    ``precisions``, raw at :data:`RAW_PRECISIONS` (faiss PQ/OPQ included) and the untrained
+    ``recipes`` (:func:`baselines`: truncation, PCA centred and not) at
+    :data:`RECIPE_PRECISIONS`, so a trained level can be judged against what it replaces
+    without looking at test."""
+    raw = {"raw": recipes["raw"]} if "raw" in recipes else {}
+    rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, raw, seed=seed,
+                   precisions=RAW_PRECISIONS)
+    rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, recipes,
+                    include_raw=False, seed=seed, precisions=RECIPE_PRECISIONS)
     rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
-                    include_raw=False, seed=seed, precisions=[("float32", 0)])
+                    include_raw=False, seed=seed, precisions=list(precisions))
     for row in rows:
         row.extra["split"] = "holdout"
     return rows

@@ -7,12 +7,23 @@ default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from smec.errors import SmecError
+from smec.results import check_precision
+
+#: float32 | float16 | int8 | binary | pqM | opqM (a product quantiser of M bytes per vector)
+PrecisionName = Annotated[str, AfterValidator(check_precision)]
 
 
 class _Section(BaseModel):
@@ -208,9 +219,10 @@ class EvalConfig(_Section):
     methods: list[Literal["raw", "truncation", "pca", "pca_uncentred", "trained"]] = Field(
         ["raw", "truncation", "pca", "pca_uncentred", "trained"],
         description="baselines to score, and 'trained' for the compressor `smec train` wrote")
-    precisions: list[Literal["float32", "int8", "binary"]] = Field(
-        ["float32"], description="score every level at these precisions too (int8/binary "
-        "quantisers calibrated on corpus vectors, saved with the trained compressor)")
+    precisions: list[PrecisionName] = Field(
+        ["float32"], description="score every level at these precisions too: int8, binary, "
+        "pqM / opqM (faiss product quantisers of M bytes, on levels whose dims divide by M); "
+        "quantisers calibrated on corpus vectors, saved with the trained compressor")
     rescore_multiplier: int = Field(4, ge=0, description="binary rows are also scored with "
                                     "float-query rescoring of the top 100·r (0: not)")
 
@@ -299,7 +311,7 @@ class ConcatConfig(_Section):
                                                    "the levels; smec: SMEC's sequential stages")
     loss: Literal["infonce", "rank"] = "infonce"
     beta: float = Field(1.0, ge=0, description="weight of the S-XBM similarity term")
-    precisions: list[Literal["float32", "int8", "binary"]] = ["float32", "int8", "binary"]
+    precisions: list[PrecisionName] = ["float32", "int8", "binary"]
     rescore_multiplier: int = Field(4, ge=0, description="binary: rescore the top k·r with "
                                     "the float query (0: no rescored rows)")
     int8_ranges: Literal["percentile", "minmax"] = "percentile"

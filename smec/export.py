@@ -175,9 +175,13 @@ def export_model(compressor_dir: Path, out_dir: Path, dim: int | None = None,
 
 def quantize_queries(model_dir: Path | str, vectors: np.ndarray) -> np.ndarray:
     """Quantise query vectors of an exported model exactly as its corpus codes were:
-    int8 codes ``[n, dim]``, packed bits ``[n, dim/8]``, float16; float32 unchanged."""
+    int8 codes ``[n, dim]``, packed bits ``[n, dim/8]``, float16; float32 unchanged, and
+    float32 for PQ codes too (asymmetric distance needs no query codes)."""
     model_dir = Path(model_dir)
     info = json.loads((model_dir / EXPORT_INFO).read_text())
     if info.get("quantizer") is None:
         return np.asarray(vectors, np.float16 if info["precision"] == "float16" else np.float32)
-    return Quantizer.load(model_dir / info["quantizer"]).encode(vectors)
+    quantizer = Quantizer.load(model_dir / info["quantizer"])
+    if quantizer.asymmetric:   # PQ: the float query meets the decoded codes (faiss's ADC)
+        return np.asarray(vectors, np.float32)
+    return quantizer.encode(vectors)

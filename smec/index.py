@@ -8,11 +8,14 @@
 | float16 | ``IndexScalarQuantizer`` fp16 (inner product) | ``IndexHNSWSQ`` fp16 |
 | int8 | ``IndexScalarQuantizer`` 8-bit with the stored calibration | ``IndexHNSWSQ`` 8-bit |
 | binary | ``IndexBinaryFlat`` (Hamming) | ``IndexBinaryHNSW`` |
+| pqM / opqM | ``IndexPQ`` (asymmetric, inner product; OPQ: in an ``IndexPreTransform``) | – |
 
 An int8 code ``c`` of smec's quantiser decodes to ``lo + (c + 128)/255 · (hi − lo)``; faiss's
 8-bit scalar quantiser with ``vmin = lo, vdiff = hi − lo`` stores the same byte ``c + 128`` and
 decodes it half a step higher in every dimension, which adds one constant to every inner
-product with a query and so changes no ranking. The index folder holds ``index.faiss``, the id
+product with a query and so changes no ranking. PQ codes enter ``IndexPQ`` as they are
+(``add_sa_codes``) with smec's codebooks, so the index scores what the evaluation scores. The
+index folder holds ``index.faiss``, the id
 map ``ids.txt``, ``codes.npy`` (the codes again, or int8 codes of the same level from a second
 codes folder, memory-mapped at search time, for rescoring without float documents) with their
 quantiser ``codes_quantizer.npz``, ``quantizer.npz`` and ``manifest.json``; it is written
@@ -38,7 +41,7 @@ from smec.codes import (
 )
 from smec.errors import SmecError
 from smec.io import atomic_dir
-from smec.quantize import Quantizer
+from smec.quantize import Quantizer, code_layout
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"
@@ -48,9 +51,46 @@ MANIFEST_FILE = "manifest.json"
 KINDS = ("flat", "hnsw")
 
 
+def _product_index(quantizer: Quantizer):
+    """``IndexPQ`` with smec's codebooks (inside an ``IndexPreTransform`` with the OPQ
+    rotation), empty; codes are added with ``add_sa_codes``."""
+    import faiss
+    books = quantizer.params["codebooks"]
+    index = faiss.IndexPQ(quantizer.dim, len(books), 8, faiss.METRIC_INNER_PRODUCT)
+    faiss.copy_array_to_vector(np.ascontiguousarray(books, np.float32).ravel(),
+                               index.pq.centroids)
+    index.is_trained = True
+    if "rotation" not in quantizer.params:
+        return index
+    rotation = faiss.LinearTransform(quantizer.dim, quantizer.dim, False)
+    faiss.copy_array_to_vector(quantizer.params["rotation"].astype(np.float32).ravel(),
+                               rotation.A)
+    rotation.is_trained = True
+    wrapped = faiss.IndexPreTransform(rotation, index)
+    wrapped.own_fields = False     # the caller keeps both alive (_ProductIndex)
+    return _ProductIndex(wrapped, index, rotation)
+
+
+class _ProductIndex:
+    """An OPQ ``IndexPreTransform`` and the parts it points to, alive together; codes go to
+    the inner ``IndexPQ``."""
+
+    def __init__(self, wrapped, inner, rotation) -> None:
+        self.wrapped, self.inner, self.rotation = wrapped, inner, rotation
+
+    def add_sa_codes(self, codes: np.ndarray) -> None:
+        self.inner.add_sa_codes(codes)
+        self.wrapped.ntotal = self.inner.ntotal
+
+
 def _new_index(precision: str, dim: int, kind: str, hnsw_m: int, quantizer: Quantizer):
     import faiss
     ip = faiss.METRIC_INNER_PRODUCT
+    if quantizer.asymmetric:
+        if kind != "flat":
+            raise SmecError(f"--kind {kind}: {precision} codes are searched with --kind flat "
+                            "(IndexPQ)")
+        return _product_index(quantizer)
     if precision == "binary":
         return faiss.IndexBinaryFlat(dim) if kind == "flat" else faiss.IndexBinaryHNSW(dim, hnsw_m)
     if precision == "float32":
@@ -108,9 +148,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
     rescore_precision = rescore_meta["precision"]
     count = 0
     with atomic_dir(out) as tmp:
-        width = (dim + 7) // 8 if rescore_precision == "binary" else dim
-        dtype = {"binary": np.uint8, "int8": np.int8, "float16": np.float16,
-                 "float32": np.float32}[rescore_precision]
+        dtype, width, _ = code_layout(rescore_precision, dim)
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in code_parts(codes_dir))
         stored = np.lib.format.open_memmap(tmp / CODES_FILE, mode="w+", dtype=dtype,
                                            shape=(rows, width))
@@ -121,7 +159,10 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
                 if rescore_ids != ids:
                     raise SmecError(f"--rescore-codes {rescore_dir}: its ids differ from those "
                                     f"of {codes_dir} (compress the same store to both)")
-                index.add(_addable(codes, precision, quantizer))
+                if quantizer.asymmetric:
+                    index.add_sa_codes(np.ascontiguousarray(codes))
+                else:
+                    index.add(_addable(codes, precision, quantizer))
                 stored[count:count + len(ids)] = kept
                 ids_file.writelines(f"{i}\n" for i in ids)
                 count += len(ids)
@@ -132,7 +173,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
         if precision == "binary":
             faiss.write_index_binary(index, str(tmp / INDEX_FILE))
         else:
-            faiss.write_index(index, str(tmp / INDEX_FILE))
+            faiss.write_index(getattr(index, "wrapped", index), str(tmp / INDEX_FILE))
         if (codes_dir / QUANTIZER).is_file():
             shutil.copyfile(codes_dir / QUANTIZER, tmp / QUANTIZER)
         load_codes_quantizer(rescore_dir).save(tmp / RESCORE_QUANTIZER)
@@ -236,7 +277,8 @@ class Searcher:
                                     Path(recorded) if recorded else None)
         if self.manifest["kind"] == "hnsw":
             self.index.hnsw.efSearch = ef_search    # HNSW: candidates kept while searching
-        elif self.precision != "binary" and hasattr(faiss, "StandardGpuResources") \
+        elif not self.quantizer.asymmetric and self.precision != "binary" \
+                and hasattr(faiss, "StandardGpuResources") \
                 and faiss.get_num_gpus() > 0:    # the `gpu` extra and a GPU: flat on the GPU
             self._gpu = faiss.StandardGpuResources()
             self.index = faiss.index_cpu_to_gpu(self._gpu, 0, self.index)

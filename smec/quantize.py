@@ -8,9 +8,16 @@
 * ``float16``: a cast; nothing to calibrate.
 * ``binary``: ``bit = x > t`` with ``t = 0`` (sentence-transformers' convention) or the
   per-dimension calibration median; bits are packed with ``np.packbits`` (``d/8`` bytes).
+* ``pqM`` / ``opqM``: faiss's product quantiser (Jégou et al., 2011): the vector is cut into
+  M sub-vectors and each is replaced by the index of its nearest of 256 codewords, k-means
+  centroids of the calibration sub-vectors — M bytes per vector, whatever the dims. ``opqM``
+  first rotates by the orthogonal matrix ``R`` that faiss's ``OPQMatrix`` fits (Ge et al.,
+  2013), as ``index_factory("OPQM,PQM")`` does; ``x̂ = R^T pq(R x)``. The dims must divide
+  by M.
 
 Search (:func:`quantized_search`) ranks by the quantised index alone — dequantised query ·
-dequantised codes for int8, Hamming distance for binary — and, with ``rescore_multiplier r``,
+dequantised codes for int8, Hamming distance for binary, the float query · the decoded
+codes for PQ (faiss's asymmetric distance) — and, with ``rescore_multiplier r``,
 re-ranks its top ``k·r`` with the float query against the dequantised candidates (``±1`` for
 binary), as sentence-transformers' rescoring does; rescoring dequantised codes rather than raw
 integer codes keeps each dimension's scale (their PR #4058).
@@ -25,10 +32,71 @@ import numpy as np
 
 from smec.eval import Run, mask_identical_ids
 from smec.io import atomic_path
-from smec.results import PRECISION_BITS, bytes_per_vector
+from smec.results import (
+    PRECISION_BITS,
+    bytes_per_vector,
+    check_precision,
+    product_quantizer,
+)
 
-PRECISIONS = tuple(PRECISION_BITS)
+PRECISIONS = tuple(PRECISION_BITS)   # and the product quantisers pqM / opqM of any M
 MIN_CALIBRATION = 100
+CODEWORDS = 256                      # per PQ sub-vector: one byte
+ENCODE_BLOCK = 65536                 # rows per block when assigning PQ codewords
+
+
+def level_problem(precision: str, dim: int) -> str | None:
+    """Why ``precision`` cannot code vectors of ``dim`` dims, or None when it can."""
+    product = product_quantizer(check_precision(precision))
+    if product is not None and dim % product[1]:
+        return (f"{precision} cuts a vector into {product[1]} sub-vectors, and {dim} dims do "
+                f"not divide by {product[1]}")
+    return None
+
+
+def code_layout(precision: str, dim: int) -> tuple[np.dtype, int, bool]:
+    """How codes of ``precision`` at ``dim`` dims are held: (dtype, width, opaque bytes).
+    Packed bits and PQ codeword indices are opaque bytes (``uint8 [n, width]``); int8 and
+    float codes are one number per dimension."""
+    product = product_quantizer(check_precision(precision))
+    if product is not None:
+        return np.dtype(np.uint8), product[1], True
+    if precision == "binary":
+        return np.dtype(np.uint8), (dim + 7) // 8, True
+    return np.dtype({"float32": np.float32, "float16": np.float16, "int8": np.int8}[precision]), \
+        dim, False
+
+
+def _fit_product(kind: str, m: int, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Codebooks ``[m, 256, dim/m]`` (and the OPQ rotation ``[dim, dim]``) fitted by faiss."""
+    import faiss
+    n, dim = x.shape
+    problem = level_problem(f"{kind}{m}", dim)
+    if problem:
+        raise ValueError(problem)
+    if n < CODEWORDS:
+        raise ValueError(f"{kind}{m}: {n} calibration vectors cannot train {CODEWORDS} "
+                         f"codewords per sub-vector; give at least {CODEWORDS}")
+
+    def product(width: int):
+        pq = faiss.ProductQuantizer(width, m, 8)
+        pq.cp.min_points_per_centroid = 1   # a 5k-document corpus is enough; no warning
+        return pq
+
+    x = np.ascontiguousarray(x, np.float32)
+    params = {}
+    if kind == "opq":
+        opq = faiss.OPQMatrix(dim, m)
+        inner = product(dim)
+        opq.pq = inner            # the PQ the rotation is fitted for, with the same settings
+        opq.train(x)
+        params["rotation"] = faiss.vector_to_array(opq.A).reshape(dim, dim).astype(np.float32)
+        x = np.ascontiguousarray(x @ params["rotation"].T)
+    pq = product(dim)
+    pq.train(x)
+    params["codebooks"] = faiss.vector_to_array(pq.centroids).reshape(
+        m, CODEWORDS, dim // m).astype(np.float32)
+    return params
 
 
 def compression_factor(ref_dim: int, dim: int, precision: str) -> float:
@@ -48,7 +116,8 @@ def _check_float(x: np.ndarray, what: str) -> np.ndarray:
 
 @dataclass
 class Quantizer:
-    """A fitted quantiser: ``params`` holds ``lo``/``hi`` (int8) or ``threshold`` (binary)."""
+    """A fitted quantiser: ``params`` holds ``lo``/``hi`` (int8), ``threshold`` (binary), or
+    ``codebooks`` ``[M, 256, dim/M]`` and, for OPQ, ``rotation`` ``[dim, dim]`` (PQ)."""
 
     precision: str
     dim: int
@@ -58,10 +127,12 @@ class Quantizer:
     def fit(cls, precision: str, calibration: np.ndarray, ranges: str = "percentile",
             percentile: float = 0.1, threshold: str = "zero") -> Quantizer:
         """Calibrate on corpus embeddings (``ranges``: percentile|minmax, ``threshold``:
-        zero|median); float32 is the identity, float16 a cast."""
+        zero|median; pqM/opqM train their codebooks with faiss); float32 is the identity,
+        float16 a cast."""
         calibration = _check_float(calibration, "calibration embeddings")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        product = product_quantizer(check_precision(precision))
+        if product is not None:
+            return cls(precision, calibration.shape[1], _fit_product(*product, calibration))
         calibrated = precision == "int8" or (precision == "binary" and threshold == "median")
         if calibrated and len(calibration) < MIN_CALIBRATION:
             warnings.warn(f"calibrating {precision} on {len(calibration)} vectors (< "
@@ -99,8 +170,14 @@ class Quantizer:
     def bytes_per_vector(self) -> int:
         return bytes_per_vector(self.dim, self.precision)
 
+    @property
+    def asymmetric(self) -> bool:
+        """A product quantiser: queries stay float and meet the decoded codes."""
+        return "codebooks" in self.params
+
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Float ``[n, dim]`` → codes: int8 or float16 ``[n, dim]``, packed uint8 ``[n, dim/8]``."""
+        """Float ``[n, dim]`` → codes: int8 or float16 ``[n, dim]``, packed uint8 ``[n, dim/8]``,
+        PQ codeword indices uint8 ``[n, M]``."""
         x = _check_float(x, f"{self.precision} encode")
         if x.shape[1] != self.dim:
             raise ValueError(f"{self.precision} quantiser was fitted on {self.dim} dims, "
@@ -113,10 +190,29 @@ class Quantizer:
             return np.packbits(x > self.params["threshold"], axis=1)
         if self.precision == "float16":
             return x.astype(np.float16)
+        if self.asymmetric:
+            return self._product_codes(x)
         return x
 
+    def _product_codes(self, x: np.ndarray) -> np.ndarray:
+        """The nearest codeword of every sub-vector: uint8 ``[n, M]``."""
+        if "rotation" in self.params:
+            x = x @ self.params["rotation"].T
+        books = self.params["codebooks"]
+        m, _, width = books.shape
+        norms = (books ** 2).sum(-1)
+        codes = np.empty((len(x), m), np.uint8)
+        for start in range(0, len(x), ENCODE_BLOCK):
+            block = x[start:start + ENCODE_BLOCK]
+            for j in range(m):
+                part = block[:, j * width:(j + 1) * width]
+                codes[start:start + len(block), j] = np.argmin(norms[j] - 2 * part @ books[j].T,
+                                                               axis=1)
+        return codes
+
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Codes → float32 ``[n, dim]``: dequantised values (int8) or ``±1`` (binary)."""
+        """Codes → float32 ``[n, dim]``: dequantised values (int8), ``±1`` (binary), the
+        codewords (PQ, rotated back for OPQ)."""
         if self.precision == "int8":
             lo, hi = self.params["lo"], self.params["hi"]
             return ((codes.astype(np.float32) + 128.0) / 255.0 * (hi - lo) + lo).astype(
@@ -124,6 +220,10 @@ class Quantizer:
         if self.precision == "binary":
             bits = np.unpackbits(codes, axis=1, count=self.dim)
             return bits.astype(np.float32) * 2.0 - 1.0
+        if self.asymmetric:
+            books = self.params["codebooks"]
+            x = books[np.arange(len(books)), codes].reshape(len(codes), self.dim)
+            return x @ self.params["rotation"] if "rotation" in self.params else x
         return np.asarray(codes, np.float32)
 
     # --- persistence: saved beside the compressor it quantises -------------------------
@@ -148,12 +248,16 @@ def _hamming(query_bits: np.ndarray, doc_bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantized_scores(quantizer: Quantizer, query_codes: np.ndarray,
+def quantized_scores(quantizer: Quantizer, queries: np.ndarray,
                      doc_codes: np.ndarray) -> np.ndarray:
-    """First-pass similarity on the quantised index alone (higher is better)."""
+    """First-pass similarity of float ``queries`` on the quantised index alone (higher is
+    better): Hamming for binary, the float query against the decoded codes for PQ (faiss's
+    asymmetric distance), the quantised query against the decoded codes otherwise."""
     if quantizer.precision == "binary":
-        return -_hamming(query_codes, doc_codes).astype(np.float32)
-    return quantizer.decode(query_codes) @ quantizer.decode(doc_codes).T
+        return -_hamming(quantizer.encode(queries), doc_codes).astype(np.float32)
+    if quantizer.asymmetric:
+        return queries @ quantizer.decode(doc_codes).T
+    return quantizer.decode(quantizer.encode(queries)) @ quantizer.decode(doc_codes).T
 
 
 def quantized_search(quantizer: Quantizer, query_vecs: np.ndarray, query_ids: list[str],
@@ -173,7 +277,7 @@ def quantized_search(quantizer: Quantizer, query_vecs: np.ndarray, query_ids: li
     run: Run = {}
     for start in range(0, len(query_ids), batch_size):
         q = query_vecs[start:start + batch_size]
-        scores = quantized_scores(quantizer, quantizer.encode(q), doc_codes)
+        scores = quantized_scores(quantizer, q, doc_codes)
         mask_identical_ids(scores, query_ids[start:start + batch_size], doc_index)
         top = np.argpartition(-scores, first_k - 1, axis=1)[:, :first_k]
         for row, qid in enumerate(query_ids[start:start + batch_size]):

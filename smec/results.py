@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,11 +22,28 @@ from smec.io import write_json
 ROW_KEYS = ("method", "dims", "precision", "bytes_per_vector", "ndcg_at_10", "recall_at_100",
             "seed")
 PRECISION_BITS = {"float32": 32, "float16": 16, "int8": 8, "binary": 1}
+PRODUCT_KINDS = ("pq", "opq")
+PRECISION_HELP = ("float32, float16, int8, binary, or a product quantiser of M bytes: pqM "
+                  "(faiss PQ, M sub-vectors of 8 bits) or opqM (rotated first)")
+
+
+def product_quantizer(precision: str) -> tuple[str, int] | None:
+    """``("pq" | "opq", M)`` for a product-quantiser precision (``pq48``, ``opq24``: faiss's
+    ``PQ48`` / ``OPQ24,PQ24``, M bytes per vector whatever the dims), else None."""
+    match = re.fullmatch(r"(o?pq)([1-9][0-9]*)", precision)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISION_BITS and product_quantizer(precision) is None:
+        raise ValueError(f"precision must be {PRECISION_HELP}; got {precision!r}")
+    return precision
 
 
 def bytes_per_vector(dims: int, precision: str = "float32") -> int:
-    if precision not in PRECISION_BITS:
-        raise ValueError(f"precision must be one of {sorted(PRECISION_BITS)}, got {precision!r}")
+    product = product_quantizer(check_precision(precision))
+    if product is not None:
+        return product[1]
     return math.ceil(dims * PRECISION_BITS[precision] / 8)
 
 

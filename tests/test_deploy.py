@@ -28,12 +28,16 @@ INPUTS = [{"name": MODEL, "column": "embedding", "dim": 384, "query_prompt": "",
 @pytest.mark.parametrize("precision, dtype, width", [("float32", np.float32, 24),
                                                      ("float16", np.float16, 24),
                                                      ("int8", np.int8, 24),
-                                                     ("binary", np.uint8, 3)])
+                                                     ("binary", np.uint8, 3),
+                                                     ("pq6", np.uint8, 6),
+                                                     ("opq4", np.uint8, 4)])
 def test_codes_roundtrip_in_their_smallest_type(tmp_path, precision, dtype, width):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 24)).astype(np.float32)
-    quantizer = Quantizer.fit(precision, vectors[:40].repeat(3, 0)) if precision == "int8" \
-        else Quantizer.uncalibrated(precision, 24)
+    calibration = rng.normal(size=(300, 24)).astype(np.float32)
+    quantizer = Quantizer.uncalibrated(precision, 24) if precision in ("float32", "float16",
+                                                                       "binary") \
+        else Quantizer.fit(precision, calibration)
     codes = quantizer.encode(vectors)
     assert codes.dtype == dtype and codes.shape == (50, width)
     table = codes_table([f"d{i}" for i in range(50)], codes, {"precision": precision, "dim": 24})
@@ -46,7 +50,8 @@ def test_codes_roundtrip_in_their_smallest_type(tmp_path, precision, dtype, widt
     assert str(stored) == {"float32": "fixed_size_list<element: float>[24]",
                            "float16": "fixed_size_list<element: halffloat>[24]",
                            "int8": "fixed_size_list<element: int8>[24]",
-                           "binary": "fixed_size_binary[3]"}[precision]
+                           "binary": "fixed_size_binary[3]", "pq6": "fixed_size_binary[6]",
+                           "opq4": "fixed_size_binary[4]"}[precision]
 
 
 def test_codes_of_a_killed_run_are_refused(tmp_path):
@@ -186,14 +191,14 @@ def test_compress_killed_mid_run_resumes_every_id_once_equal_to_encode(tmp_path)
 
 
 @pytest.mark.slow
-def test_compress_float16_and_binary_equal_encode(tmp_path):
+def test_compress_float16_binary_and_pq_equal_encode(tmp_path):
     store = tmp_path / "store"
-    ids, vectors = _synthetic_store(store, parts=2, rows=30)
+    ids, vectors = _synthetic_store(store, parts=2, rows=150)
     pca = PCA(384, [48]).fit(vectors)
     pca.inputs = INPUTS
     pca.save(tmp_path / "pca")
     want = pca.encode(vectors, 48)
-    for precision in ("float16", "binary"):
+    for precision in ("float16", "binary", "opq6"):
         out = tmp_path / precision
         result = subprocess.run(_compress_cmd(store, tmp_path / "pca", out, 48, precision),
                                 cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -202,6 +207,10 @@ def test_compress_float16_and_binary_equal_encode(tmp_path):
         assert got_ids == ids
         if precision == "float16":
             assert np.abs(codes.astype(np.float32) - want).max() < 1e-3
+        elif precision == "opq6":   # codebooks fitted on the corpus, saved beside the codes
+            quantizer = Quantizer.load(out / "quantizer.npz")
+            assert codes.shape == (300, 6) and quantizer.bytes_per_vector() == 6
+            np.testing.assert_array_equal(codes, quantizer.encode(want))
         else:
             np.testing.assert_array_equal(codes, np.packbits(want > 0, axis=1))
             assert not (out / "quantizer.npz").exists()
@@ -212,6 +221,8 @@ def test_compress_float16_and_binary_equal_encode(tmp_path):
               "all-MiniLM-L6-v2 embeddings"),
     ("dim", "all-MiniLM-L6-v2 vectors of 64 dims, the compressor expects 384"),
     ("level", "--dims 40: {comp} has no level 40; its levels are [48]"),
+    ("pq", "--precision pq5 --dims 48: pq5 cuts a vector into 5 sub-vectors, and 48 dims do "
+           "not divide by 5"),
     ("unfinished", "the run that writes it has not finished (0 of 3 shards); run the same "
                    "`smec embed` again"),
 ])
@@ -230,7 +241,8 @@ def test_compress_bad_input_is_one_line_and_writes_nothing(tmp_path, case, messa
     pca.save(tmp_path / "pca")
     out = tmp_path / "codes"
     result = subprocess.run(_compress_cmd(store, tmp_path / "pca", out,
-                                          40 if case == "level" else 48, "int8"),
+                                          40 if case == "level" else 48,
+                                          "pq5" if case == "pq" else "int8"),
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

@@ -25,9 +25,10 @@ INPUTS = [{"name": MODEL, "column": "embedding", "dim": 384, "query_prompt": "",
 def _codes_folder(tmp: Path, vectors: np.ndarray, precision: str, parts: int = 3) -> Path:
     """A codes folder as `smec compress` writes it, from float vectors of one level."""
     out = tmp / f"codes-{precision}"
-    q = Quantizer.fit(precision, vectors) if precision == "int8" else \
+    calibrated = precision not in ("float32", "float16", "binary")
+    q = Quantizer.fit(precision, vectors) if calibrated else \
         Quantizer.uncalibrated(precision, vectors.shape[1])
-    if precision == "int8":
+    if calibrated:
         q.save(out / "quantizer.npz")
     meta = {"precision": precision, "dim": vectors.shape[1], "compressor": "f" * 16,
             "compressor_path": str(tmp / "gone"), "models": INPUTS}
@@ -42,9 +43,11 @@ def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary"])
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary", "pq16", "opq8"])
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
+    if kind == "hnsw" and "pq" in precision:
+        pytest.skip("PQ codes are indexed flat (test_pq_index_refuses_hnsw)")
     """The index + rescoring returns what smec's own (numpy) quantised search returns."""
     docs = _vectors(600, 64)
     queries = docs[:40] + 0.05 * _vectors(40, 64, seed=1)
@@ -74,6 +77,31 @@ def test_int8_index_stores_exactly_our_codes(tmp_path):
     stored = faiss.vector_to_array(index.codes).reshape(300, 32)
     ours = np.load(tmp_path / "index" / "codes.npy")
     np.testing.assert_array_equal(stored.astype(np.int16), ours.astype(np.int16) + 128)
+
+
+@pytest.mark.parametrize("precision", ["pq16", "opq16"])
+def test_pq_index_holds_exactly_our_codes_and_their_bytes(tmp_path, precision):
+    import faiss
+    docs = _vectors(600, 64)
+    build_index(_codes_folder(tmp_path, docs, precision), tmp_path / "index")
+    index = faiss.read_index(str(tmp_path / "index" / "index.faiss"))
+    inner = faiss.downcast_index(index.index) if precision.startswith("opq") else index
+    stored = faiss.vector_to_array(inner.codes).reshape(600, -1)
+    assert stored.shape[1] == 16 == inner.code_size          # 16 bytes per vector
+    np.testing.assert_array_equal(stored, np.load(tmp_path / "index" / "codes.npy"))
+    quantizer = Quantizer.load(tmp_path / "index" / "quantizer.npz")
+    # faiss's ADC distances are smec's float query · decoded codes
+    queries = _vectors(5, 64, seed=3)
+    scores, rows = index.search(queries, 5)
+    want = queries @ quantizer.decode(stored).T
+    np.testing.assert_allclose(scores, np.take_along_axis(want, rows, 1), atol=1e-4)
+
+
+def test_pq_index_refuses_hnsw(tmp_path):
+    codes = _codes_folder(tmp_path, _vectors(300, 16), "pq4", parts=1)
+    with pytest.raises(SmecError, match="--kind hnsw: pq4 codes are searched with --kind flat"):
+        build_index(codes, tmp_path / "index", "hnsw")
+    assert not (tmp_path / "index").exists()
 
 
 def test_binary_index_is_32x_smaller_than_float32(tmp_path):
