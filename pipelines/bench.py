@@ -296,7 +296,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                     f"  ({train_s[label][-1]:.0f} s)")
         if holdout is not None:
             rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,
-                                 fixed, seed, precisions)
+                                 fixed, seed, precisions, cfg.eval.recipe_products)
         if seed == 0 and "smec" in trained:
             extra["continued_training"] = continued_training_check(
                 qrels_data, tcfg.for_method("smec"), dims)

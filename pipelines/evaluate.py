@@ -97,7 +97,8 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, cfg.train)
         rows += holdout_rows(doc_ids, doc_vecs, query_ids, query_vecs, holdout,
                              {label: trained}, recipes, seed=cfg.train.seed,
-                             precisions=precisions)
+                             precisions=precisions,
+                             raw_products=cfg.eval.recipe_products)
         extra |= recipe_report(rows)
     for row in rows:
         if row.method == label:

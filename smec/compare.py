@@ -6,8 +6,8 @@ import numpy as np
 from smec.compressors import PCA, Compressor, Truncation
 from smec.data import Qrels
 from smec.eval import evaluate_run, evaluate_vectors
-from smec.quantize import Quantizer, level_problem, quantized_search
-from smec.results import ResultRow
+from smec.quantize import CODEWORDS, Quantizer, level_problem, quantized_search
+from smec.results import ResultRow, product_quantizer
 
 DEPTH = 100   # retrieval depth: recall@100, and the rescoring pool is DEPTH × multiplier
 
@@ -67,7 +67,8 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
             precisions: list[Precision] = (("float32", 0),),
             **quantizer_options) -> list[ResultRow]:
     """One row per (method, level, precision) on ``qrels``' queries; a precision a level
-    cannot take (PQ whose M does not divide the dims) is skipped. Quantisers of a
+    cannot take (PQ whose M does not divide the dims, or on fewer than 256 documents) is
+    skipped. Quantisers of a
     compressor's level are calibrated on its corpus vectors and kept in the compressor;
     ``include_raw`` adds the raw vectors (``compressors["raw"]`` when given, to reuse its
     quantisers)."""
@@ -80,8 +81,9 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
         for dim in compressor.dims:
             docs, queries = compressor.encode(doc_vecs, dim), compressor.encode(query_vecs, dim)
             for p in precisions:
-                if level_problem(p[0], dim):
-                    continue
+                if level_problem(p[0], dim) or (product_quantizer(p[0]) and
+                                                len(doc_vecs) < CODEWORDS):
+                    continue   # PQ: M must divide the dims, 256 codewords need 256 documents
                 quantizer = None
                 if p[0] != "float32":
                     quantizer = compressor.quantizers.get((dim, p[0])) or \
@@ -93,10 +95,10 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
 
 #: The recipes a user already has, at every byte size: float, int8, binary and binary + rescore.
 RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)]
-#: What a faiss user has for the raw vectors too: PQ and OPQ at 24, 48 and 96 B per vector.
+#: What a faiss user has for the raw vectors too: PQ (and OPQ) at 24, 48 and 96 B per vector.
 PRODUCT_BYTES = (24, 48, 96)
-RAW_PRECISIONS: list[Precision] = RECIPE_PRECISIONS + [
-    (f"{kind}{m}", 0) for kind in ("pq", "opq") for m in PRODUCT_BYTES]
+RAW_PRODUCTS = [f"pq{m}" for m in PRODUCT_BYTES]
+OPQ_PRODUCTS = [f"opq{m}" for m in PRODUCT_BYTES]
 UNTRAINED = ("raw", "truncation", "pca", "pca_uncentred")
 RECIPES = ["raw", "truncation", "pca", "pca_uncentred"]
 
@@ -104,15 +106,16 @@ RECIPES = ["raw", "truncation", "pca", "pca_uncentred"]
 def holdout_rows(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                  query_vecs: np.ndarray, holdout: Qrels, trained: dict[str, Compressor],
                  recipes: dict[str, Compressor], seed: int = 0,
-                 precisions: list[Precision] = (("float32", 0),)) -> list[ResultRow]:
+                 precisions: list[Precision] = (("float32", 0),),
+                 raw_products: list[str] = tuple(RAW_PRODUCTS)) -> list[ResultRow]:
     """Rows on the hold-out of *training* queries (``split: holdout``): the trained levels at
-    ``precisions``, raw at :data:`RAW_PRECISIONS` (faiss PQ/OPQ included) and the untrained
-    ``recipes`` (:func:`baselines`: truncation, PCA centred and not) at
-    :data:`RECIPE_PRECISIONS`, so a trained level can be judged against what it replaces
-    without looking at test."""
+    ``precisions``, raw at :data:`RECIPE_PRECISIONS` and the faiss product quantisers
+    ``raw_products`` (``eval.recipe_products``), and the untrained ``recipes``
+    (:func:`baselines`: truncation, PCA centred and not) at :data:`RECIPE_PRECISIONS`, so a
+    trained level can be judged against what it replaces without looking at test."""
     raw = {"raw": recipes["raw"]} if "raw" in recipes else {}
     rows = compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, raw, seed=seed,
-                   precisions=RAW_PRECISIONS)
+                   precisions=RECIPE_PRECISIONS + [(p, 0) for p in raw_products])
     rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, recipes,
                     include_raw=False, seed=seed, precisions=RECIPE_PRECISIONS)
     rows += compare(doc_ids, doc_vecs, query_ids, query_vecs, holdout, trained,

@@ -147,6 +147,11 @@ class TrainConfig(_Section):
         "(the paper), or the step's own candidates (the documents the rank loss moves)")
     distill_temperature: float = Field(0.05, gt=0, description="unsup_loss distill: softmax "
                                        "temperature")
+    serve_precision: Literal["float32", "int8", "binary"] = Field(
+        "float32", description="precision-aware training: the rank loss and the hold-out "
+        "score the float query against the documents as they will be served (int8: fake "
+        "quantisation with ranges of the documents in hand; binary: sign/sqrt(d), what the "
+        "float query is rescored against), straight-through gradients")
     memory_size: int = Field(5000, gt=0)
     sxbm_neighbour_grad: bool = Field(True, description="S-XBM: train through the neighbours' "
                                       "adapter pass too (false: neighbours are constants, a "
@@ -225,6 +230,10 @@ class EvalConfig(_Section):
         "quantisers calibrated on corpus vectors, saved with the trained compressor")
     rescore_multiplier: int = Field(4, ge=0, description="binary rows are also scored with "
                                     "float-query rescoring of the top 100·r (0: not)")
+    recipe_products: list[PrecisionName] = Field(
+        ["pq24", "pq48", "pq96"], description="faiss product quantisers the raw vectors are "
+        "also scored at on the hold-out, beside the recipe rows, for the recipe check and "
+        "`smec plan` (opqM adds OPQ: its rotation search takes ~1 min per fit on 2 cores)")
 
 
 class DataConfig(_Section):

@@ -33,6 +33,7 @@ from smec.losses import CompressionObjective, InfoNCELoss, RankLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
+from smec.modules.serving import ServedDocuments
 
 
 class Reporter:
@@ -298,14 +299,17 @@ def _average_grads(params: list[torch.Tensor]) -> None:
 
 @torch.no_grad()
 def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.Module],
-             target_dim: int | None = None) -> float | tuple[float, float]:
+             target_dim: int | None = None, served: torch.nn.Module | None = None
+             ) -> float | tuple[float, float]:
     """Mean over ``heads`` of the hold-out queries' nDCG@10 (no noise); label-free, of the
     probe documents' recall@10 of their full-dim neighbours (``data.val_metric``).
 
     With ``target_dim``, also the hold-out nDCG@10 of the smallest head cut to ``target_dim``
     dims (its top ADS logits, or its prefix): one number every stage of every schedule can be
     compared on (what Ray Tune's scheduler ranks trials by); ``nan`` for projection heads.
+    ``served``: the documents are scored as served (``train.serve_precision``).
     """
+    served = served if served is not None else torch.nn.Identity()
     was_training = adapter.training
     adapter.eval()
     h_docs = adapter(data.corpus[data.val_doc_rows])
@@ -319,7 +323,7 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
             d = F.normalize(h_docs[:, index_or_head], dim=-1)
         else:
             q, d = index_or_head(h_queries), index_or_head(h_docs)
-        return evaluate_vectors(q.numpy(), data.val_query_ids, d.numpy(), doc_ids,
+        return evaluate_vectors(q.numpy(), data.val_query_ids, served(d).numpy(), doc_ids,
                                 data.val_qrels, k=10)[data.val_metric]
 
     mean = float(np.mean([score(head) for head in heads]))
@@ -531,7 +535,8 @@ def _objective(cfg: TrainConfig, data: TrainingData, unsup: str,
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
     return CompressionObjective(rank_loss, unsup, cfg.alpha, unsup_loss_kind(cfg, data),
                                 cfg.distill_temperature, cfg.neighbours,
-                                cfg.sxbm_neighbour_grad, cfg.huber_delta, teacher)
+                                cfg.sxbm_neighbour_grad, cfg.huber_delta, teacher,
+                                ServedDocuments(cfg.serve_precision))
 
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
@@ -572,7 +577,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         objective.alpha = state.alpha if state.alpha is not None else objective.alpha
     _sync_params(params)
     if partial is None:
-        state.best = StageResult.of(validate(data, adapter, heads), -1, adapter, heads)
+        state.best = StageResult.of(validate(data, adapter, heads, served=objective.served), -1,
+                                    adapter, heads)
     loss_rank = loss_unsup = torch.zeros(())
     lr, tau = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
         anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
@@ -590,6 +596,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             for group in state.opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             samples = [head.sample(tau, state.gen) for head in heads]
+            objective.served.progress = state.step / max(total, 1)
             queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
                                                                  plan.unlabelled)
             e_u = data.corpus[unlabelled]
@@ -618,7 +625,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             reporter.step_done(state.step, state.state_dict)
         state.epoch_time = time.perf_counter() - epoch_start
 
-        val, val_target = validate(data, adapter, heads, target_dim)
+        val, val_target = validate(data, adapter, heads, target_dim, objective.served)
         if val > state.best.score:
             state.best, state.bad_epochs = StageResult.of(val, epoch, adapter, heads), 0
         else:

@@ -84,7 +84,8 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
                    if r["split"] == "test" and r["precision"] == "binary"}
     assert {("smec", 4, 0), ("smec", 8, 4), ("raw", 16, 4), ("pca", 8, 0)} <= test_binary
     checks = on_disk["recipe_check"]
-    assert len(checks) == (3 + 3 + 2) * 2 and all("wins" in c for c in checks)
+    # every trained level x seed at every eval precision: float32, binary, binary + rescore
+    assert len(checks) == (3 + 3 + 2) * 2 * 3 and all("wins" in c for c in checks)
     assert on_disk["recipe_summary"].startswith("hold-out: ")
     assert set(on_disk["holdout_overlap"]["0"]) == {"random_split", "grouped_split"}
 

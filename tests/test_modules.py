@@ -103,3 +103,41 @@ def test_pca_residual_adapter_on_fewer_documents_than_dims():
     h = build_adapter("pca_residual", 16, 8, init_data=x)(x).detach()
     unit = torch.nn.functional.normalize(h, dim=1)
     torch.testing.assert_close(unit @ unit.T, x @ x.T, atol=1e-5, rtol=0)
+
+
+# --- precision-aware training: the served documents -------------------------------------
+
+def _unit_rows(n=300, d=32, seed=0):
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_served_int8_is_the_int8_quantiser_and_passes_the_gradient_straight_through():
+    import numpy as np
+
+    from smec.modules.serving import ServedDocuments
+    from smec.quantize import Quantizer
+    x = _unit_rows().requires_grad_()
+    served = ServedDocuments("int8")(x)
+    q = Quantizer.fit("int8", x.detach().numpy())
+    want = q.decode(q.encode(x.detach().numpy()))
+    np.testing.assert_allclose(served.detach().numpy(), want, atol=1e-5)
+    served.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_served_binary_scores_with_the_sign_and_trains_through_an_annealed_tanh():
+    from smec.modules.serving import ServedDocuments
+    x = _unit_rows().requires_grad_()
+    module = ServedDocuments("binary")
+    with torch.no_grad():      # scoring: the ±1 vector, unit norm
+        hard = module(x)
+    torch.testing.assert_close(hard * 32 ** 0.5, torch.where(x > 0, 1.0, -1.0))
+    module.progress = 0.0
+    soft = module(x)
+    soft.sum().backward()
+    assert 0 < (soft - hard).abs().max() and x.grad.abs().sum() > 0   # relaxed, gradient flows
+    module.progress = 1.0
+    assert (module(x) - hard).abs().max() < (soft - hard).abs().max()  # annealed to the sign
+    with pytest.raises(ValueError, match="serve_precision must be one of"):
+        ServedDocuments("pq48")

@@ -207,3 +207,24 @@ def test_pq_search_is_the_float_query_against_decoded_codes(tmp_path):
     for row, qid in enumerate(qids):
         top = np.argsort(-want[row], kind="stable")[:10]
         assert set(run[qid]) == {ids[j] for j in top}
+
+
+def test_holdout_rows_score_raw_product_quantisers_where_they_can_be_fitted():
+    from smec.compare import RECIPES, baselines, holdout_rows
+    from smec.compressors import PCA
+    rng = np.random.default_rng(0)
+    for n_docs, expect_pq in ((300, True), (200, False)):   # 256 codewords need 256 documents
+        docs = _data(n_docs, 48)
+        queries = docs[:30] + 0.1 * rng.normal(size=(30, 48)).astype(np.float32)
+        ids, qids = [f"d{i}" for i in range(n_docs)], [f"q{i}" for i in range(30)]
+        qrels = {f"q{i}": {f"d{i}": 1} for i in range(30)}
+        recipes = baselines(48, [24, 12], docs, RECIPES)
+        rows = holdout_rows(ids, docs, qids, queries, qrels, {"t": PCA(48, [24, 10]).fit(docs)},
+                            recipes, precisions=[("float32", 0), ("pq12", 0)],
+                            raw_products=["pq24", "opq48", "pq5"])
+        got = {(r.method, r.dims, r.precision, r.bytes_per_vector) for r in rows}
+        product = {g for g in got if "pq" in g[2]}
+        want = {("raw", 48, "pq24", 24), ("raw", 48, "opq48", 48), ("t", 24, "pq12", 12)}
+        assert product == (want if expect_pq else set()), product   # pq5, 10 d pq12: skipped
+        assert ("raw", 48, "binary", 6) in got and all(r.extra["split"] == "holdout"
+                                                        for r in rows)

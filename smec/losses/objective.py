@@ -38,6 +38,10 @@ class CompressionObjective(nn.Module):
     ``"distill"``) or ``matryoshka_adaptor`` (:class:`MatryoshkaAdaptorLoss`). Without labels
     (``queries is None``) only the unsupervised term trains.
 
+    ``served`` (:class:`smec.modules.serving.ServedDocuments`) turns the candidates of each
+    head into what the index will hold (int8, binary) before the rank loss scores them against
+    the float queries: precision-aware training. The unsupervised term stays in float.
+
     The teacher ``t`` is the frozen full-dim cosine the memory returns, or, with ``teacher``
     (a frozen module ``e -> unit vectors``, e.g. the previous SMRL stage's snapshot at its
     level), the cosine of the two items under it: the geometry supervision already moved to,
@@ -56,7 +60,7 @@ class CompressionObjective(nn.Module):
     def __init__(self, rank_loss: nn.Module, unsup: str = "none", alpha: float = 1.0,
                  similarity: str = "preserve", distill_temperature: float = 0.05,
                  neighbours: int = 10, neighbour_grad: bool = True, huber_delta: float = 0.02,
-                 teacher: nn.Module | None = None) -> None:
+                 teacher: nn.Module | None = None, served: nn.Module | None = None) -> None:
         super().__init__()
         if unsup not in UNSUPERVISED:
             raise ValueError(f"unsup must be one of {UNSUPERVISED}, got {unsup!r}")
@@ -70,6 +74,7 @@ class CompressionObjective(nn.Module):
         self.matryoshka_adaptor = MatryoshkaAdaptorLoss(neighbours)
         self.neighbour_grad = neighbour_grad
         self.teacher = teacher
+        self.served = served if served is not None else nn.Identity()
 
     def forward(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
                 queries: torch.Tensor | None, candidates: torch.Tensor | None,
@@ -79,7 +84,7 @@ class CompressionObjective(nn.Module):
         loss_rank = torch.zeros(())
         if queries is not None:
             hq, hc = adapter(queries), adapter(candidates)
-            loss_rank = sum(self.rank_loss(head(hq, s) @ head(hc, s).T, labels)
+            loss_rank = sum(self.rank_loss(head(hq, s) @ self.served(head(hc, s)).T, labels)
                             for head, s in zip(heads, samples))
         loss_unsup = torch.zeros(())
         if self.unsup == "sxbm" and neighbours is not None:
