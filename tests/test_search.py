@@ -135,10 +135,10 @@ def _results(path: Path, rows: list[dict]) -> Path:
 
 
 def _row(method, dims, precision, ndcg, split, seed=0, rescore=0):
-    bits = {"float32": 32, "int8": 8, "binary": 1}[precision]
+    from smec.results import bytes_per_vector
     return {"method": method, "dims": dims, "precision": precision, "ndcg_at_10": ndcg,
             "recall_at_100": 1.0, "seed": seed, "split": split, "rescore": rescore,
-            "bytes_per_vector": dims * bits // 8}
+            "bytes_per_vector": bytes_per_vector(dims, precision)}
 
 
 def test_plan_ranks_by_holdout_never_by_test(tmp_path):
@@ -158,6 +158,18 @@ def test_plan_ranks_by_holdout_never_by_test(tmp_path):
     front = pareto_front(found)
     assert [(c.method, c.bytes_per_vector) for c in front] == [
         ("smec", 48), ("smec", 192), ("smec", 384), ("raw", 1536)]
+
+
+def test_plan_ranks_product_quantisers_by_their_bytes(tmp_path):
+    path = _results(tmp_path / "results.json", [
+        _row("raw", 384, "binary", 0.58, "holdout", rescore=4),   # 48 B
+        _row("raw", 384, "pq48", 0.60, "holdout"), _row("raw", 384, "opq96", 0.66, "holdout"),
+        _row("smec", 192, "pq24", 0.59, "holdout"), _row("smec", 48, "int8", 0.55, "holdout")])
+    found = choices([path])
+    assert {c.label(): c.bytes_per_vector for c in found}["smec 192 d pq24"] == 24
+    assert recommend(found, 48).label() == "raw 384 d pq48"
+    assert recommend(found, 24).label() == "smec 192 d pq24"
+    assert recommend(found, 96).label() == "raw 384 d opq96"
 
 
 def test_plan_without_holdout_rows_says_what_to_run(tmp_path):
