@@ -247,7 +247,7 @@ class DataConfig(_Section):
 
 TUNABLE = ("tau0", "tau_min", "memory_size", "neighbours", "stages", "max_epochs_per_stage",
            "lr", "ads_lr_mult", "alpha", "batch_queries", "rank_scale", "patience",
-           "weight_decay")
+           "weight_decay", "serve_precision")
 
 
 class SearchDim(_Section):
