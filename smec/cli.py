@@ -169,7 +169,7 @@ def _export_parser(sub) -> None:
 def _search_parsers(sub) -> None:
     index = sub.add_parser(
         "index", help="build a faiss index from compressed codes",
-        description="Build a faiss index (flat or HNSW, inner product; int8 through the scalar "
+        description="Build a faiss index (flat, HNSW or IVF, inner product; int8 through the scalar "
                     "quantizer with the codes' own calibration; binary through the binary "
                     "indexes on the packed bits) from the parts `smec compress` wrote, one "
                     "part in memory at a time. Writes OUT/index.faiss, ids.txt, codes.npy (for "
@@ -178,8 +178,12 @@ def _search_parsers(sub) -> None:
                "--out runs/scifact-mini/index-48-int8")
     index.add_argument("--codes", type=Path, required=True, help="codes folder (smec compress)")
     index.add_argument("--out", type=Path, required=True, help="index folder to write")
-    index.add_argument("--kind", choices=["flat", "hnsw"], default="flat")
+    index.add_argument("--kind", choices=["flat", "hnsw", "ivf"], default="flat",
+                       help="flat: exact scan of the codes; hnsw: a graph; ivf: inverted lists "
+                            "(nprobe of nlist scanned per query), for corpora a scan cannot serve")
     index.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
+    index.add_argument("--nlist", type=int, default=None,
+                       help="--kind ivf: the number of lists (default about 4·sqrt(n))")
     index.add_argument("--encoder", type=Path, default=None,
                        help="the exported query encoder (smec export) to record for search")
     index.add_argument("--rescore-codes", type=Path, default=None,
@@ -204,6 +208,8 @@ def _search_parsers(sub) -> None:
                              "model + compressor)")
     search.add_argument("--ef-search", type=int, default=64,
                         help="HNSW indexes: the search queue length (recall against speed)")
+    search.add_argument("--nprobe", type=int, default=16,
+                        help="IVF indexes: lists scanned per query (recall against speed)")
     search.add_argument("--queries", type=Path, default=None,
                         help="batch mode: a queries.jsonl; needs --out")
     search.add_argument("--out", type=Path, default=None, help="batch mode: the TREC run file")
@@ -451,7 +457,7 @@ def _compress(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     """`smec search`: one query printed, or every query of a file into a TREC run."""
     from smec.index import Searcher
-    searcher = Searcher(args.index, args.encoder, args.ef_search)
+    searcher = Searcher(args.index, args.encoder, args.ef_search, args.nprobe)
     if args.queries is not None:
         from smec.runfile import write_trec_run
         if args.out is None:
@@ -645,7 +651,7 @@ def _jobs(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from smec.index import build_index
     manifest = build_index(args.codes, args.out, args.kind, args.hnsw_m, args.encoder,
-                           args.rescore_codes)
+                           args.rescore_codes, args.nlist)
     echo(f"indexed {manifest['count']} {manifest['precision']} codes of {manifest['dim']} d "
          f"({args.kind}, {manifest['index_bytes'] / 1e6:.1f} MB) into {args.out}")
     return 0

@@ -10,6 +10,11 @@
 | binary | ``IndexBinaryFlat`` (Hamming) | ``IndexBinaryHNSW`` |
 | pqM / opqM | ``IndexPQ`` (asymmetric, inner product; OPQ: in an ``IndexPreTransform``) | – |
 
+``kind="ivf"`` (an inverted file, for corpora a flat scan cannot serve: it scans ``nprobe`` of
+``nlist`` lists) builds ``IndexIVFFlat`` / ``IndexIVFScalarQuantizer`` (fp16, or 8-bit with
+smec's calibration, not residual) / ``IndexIVFPQ`` (smec's codebooks, not residual) /
+``IndexBinaryIVF``; the coarse k-means is trained on a sample of the codes, decoded.
+
 An int8 code ``c`` of smec's quantiser decodes to ``lo + (c + 128)/255 · (hi − lo)``; faiss's
 8-bit scalar quantiser with ``vmin = lo, vdiff = hi − lo`` stores the same byte ``c + 128`` and
 decodes it half a step higher in every dimension, which adds one constant to every inner
@@ -48,7 +53,8 @@ IDS_FILE = "ids.txt"
 CODES_FILE = "codes.npy"
 RESCORE_QUANTIZER = "codes_quantizer.npz"
 MANIFEST_FILE = "manifest.json"
-KINDS = ("flat", "hnsw")
+KINDS = ("flat", "hnsw", "ivf")
+IVF_SAMPLE_PER_LIST = 64     # coarse k-means training rows per list (faiss warns below 39)
 
 
 def _product_index(quantizer: Quantizer):
@@ -83,13 +89,70 @@ class _ProductIndex:
         self.wrapped.ntotal = self.inner.ntotal
 
 
+def default_nlist(rows: int) -> int:
+    """faiss's rule of thumb: about 4·√n lists."""
+    return max(1, int(4 * rows ** 0.5))
+
+
+def _ivf_index(precision: str, dim: int, nlist: int, quantizer: Quantizer, sample: np.ndarray):
+    """An empty, trained IVF index whose lists hold exactly the codes smec wrote."""
+    import faiss
+    ip = faiss.METRIC_INNER_PRODUCT
+    if precision == "binary":
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(dim), dim, nlist)
+        index.train(np.ascontiguousarray(sample))
+        return index
+    vectors = np.ascontiguousarray(quantizer.decode(sample), dtype=np.float32)
+    coarse = faiss.IndexFlatIP(dim)
+    if quantizer.asymmetric:
+        books = quantizer.params["codebooks"]
+        index = faiss.IndexIVFPQ(coarse, dim, nlist, len(books), 8, ip)
+        index.by_residual = False        # the codes of the vector itself: smec's codes
+        if "rotation" in quantizer.params:
+            vectors = vectors @ quantizer.params["rotation"].T
+        index.train(vectors)
+        faiss.copy_array_to_vector(np.ascontiguousarray(books, np.float32).ravel(),
+                                   index.pq.centroids)
+        if "rotation" not in quantizer.params:
+            return index
+        rotation = faiss.LinearTransform(dim, dim, False)
+        faiss.copy_array_to_vector(quantizer.params["rotation"].astype(np.float32).ravel(),
+                                   rotation.A)
+        rotation.is_trained = True
+        return faiss.IndexPreTransform(rotation, index)
+    if precision == "float32":
+        index = faiss.IndexIVFFlat(coarse, dim, nlist, ip)
+        index.train(vectors)
+        return index
+    qtype = faiss.ScalarQuantizer.QT_fp16 if precision == "float16" else \
+        faiss.ScalarQuantizer.QT_8bit
+    index = faiss.IndexIVFScalarQuantizer(coarse, dim, nlist, qtype, ip, False)
+    index.train(vectors)
+    if precision == "int8":     # smec's calibration, as in the flat index
+        lo, hi = quantizer.params["lo"], quantizer.params["hi"]
+        faiss.copy_array_to_vector(np.concatenate([lo, hi - lo]).astype(np.float32),
+                                   index.sq.trained)
+    return index
+
+
+def _ivf_sample(codes_dir: Path, rows: int, nlist: int, seed: int = 0) -> np.ndarray:
+    """About ``IVF_SAMPLE_PER_LIST · nlist`` codes drawn evenly from every part."""
+    want = min(rows, IVF_SAMPLE_PER_LIST * nlist)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for _, codes in iter_codes(codes_dir):
+        take = min(len(codes), int(np.ceil(want * len(codes) / rows)))
+        kept.append(codes[np.sort(rng.choice(len(codes), take, replace=False))])
+    return np.concatenate(kept)
+
+
 def _new_index(precision: str, dim: int, kind: str, hnsw_m: int, quantizer: Quantizer):
     import faiss
     ip = faiss.METRIC_INNER_PRODUCT
     if quantizer.asymmetric:
         if kind != "flat":
             raise SmecError(f"--kind {kind}: {precision} codes are searched with --kind flat "
-                            "(IndexPQ)")
+                            "(IndexPQ) or --kind ivf (IndexIVFPQ)")
         return _product_index(quantizer)
     if precision == "binary":
         return faiss.IndexBinaryFlat(dim) if kind == "flat" else faiss.IndexBinaryHNSW(dim, hnsw_m)
@@ -127,8 +190,12 @@ def _check_rescore_codes(meta: dict, rescore_dir: Path, rescore: dict) -> None:
 
 
 def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32,
-                encoder: Path | None = None, rescore_codes: Path | None = None) -> dict:
+                encoder: Path | None = None, rescore_codes: Path | None = None,
+                nlist: int | None = None) -> dict:
     """Build the index folder ``out`` from the codes folder ``codes_dir``; its manifest.
+
+    ``kind="ivf"``: ``nlist`` inverted lists (default about 4·√n), the coarse quantiser
+    trained on a sample of the codes; search scans ``nprobe`` of them.
 
     ``rescore_codes``: another codes folder of the same compressor and level (say int8 beside
     a binary index) whose codes, not the index's, are kept for rescoring: the index stays
@@ -141,7 +208,14 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
     meta = codes_meta(codes_dir)
     precision, dim = meta["precision"], int(meta["dim"])
     quantizer = load_codes_quantizer(codes_dir)
-    index = _new_index(precision, dim, kind, hnsw_m, quantizer)
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in code_parts(codes_dir))
+    if kind == "ivf":
+        nlist = nlist or default_nlist(rows)
+        if nlist < 1 or nlist > rows:
+            raise SmecError(f"--nlist {nlist}: choose between 1 and the {rows} codes")
+        index = _ivf_index(precision, dim, nlist, quantizer, _ivf_sample(codes_dir, rows, nlist))
+    else:
+        index = _new_index(precision, dim, kind, hnsw_m, quantizer)
     rescore_dir = Path(rescore_codes) if rescore_codes else codes_dir
     rescore_meta = codes_meta(rescore_dir)
     _check_rescore_codes(meta, rescore_dir, rescore_meta)
@@ -149,7 +223,6 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
     count = 0
     with atomic_dir(out) as tmp:
         dtype, width, _ = code_layout(rescore_precision, dim)
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in code_parts(codes_dir))
         stored = np.lib.format.open_memmap(tmp / CODES_FILE, mode="w+", dtype=dtype,
                                            shape=(rows, width))
         pairs = zip(iter_codes(codes_dir), iter_codes(rescore_dir)) if rescore_codes else \
@@ -159,8 +232,10 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
                 if rescore_ids != ids:
                     raise SmecError(f"--rescore-codes {rescore_dir}: its ids differ from those "
                                     f"of {codes_dir} (compress the same store to both)")
-                if quantizer.asymmetric:
+                if quantizer.asymmetric and kind == "flat":
                     index.add_sa_codes(np.ascontiguousarray(codes))
+                elif quantizer.asymmetric:   # the decoded codes re-encode to the same codes
+                    index.add(np.ascontiguousarray(quantizer.decode(codes), np.float32))
                 else:
                     index.add(_addable(codes, precision, quantizer))
                 stored[count:count + len(ids)] = kept
@@ -178,6 +253,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
             shutil.copyfile(codes_dir / QUANTIZER, tmp / QUANTIZER)
         load_codes_quantizer(rescore_dir).save(tmp / RESCORE_QUANTIZER)
         manifest = {"kind": kind, "hnsw_m": hnsw_m if kind == "hnsw" else None,
+                    "nlist": nlist if kind == "ivf" else None,
                     "precision": precision, "dim": dim, "count": count,
                     "rescore_precision": rescore_precision,
                     "compressor": meta["compressor"], "compressor_path": meta["compressor_path"],
@@ -253,7 +329,7 @@ class Searcher:
     """Search an index folder: ``search(texts, k, rescore)`` -> per query [(doc id, score)]."""
 
     def __init__(self, index_dir: Path | str, encoder: Path | str | None = None,
-                 ef_search: int = 64) -> None:
+                 ef_search: int = 64, nprobe: int = 16) -> None:
         import faiss
         self.dir = Path(index_dir)
         path = self.dir / MANIFEST_FILE
@@ -277,6 +353,10 @@ class Searcher:
                                     Path(recorded) if recorded else None)
         if self.manifest["kind"] == "hnsw":
             self.index.hnsw.efSearch = ef_search    # HNSW: candidates kept while searching
+        elif self.manifest["kind"] == "ivf":        # IVF: lists scanned per query
+            ivf = self.index if self.precision == "binary" else faiss.extract_index_ivf(
+                self.index)
+            ivf.nprobe = min(nprobe, int(self.manifest["nlist"]))
         elif not self.quantizer.asymmetric and self.precision != "binary" \
                 and hasattr(faiss, "StandardGpuResources") \
                 and faiss.get_num_gpus() > 0:    # the `gpu` extra and a GPU: flat on the GPU

@@ -68,6 +68,26 @@ def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
     assert all(h[0][0] == f"d{i}" for i, h in enumerate(hits))   # each query's own doc first
 
 
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary", "pq16", "opq8"])
+def test_ivf_index_scanning_every_list_finds_what_the_flat_index_finds(tmp_path, precision):
+    docs = _vectors(600, 64)
+    queries = docs[:40] + 0.05 * _vectors(40, 64, seed=1)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    codes = _codes_folder(tmp_path, docs, precision)
+    build_index(codes, tmp_path / "flat")
+    manifest = build_index(codes, tmp_path / "ivf", "ivf", nlist=8)
+    assert manifest["kind"] == "ivf" and manifest["nlist"] == 8 and manifest["count"] == 600
+    flat = Searcher(tmp_path / "flat").search_vectors(queries, k=10, rescore=1)
+    every = Searcher(tmp_path / "ivf", nprobe=8).search_vectors(queries, k=10, rescore=1)
+    same = np.mean([len({d for d, _ in a} & {d for d, _ in b}) / 10 for a, b in zip(flat, every)])
+    assert same >= (0.95 if precision == "binary" else 0.99), same   # Hamming ties aside
+    one = Searcher(tmp_path / "ivf", nprobe=1).search_vectors(queries, k=10, rescore=1)
+    fewer = np.mean([len({d for d, _ in a} & {d for d, _ in b}) / 10 for a, b in zip(flat, one)])
+    assert fewer < same and all(h[0][0] == f"d{i}" for i, h in enumerate(every))
+    with pytest.raises(SmecError, match="--nlist 601: choose between 1 and the 600 codes"):
+        build_index(codes, tmp_path / "bad", "ivf", nlist=601)
+
+
 def test_int8_index_stores_exactly_our_codes(tmp_path):
     import faiss
     docs = _vectors(300, 32)
