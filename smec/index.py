@@ -57,36 +57,44 @@ KINDS = ("flat", "hnsw", "ivf")
 IVF_SAMPLE_PER_LIST = 64     # coarse k-means training rows per list (faiss warns below 39)
 
 
-def _product_index(quantizer: Quantizer):
-    """``IndexPQ`` with smec's codebooks (inside an ``IndexPreTransform`` with the OPQ
-    rotation), empty; codes are added with ``add_sa_codes``."""
+def _product_index(quantizer: Quantizer, kind: str, nlist: int = 0,
+                   sample: np.ndarray | None = None):
+    """An empty ``IndexPQ`` (flat) or trained ``IndexIVFPQ`` (not residual) with smec's
+    codebooks, in the OPQ-rotated space when there is a rotation (:func:`_rotated` wraps it
+    once the codes are in)."""
     import faiss
     books = quantizer.params["codebooks"]
-    index = faiss.IndexPQ(quantizer.dim, len(books), 8, faiss.METRIC_INNER_PRODUCT)
+    dim, m, ip = quantizer.dim, len(books), faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        index = faiss.IndexPQ(dim, m, 8, ip)
+    else:
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, ip)
+        index.by_residual = False        # the codes of the vector itself: smec's codes
+        index.train(_codewords(quantizer, sample))
     faiss.copy_array_to_vector(np.ascontiguousarray(books, np.float32).ravel(),
                                index.pq.centroids)
     index.is_trained = True
+    return index
+
+
+def _codewords(quantizer: Quantizer, codes: np.ndarray) -> np.ndarray:
+    """PQ codes as the concatenated codewords, in the rotated space (before OPQ's ``R^T``)."""
+    x = quantizer.decode(codes)
+    if "rotation" in quantizer.params:
+        x = x @ quantizer.params["rotation"].T
+    return np.ascontiguousarray(x, np.float32)
+
+
+def _rotated(index, quantizer: Quantizer):
+    """``index`` behind OPQ's rotation (an ``IndexPreTransform``); itself without one."""
+    import faiss
     if "rotation" not in quantizer.params:
         return index
     rotation = faiss.LinearTransform(quantizer.dim, quantizer.dim, False)
     faiss.copy_array_to_vector(quantizer.params["rotation"].astype(np.float32).ravel(),
                                rotation.A)
     rotation.is_trained = True
-    wrapped = faiss.IndexPreTransform(rotation, index)
-    wrapped.own_fields = False     # the caller keeps both alive (_ProductIndex)
-    return _ProductIndex(wrapped, index, rotation)
-
-
-class _ProductIndex:
-    """An OPQ ``IndexPreTransform`` and the parts it points to, alive together; codes go to
-    the inner ``IndexPQ``."""
-
-    def __init__(self, wrapped, inner, rotation) -> None:
-        self.wrapped, self.inner, self.rotation = wrapped, inner, rotation
-
-    def add_sa_codes(self, codes: np.ndarray) -> None:
-        self.inner.add_sa_codes(codes)
-        self.wrapped.ntotal = self.inner.ntotal
+    return faiss.IndexPreTransform(rotation, index)
 
 
 def default_nlist(rows: int) -> int:
@@ -102,24 +110,10 @@ def _ivf_index(precision: str, dim: int, nlist: int, quantizer: Quantizer, sampl
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(dim), dim, nlist)
         index.train(np.ascontiguousarray(sample))
         return index
+    if quantizer.asymmetric:
+        return _product_index(quantizer, "ivf", nlist, sample)
     vectors = np.ascontiguousarray(quantizer.decode(sample), dtype=np.float32)
     coarse = faiss.IndexFlatIP(dim)
-    if quantizer.asymmetric:
-        books = quantizer.params["codebooks"]
-        index = faiss.IndexIVFPQ(coarse, dim, nlist, len(books), 8, ip)
-        index.by_residual = False        # the codes of the vector itself: smec's codes
-        if "rotation" in quantizer.params:
-            vectors = vectors @ quantizer.params["rotation"].T
-        index.train(vectors)
-        faiss.copy_array_to_vector(np.ascontiguousarray(books, np.float32).ravel(),
-                                   index.pq.centroids)
-        if "rotation" not in quantizer.params:
-            return index
-        rotation = faiss.LinearTransform(dim, dim, False)
-        faiss.copy_array_to_vector(quantizer.params["rotation"].astype(np.float32).ravel(),
-                                   rotation.A)
-        rotation.is_trained = True
-        return faiss.IndexPreTransform(rotation, index)
     if precision == "float32":
         index = faiss.IndexIVFFlat(coarse, dim, nlist, ip)
         index.train(vectors)
@@ -153,7 +147,7 @@ def _new_index(precision: str, dim: int, kind: str, hnsw_m: int, quantizer: Quan
         if kind != "flat":
             raise SmecError(f"--kind {kind}: {precision} codes are searched with --kind flat "
                             "(IndexPQ) or --kind ivf (IndexIVFPQ)")
-        return _product_index(quantizer)
+        return _product_index(quantizer, kind)
     if precision == "binary":
         return faiss.IndexBinaryFlat(dim) if kind == "flat" else faiss.IndexBinaryHNSW(dim, hnsw_m)
     if precision == "float32":
@@ -234,8 +228,8 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
                                     f"of {codes_dir} (compress the same store to both)")
                 if quantizer.asymmetric and kind == "flat":
                     index.add_sa_codes(np.ascontiguousarray(codes))
-                elif quantizer.asymmetric:   # the decoded codes re-encode to the same codes
-                    index.add(np.ascontiguousarray(quantizer.decode(codes), np.float32))
+                elif quantizer.asymmetric:   # the codewords re-encode to the same codes
+                    index.add(_codewords(quantizer, codes))
                 else:
                     index.add(_addable(codes, precision, quantizer))
                 stored[count:count + len(ids)] = kept
@@ -248,7 +242,8 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
         if precision == "binary":
             faiss.write_index_binary(index, str(tmp / INDEX_FILE))
         else:
-            faiss.write_index(getattr(index, "wrapped", index), str(tmp / INDEX_FILE))
+            faiss.write_index(_rotated(index, quantizer) if quantizer.asymmetric else index,
+                              str(tmp / INDEX_FILE))
         if (codes_dir / QUANTIZER).is_file():
             shutil.copyfile(codes_dir / QUANTIZER, tmp / QUANTIZER)
         load_codes_quantizer(rescore_dir).save(tmp / RESCORE_QUANTIZER)
