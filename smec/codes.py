@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from smec.errors import SmecError
 from smec.quantize import Quantizer, code_layout
 from smec.runfolder import RunFolder
-from smec.store import MANIFEST, META_KEY, check_complete
+from smec.store import MANIFEST, META_KEY, check_complete, sorted_parts
 
 QUANTIZER = "quantizer.npz"
 CODES = "codes"
@@ -68,7 +68,7 @@ def _column_codes(column: pa.ChunkedArray | pa.Array, precision: str, dim: int) 
 def code_parts(directory: Path | str) -> list[Path]:
     """The parts of a finished codes folder, or a SmecError that says what to run."""
     directory = Path(directory)
-    parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+    parts = sorted_parts(directory)
     if not parts:
         raise SmecError(f"{directory}: no codes found (part-*.parquet); run `smec compress` "
                         "first or point at the folder it wrote")
@@ -138,7 +138,7 @@ def compressor_fingerprint(path: Path | str) -> str:
 def store_models(directory: Path) -> list[dict]:
     """The models of an embedding store: name, column, dim and both prompts each."""
     from smec.encoders import model_spec
-    parts = sorted(Path(directory).glob("part-*.parquet"))
+    parts = sorted_parts(directory)
     if not parts:
         raise SmecError(f"{directory}: no embeddings found (part-*.parquet)")
     schema = pq.read_schema(parts[0])

@@ -37,11 +37,37 @@ def embedding_table(ids: list[str] | np.ndarray, vectors: np.ndarray,
     return table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
 
 
-def write_part(directory: Path | str, index: int, table: pa.Table) -> Path:
-    path = Path(directory) / f"part-{index:05d}.parquet"
+def part_width(shards: int) -> int:
+    """Digits in part names for a job of ``shards`` shards: every name has the same width, so
+    names sort in numeric order at any count."""
+    return max(5, len(str(max(shards - 1, 0))))
+
+
+def write_part(directory: Path | str, index: int, table: pa.Table, width: int = 5) -> Path:
+    path = Path(directory) / f"part-{index:0{width}d}.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def part_index(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def sorted_parts(directory: Path | str) -> list[Path]:
+    """The ``part-*.parquet`` files of ``directory`` in numeric order of their index."""
+    directory = Path(directory)
+    return sorted(directory.glob("part-*.parquet"), key=part_index) if directory.is_dir() else []
+
+
+def finish_shard(directory: Path, index: int, table: pa.Table, width: int) -> dict:
+    """Write shard ``index``'s part, then its marker (both atomic; the marker last, so a marker
+    always names a whole part). Returns the marker: ``{"rows", "bytes"}``."""
+    size = write_part(directory, index, table, width).stat().st_size
+    marker = {"rows": table.num_rows, "bytes": size}
+    with atomic_path(Path(directory) / DONE_DIR / f"shard-{index:0{width}d}.json") as tmp:
+        tmp.write_text(json.dumps(marker))
+    return marker
 
 
 def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -75,7 +101,7 @@ def check_complete(directory: Path, command: str = "smec embed") -> None:
 
 
 def _parts(directory: Path) -> list[Path]:
-    parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+    parts = sorted_parts(directory)
     if not parts:
         raise SmecError(f"{directory}: no embeddings found (part-*.parquet); run `smec embed` "
                         "first or point --out at the folder it wrote")
@@ -85,7 +111,7 @@ def _parts(directory: Path) -> list[Path]:
 
 def has_columns(directory: Path | str, columns: list[str]) -> bool:
     """Whether ``directory`` holds parts whose schema has every one of ``columns``."""
-    parts = sorted(Path(directory).glob("part-*.parquet"))
+    parts = sorted_parts(directory)
     return bool(parts) and set(columns) <= set(pq.ParquetFile(parts[0]).schema_arrow.names)
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smec import store
+from smec import corpus, store
 from smec.corpus import Source, plan_shards, read_shard
 from smec.errors import SmecError
 
@@ -66,8 +66,7 @@ def test_shards_are_line_ranges_and_read_back_exactly(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_bytes(b"".join(ln.encode() + b"\r\n" for ln in lines))   # CRLF too
     shards, counts = plan_shards(Source(path), 4, "stop")
-    assert [(s.first_line, s.last_line, s.rows) for s in shards] == \
-        [(1, 4, 4), (5, 8, 3), (9, 11, 3)]
+    assert [(s.first_line, s.rows) for s in shards] == [(1, 4), (5, 3), (9, 3)]
     ids = [i for s in shards for i in read_shard(Source(path), s)[0]]
     assert ids == [f"d{i}" for i in range(10)] and counts["rows"] == 10
     # a shard survives a JSON round trip (it travels to Ray tasks as a string)
@@ -107,6 +106,78 @@ def test_parquet_input_row_groups_and_bad_rows(tmp_path):
     assert got == [i for n, i in enumerate(ids) if n not in (6, 11, 20)]
     with pytest.raises(SmecError, match="no text column 'body'"):
         plan_shards(Source(path, text_field="body"), 10, "stop")
+
+
+def test_large_jsonl_is_cut_by_byte_ranges_at_line_breaks(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "SAMPLE_BYTES", 256)     # "large": past the sampled head
+    lines = [good(i, pad="x" * (i % 7)) for i in range(300)]
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    shards, counts = plan_shards(Source(path), 25, "stop")
+    data = path.read_bytes()
+    assert len(shards) > 5 and shards[0].start == 0 and shards[-1].stop == len(data)
+    for a, b in zip(shards, shards[1:]):
+        assert a.stop == b.start and data[b.start - 1:b.start] == b"\n"      # at line breaks
+        assert b.first_line == a.first_line + a.rows                      # absolute lines
+    ids = [i for s in shards for i in read_shard(Source(path), s)[0]]
+    assert ids == [f"d{i}" for i in range(300)] and counts["lines"] == 300
+
+
+def test_bad_row_in_a_later_shard_is_named_by_its_absolute_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "SAMPLE_BYTES", 256)
+    lines = [good(i) for i in range(200)]
+    lines[150] = '{"_id": "d3", "text": "again"}'
+    lines[170] = "{broken"
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    with pytest.raises(SmecError, match=rf"^{path}:151: duplicate id 'd3'"):
+        plan_shards(Source(path), 20, "stop")
+    with (tmp_path / "bad.jsonl").open("w") as fh:
+        shards, counts = plan_shards(Source(path), 20, "quarantine", fh)
+    bad = [json.loads(x) for x in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert [b["line"] for b in bad] == [151, 171] and counts["rows"] == 198
+
+
+def test_hash_collision_is_not_a_duplicate(tmp_path, monkeypatch):
+    path = write_lines(tmp_path / "c.jsonl", [good(i) for i in range(50)] + [good(7)])
+    monkeypatch.setattr(corpus, "id_hashes",
+                        lambda ids: np.zeros(len(list(ids)), np.uint64))   # every hash equal
+    with (tmp_path / "bad.jsonl").open("w") as fh:
+        shards, counts = plan_shards(Source(path), 8, "quarantine", fh)
+    bad = [json.loads(x) for x in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert [(b["line"], b["reason"]) for b in bad] == [(51, "duplicate id 'd7'")]
+    assert counts["rows"] == 50
+
+
+def test_ids_are_held_as_8_byte_hashes(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [good(i) for i in range(100)])
+    shards = corpus.cut_shards(Source(path), 30)
+    check = corpus.check_shard(Source(path), shards[0])
+    assert check.hashes.dtype == np.uint64 and check.hashes.nbytes == 8 * check.rows
+
+
+def test_parquet_shard_materialises_only_its_slice(tmp_path, monkeypatch):
+    path = tmp_path / "c.parquet"
+    n = 20_000
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(n)],
+                             "text": [f"text {i}" for i in range(n)]}), path)   # 1 row group
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    shards = corpus.cut_shards(Source(path), 1000)
+    seen = []
+    real = corpus._records
+    monkeypatch.setattr(corpus, "_records", lambda t: seen.append(t.num_rows) or real(t))
+    shards[7].rows, shards[7].first_line = 1000, 7001
+    ids, _ = read_shard(Source(path), shards[7])
+    assert ids == [f"p{i}" for i in range(7000, 8000)] and sum(seen) == 1000
+
+
+def test_part_names_sort_numerically_at_any_count(tmp_path):
+    table = store.embedding_table(["a"], np.ones((1, 2), np.float32))
+    width = store.part_width(123_456)
+    for index in (9, 99_999, 100_000, 123_455):
+        store.write_part(tmp_path, index, table, width)
+    assert [store.part_index(p) for p in store.sorted_parts(tmp_path)] == \
+        [9, 99_999, 100_000, 123_455]
+    assert sorted(p.name for p in store.sorted_parts(tmp_path)) == \
+        [p.name for p in store.sorted_parts(tmp_path)]
 
 
 def test_read_columns_and_incomplete_store(tmp_path):

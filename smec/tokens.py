@@ -1,0 +1,138 @@
+"""Tokenise apart from the model, encode by a token budget (the ETL's fast path; no Ray here).
+
+``SentenceTransformer.encode`` tokenises, pads and runs the model in one call, in the process
+that holds the model. At scale the tokeniser (CPU) should run in the read tasks, beside the
+GPU, and the model should see batches of equal token cost. :func:`tokenizer_spec` finds a
+model's ``tokenizer.json`` and its settings; :func:`tokenize` turns texts into one flat int32
+array plus lengths (what travels between Ray stages); :func:`encode_tokens` sorts by length,
+cuts batches of at most ``batch_tokens`` padded tokens, runs the model's modules on them and
+returns the vectors in input order, equal to ``encode`` (checked in tests/test_encoders.py).
+
+Supported: a first module ``Transformer`` (text only, no lower-casing) or ``StaticEmbedding``,
+and no pooling that leaves the prompt out. Anything else gets ``None`` from
+:func:`tokenizer_spec` and the caller falls back to ``encode`` on texts.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    tokenizer_file: str
+    kind: str                 # "transformer": padded ids + mask; "static": ids + offsets
+    max_length: int | None    # truncation (with special tokens); None: no limit
+
+
+def tokenizer_spec(model_path: Path | str, max_seq_length: int | None = None
+                   ) -> TokenizerSpec | None:
+    """How to tokenise for the model at ``model_path`` outside it, or None if unsupported."""
+    root = Path(model_path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not modules:
+        return None
+    first, rest = modules[0], modules[1:]
+    folder = root / first.get("path", "")
+    for module in rest:
+        if module["type"].endswith("Pooling"):
+            pooling = json.loads((root / module["path"] / "config.json").read_text())
+            if not pooling.get("include_prompt", True):
+                return None     # the pooling needs the prompt's length: encode() knows it
+    if not (folder / "tokenizer.json").is_file():
+        return None
+    if first["type"].endswith("StaticEmbedding"):
+        return TokenizerSpec(str(folder / "tokenizer.json"), "static", None)
+    if not first["type"].endswith("Transformer"):
+        return None
+    config_file = folder / "sentence_bert_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if config.get("do_lower_case"):
+        return None
+    limit = max_seq_length or config.get("max_seq_length")
+    return TokenizerSpec(str(folder / "tokenizer.json"), "transformer", limit)
+
+
+def load_tokenizer(spec: TokenizerSpec):
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(spec.tokenizer_file)
+    tokenizer.no_padding()
+    if spec.max_length:
+        tokenizer.enable_truncation(spec.max_length)
+    else:
+        tokenizer.no_truncation()
+    return tokenizer
+
+
+def tokenize(tokenizer, spec: TokenizerSpec, texts: list[str], prompt: str = ""
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int32 token ids, int32 length per text); special tokens as the model adds them."""
+    if prompt:
+        texts = [prompt + t for t in texts]
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=spec.kind == "transformer")
+    lengths = np.fromiter((len(e.ids) for e in encodings), np.int32, len(encodings))
+    flat = np.fromiter((i for e in encodings for i in e.ids), np.int32, int(lengths.sum()))
+    return flat, lengths
+
+
+def token_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices of the texts, longest first, cut so that each batch pads to at most
+    ``batch_tokens`` tokens (a text longer than the budget gets a batch of its own)."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, batch_tokens // longest)
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def encode_tokens(model, spec: TokenizerSpec, flat: np.ndarray, lengths: np.ndarray,
+                  batch_tokens: int) -> np.ndarray:
+    """L2-normalised float32 vectors of pre-tokenised texts, in their input order."""
+    import torch
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    device = model.device
+    cuda = device.type == "cuda"
+    out = None
+    with torch.inference_mode():
+        for batch in token_batches(lengths, batch_tokens):
+            features = _features(spec, flat, starts, lengths, batch)
+            if cuda:
+                features = {k: v.pin_memory().to(device, non_blocking=True)
+                            for k, v in features.items()}
+            vectors = model.forward(features)["sentence_embedding"]
+            vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+            if out is None:
+                out = torch.empty((len(lengths), vectors.shape[1]), dtype=torch.float32,
+                                  device=device)
+            out[torch.as_tensor(batch, device=device)] = vectors
+    if out is None:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), np.float32)
+    return out.cpu().numpy()       # one device-to-host copy per call
+
+
+def _features(spec: TokenizerSpec, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+              batch: np.ndarray) -> dict:
+    import torch
+    if spec.kind == "static":
+        ids = np.concatenate([flat[starts[i]:starts[i] + lengths[i]] for i in batch])
+        offsets = np.concatenate([[0], np.cumsum(lengths[batch])[:-1]])
+        return {"input_ids": torch.from_numpy(ids.astype(np.int64)),
+                "offsets": torch.from_numpy(offsets.astype(np.int64))}
+    width = int(lengths[batch].max())
+    ids = np.zeros((len(batch), width), np.int64)
+    mask = np.zeros((len(batch), width), np.int64)
+    for row, i in enumerate(batch):
+        n = lengths[i]
+        ids[row, :n] = flat[starts[i]:starts[i] + n]
+        mask[row, :n] = 1
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+            "token_type_ids": torch.zeros_like(torch.from_numpy(ids))}
