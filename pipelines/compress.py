@@ -1,16 +1,19 @@
 """``smec compress``: a trained compressor over a whole corpus, as a resumable Ray Data job.
 
-    store parts -> CompressActor pool (read the part, encode, quantise) -> driver
-    (or, with --corpus: input shards -> read tasks -> encoder actors -> CompressActor -> driver)
+    store parts -> CompressActor pool (read the part, encode, quantise, write) -> counts
+    (or, with --corpus: input shards -> read/tokenise tasks -> encoder actors -> CompressActor)
 
-The driver writes one codes part per input part (or shard) through :mod:`pipelines.shards`,
-the machinery ``smec embed`` runs on, so a killed run resumes and every id lands once. The
+The compressor actors write one codes part per input part (or shard) through
+:mod:`pipelines.shards`, the machinery ``smec embed`` runs on, so a killed run resumes and every
+id lands once; the driver sees counts only. The
 int8 calibration is fitted on a sample of the corpus (never queries) before the pipeline
 starts and saved beside the parts (``quantizer.npz``); a resumed run reuses it.
 """
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -18,13 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from smec.pipelines.embed import EncoderSpec, embed_dataset
+from smec.pipelines.embed import (
+    EncoderSpec,
+    embed_dataset,
+    pack_rows,
+    parallel_plan,
+    unpack_rows,
+    unpack_vectors,
+)
 from smec.pipelines.shards import (
     ShardJob,
+    ShardWriter,
     actor_resources,
     finished,
     load_manifest,
     run_jobs,
+    stage_seconds,
 )
 
 from smec.codes import (
@@ -37,12 +49,12 @@ from smec.codes import (
 from smec.compressors.base import Compressor, load_compressor
 from smec.compressors.concat import ConcatCompressor
 from smec.config import Config
-from smec.corpus import Source, plan_shards, read_shard
+from smec.corpus import Source, read_shard
 from smec.encoders import resolve_model
 from smec.errors import SmecError
 from smec.quantize import Quantizer, level_problem
 from smec.results import PRECISION_HELP
-from smec.store import check_complete
+from smec.store import check_complete, part_index, sorted_parts
 
 
 def _inputs(compressor: Compressor, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -54,46 +66,50 @@ def _inputs(compressor: Compressor, columns: dict[str, np.ndarray]) -> np.ndarra
 
 
 class CompressActor:
-    """Ray Data callable class: vectors -> ``codes`` (compressed, then quantised).
+    """Ray Data callable class: vectors -> ``codes`` (compressed, then quantised) -> the shard's
+    codes part, written by this actor (``writer``); it returns counts only.
 
-    The vectors come either as columns of the batch (after the encoder actors, ``--corpus``)
-    or, for a store, as part files the actor reads itself (a batch of ``path``/``index`` rows):
-    then only the codes, 1/8 to 1/64 of the bytes, ever pass through Ray's object store."""
+    The vectors come either packed in a shard row (after the encoder actors, ``--corpus``)
+    or, for a store, as a part file the actor reads itself (a ``path``/``index`` row): then
+    nothing but counts passes through Ray's object store."""
 
     def __init__(self, compressor_path: str, dim: int, quantizer_path: str | None,
-                 precision: str, input_columns: list[str], threads: int, use_gpu: bool) -> None:
+                 precision: str, input_columns: list[str], threads: int, use_gpu: bool,
+                 writer: ShardWriter, batch_size: int) -> None:
         import torch
         torch.set_num_threads(max(1, threads))
         self.compressor = load_compressor(compressor_path)
         if use_gpu and torch.cuda.is_available() and hasattr(self.compressor, "to"):
             self.compressor.to("cuda")
-        self.dim, self.input_columns = dim, input_columns
+        self.dim, self.input_columns, self.writer = dim, input_columns, writer
+        self.batch_size = batch_size
         self.quantizer = Quantizer.load(quantizer_path) if quantizer_path else \
             Quantizer.uncalibrated(precision, dim)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from smec.pipelines.shards import as_matrix
-        if "path" in batch:
-            return self._parts(batch)
-        columns = {c: as_matrix(batch[c]) for c in self.input_columns}
-        out = {k: v for k, v in batch.items() if k not in self.input_columns and k != "text"}
-        out["codes"] = self._codes(columns)
-        return out
+        from smec.store import read_columns_of_part
+        out = []
+        for row in unpack_rows(batch):
+            start = time.perf_counter()
+            if "path" in row:      # a store part: read it here
+                index = int(row["index"])
+                ids, vectors = read_columns_of_part(Path(str(row["path"])), self.input_columns)
+            else:                  # a shard row from the encoder actors
+                index, ids = int(row["shard"]), json.loads(row["ids"])
+                vectors = {c: unpack_vectors(row, c) for c in self.input_columns}
+            seconds = stage_seconds(row)
+            seconds["read"] += time.perf_counter() - start
+            start = time.perf_counter()
+            codes = self._codes(vectors)
+            seconds["encode"] += time.perf_counter() - start
+            out.append(self.writer(index, ids, {"codes": codes}, seconds))
+        return pack_rows(out)
 
     def _codes(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        return self.quantizer.encode(self.compressor.encode(_inputs(self.compressor, columns),
-                                                            self.dim))
-
-    def _parts(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from smec.store import read_columns_of_part
-        out: dict[str, list] = {"id": [], "shard": [], "pos": [], "codes": []}
-        for path, index in zip(batch["path"], batch["index"]):
-            ids, vectors = read_columns_of_part(Path(str(path)), self.input_columns)
-            out["id"].append(np.array(ids, dtype=object))
-            out["shard"].append(np.full(len(ids), int(index), np.int64))
-            out["pos"].append(np.arange(len(ids), dtype=np.int64))
-            out["codes"].append(self._codes(vectors))
-        return {k: np.concatenate(v) for k, v in out.items()}
+        inputs = _inputs(self.compressor, columns)
+        return np.concatenate([   # compress.batch_size vectors per call bounds (GPU) memory
+            self.quantizer.encode(self.compressor.encode(inputs[i:i + self.batch_size], self.dim))
+            for i in range(0, max(len(inputs), 1), self.batch_size)])
 
 
 @dataclass(frozen=True)
@@ -186,9 +202,13 @@ def _codes_meta(compressor: Compressor, path: Path, identity: dict, models: list
                                                    "document_prompt")} for m in models]}
 
 
-def _compress_stage(dataset, *, compressor_path: Path, dim: int, quantizer: Path | None,
-                    precision: str, columns: list[str], cfg: Config, actors_before: int = 0,
-                    batch_size: int | None = None):
+def _codes_table(ids: list[str], columns: dict[str, np.ndarray], *, meta: dict):
+    return codes_table(ids, columns["codes"], meta)
+
+
+def _compress_stage(dataset, writer: ShardWriter, *, compressor_path: Path, dim: int,
+                    quantizer: Path | None, precision: str, columns: list[str], cfg: Config,
+                    actors_before: int = 0):
     import ray
     ccfg = cfg.compress
     cpus, threads = actor_resources(ccfg.num_actors + actors_before, ccfg.num_cpus_per_actor,
@@ -198,17 +218,18 @@ def _compress_stage(dataset, *, compressor_path: Path, dim: int, quantizer: Path
         fn_constructor_kwargs={"compressor_path": str(compressor_path), "dim": dim,
                                "quantizer_path": str(quantizer) if quantizer else None,
                                "precision": precision, "input_columns": columns,
-                               "threads": threads, "use_gpu": ccfg.num_gpus_per_actor > 0},
-        batch_size=batch_size or ccfg.batch_size, batch_format="numpy",
+                               "threads": threads, "use_gpu": ccfg.num_gpus_per_actor > 0,
+                               "writer": writer, "batch_size": ccfg.batch_size},
+        batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=ccfg.num_actors),
         num_cpus=cpus, num_gpus=ccfg.num_gpus_per_actor or None)
 
 
-def _store_dataset(todo: list[Part], *, stage: partial):
+def _store_dataset(todo: list[Part], writer: ShardWriter, *, stage: partial):
     """Part descriptors, one per batch, straight to the compressor actors (they read them)."""
     import ray
     return stage(ray.data.from_items([{"path": p.path, "index": p.index} for p in todo],
-                                     override_num_blocks=len(todo)), batch_size=1)
+                                     override_num_blocks=len(todo)), writer)
 
 
 def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str, out: Path,
@@ -217,7 +238,7 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
     # absolute: the compressor actors open them in working directories of their own
     store_dir, compressor_path = Path(store_dir).absolute(), Path(compressor_path).absolute()
     compressor, want, identity = _load_checked(compressor_path, dim, precision, cfg)
-    paths = sorted(store_dir.glob("part-*.parquet")) if store_dir.is_dir() else []
+    paths = sorted_parts(store_dir)
     if not paths:
         raise SmecError(f"--store {store_dir}: no embeddings found (part-*.parquet); run "
                         "`smec embed` first")
@@ -228,7 +249,7 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
     columns = [by_name[m["name"]]["column"] for m in want]
     if out.resolve() == store_dir.resolve():
         raise SmecError(f"--out {out}: is the store itself; write the codes elsewhere")
-    parts = [Part(int(p.stem.split("-")[1]), pq.ParquetFile(p).metadata.num_rows,
+    parts = [Part(part_index(p), pq.ParquetFile(p).metadata.num_rows,
                   str(p.resolve())) for p in paths]
     stats = [p.stat() for p in paths]
     fingerprint = {"store": str(store_dir.resolve()),
@@ -241,8 +262,8 @@ def plan_store(store_dir: Path, compressor_path: Path, dim: int, precision: str,
         vectors = _sample_store(parts, columns, cfg.compress.calibration_rows, cfg.compress.seed)
         return compressor.encode(_inputs(compressor, vectors), dim)
 
-    job = ShardJob(out, fingerprint, "compress", parts, ["codes"], dataset=None,
-                   table=lambda ids, cols: codes_table(ids, cols["codes"], meta),
+    job = ShardJob(out, fingerprint, "compress", parts, dataset=None,
+                   table=partial(_codes_table, meta=meta),
                    action=f"compressing {store_dir}", unit="vectors")
     if resume and (done := finished(out, fingerprint)):
         job.done = done
@@ -272,13 +293,13 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
                    "max_seq_length": cfg.model.max_seq_length,
                    "encoders": [e.__dict__ for e in encoders], **identity}
     meta = _codes_meta(compressor, compressor_path, identity, want)
-    job = ShardJob(out, fingerprint, "compress", [], ["codes"], dataset=None,
-                   table=lambda ids, cols: codes_table(ids, cols["codes"], meta),
+    job = ShardJob(out, fingerprint, "compress", [], dataset=None,
+                   table=partial(_codes_table, meta=meta),
                    action=f"compressing {source.path}")
     if resume and (done := finished(out, fingerprint)):
         job.done = done
         return job
-    job.shards, counts = plan_shards(source, cfg.embed.shard_rows, "stop")
+    job.shards, counts = parallel_plan(source, cfg.embed.shard_rows, "stop")
     if counts["rows"] == 0:
         raise SmecError(f"{source.path}: no rows to compress")
 
@@ -302,9 +323,9 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
                     quantizer=quantizer, precision=precision, columns=columns, cfg=cfg,
                     actors_before=cfg.embed.num_actors * len(encoders))
 
-    def dataset(todo):
-        return stage(embed_dataset(todo, source=source, encoders=encoders, cfg=cfg,
-                                   extra_actors=cfg.compress.num_actors))
+    def dataset(todo, writer):
+        return stage(embed_dataset(todo, None, source=source, encoders=encoders, cfg=cfg,
+                                   extra_actors=cfg.compress.num_actors), writer)
     job.dataset = dataset
     return job
 

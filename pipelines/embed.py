@@ -1,38 +1,59 @@
-"""Embedding ETL with Ray Data: input shards -> encoder actor pool(s) -> one Parquet part each.
+"""Embedding ETL with Ray Data: input shards -> read/tokenise tasks -> encoder actors -> parts.
 
-The input (a BEIR corpus/queries file, any JSONL, or Parquet) is validated in one streaming pass
-(:func:`smec.corpus.plan_shards`) before any output is touched: a bad row stops the run with one
-``file:line: reason`` line, or (``on_bad_row="quarantine"``) goes to ``bad_rows.jsonl``. The
-pass cuts the input into shards of ``embed.shard_rows`` lines; Ray Data then runs
+The input (a BEIR corpus/queries file, any JSONL, or Parquet) is cut into shards
+(:func:`smec.corpus.cut_shards`: byte ranges at line breaks, or Parquet row ranges) and every
+shard is checked in parallel, in Ray tasks, before any output is touched
+(:func:`parallel_plan`): a bad row stops the run with one ``file:line: reason`` line, or
+(``on_bad_row="quarantine"``) goes to ``bad_rows.jsonl``. Ray Data then runs, one row per shard,
 
-    from_items(shard descriptors) -> read task per shard (seek to its byte range, parse)
-        -> EncoderActor pool (one per model, chained; each adds its vector column) -> driver
+    from_items(shard descriptors) -> read task (seek, parse, tokenise for every model)
+        -> EncoderActor pool per model, chained (token-budget batches; the last one writes the
+           shard's part and marker) -> counts to the driver
 
-and the driver writes part ``k`` of shard ``k`` atomically as soon as all its rows are back,
-then a ``_done/shard-k.json`` marker (see :mod:`smec.store`). ``resume`` skips shards that have
-a marker, so after a crash or SIGKILL every id ends up exactly once; a run whose manifest says
-"complete" for the same input, models and settings returns at once without reading the input.
+so the driver holds neither texts nor vectors. ``resume`` skips shards that have a marker, so
+after a crash or SIGKILL every id ends up exactly once; a run whose manifest says "complete" for
+the same input, models and settings returns at once without reading the input.
 """
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from smec.pipelines.shards import ShardJob, actor_resources, finished, run_jobs
+from smec.pipelines.shards import (
+    ShardJob,
+    ShardWriter,
+    actor_resources,
+    finished,
+    run_jobs,
+    stage_seconds,
+)
 
 from smec import console, store
 from smec.config import Config
-from smec.corpus import OnBadRow, Shard, Source, plan_shards, read_shard
+from smec.corpus import (
+    OnBadRow,
+    Shard,
+    ShardCheck,
+    Source,
+    check_shard,
+    cut_shards,
+    read_shard,
+    resolve_plan,
+)
 from smec.data import BeirPaths
 from smec.encoders import model_spec, resolve_model
 from smec.errors import SmecError
 from smec.io import atomic_path, write_json
 from smec.runfolder import Embeddings, RunFolder
+from smec.tokens import TokenizerSpec, load_tokenizer, tokenize, tokenizer_spec
 
 BAD_ROWS = "bad_rows.jsonl"
+READ_CPUS = 0.25     # a read/check task; Ray's CPUs are logical, this lets several overlap
 
 
 @dataclass(frozen=True)
@@ -43,12 +64,77 @@ class EncoderSpec:
     column: str    # output column: "embedding", or "embedding:<name>" in a multi-model store
 
 
-class EncoderActor:
-    """Ray Data callable class: loads one model per actor, adds its vectors as ``column``."""
+# --- one row per shard: ids, tokens and vectors travel packed as bytes ------------------------
 
-    def __init__(self, model_path: str, prompt: str, batch_size: int,
-                 max_seq_length: int | None, threads: int, use_gpu: bool,
-                 column: str = "embedding", keep_text: bool = False) -> None:
+def _pack_strings(values: list[str]) -> bytes:
+    return json.dumps(values, ensure_ascii=False).encode()
+
+
+def _unpack_strings(blob: bytes) -> list[str]:
+    return json.loads(blob)
+
+
+def pack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Row dicts -> a numpy batch (bytes and strings as object columns)."""
+    if not rows:
+        return {}
+    return {k: np.array([r[k] for r in rows],
+                        dtype=object if isinstance(rows[0][k], (bytes, str)) else None)
+            for k in rows[0]}
+
+
+def unpack_rows(batch: dict[str, np.ndarray]) -> list[dict]:
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def unpack_vectors(row: dict, column: str) -> np.ndarray:
+    """The float32 ``[n, dim]`` vectors an encoder actor added to a shard row."""
+    dim = int(row[f"dim:{column}"])
+    return np.frombuffer(row[f"vectors:{column}"], np.float32).reshape(-1, dim)
+
+
+def with_seconds(row: dict, stage: str, seconds: float) -> dict:
+    return {**row, f"t_{stage}": float(row.get(f"t_{stage}", 0.0)) + seconds}
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(spec: TokenizerSpec):
+    return load_tokenizer(spec)
+
+
+def read_and_tokenize(batch: dict[str, np.ndarray], *, source: Source,
+                      tokenizers: list[tuple[TokenizerSpec | None, str]]
+                      ) -> dict[str, np.ndarray]:
+    """Ray Data task: shard descriptors -> one row per shard with its ids and, per model k,
+    ``tokens:k``/``lengths:k`` (int32 bytes), or ``texts`` for a model that tokenises itself."""
+    rows = []
+    for spec in batch["shard"]:
+        start = time.perf_counter()
+        shard = Shard.from_json(str(spec))
+        ids, texts = read_shard(source, shard)
+        read = time.perf_counter()
+        row = {"shard": shard.index, "ids": _pack_strings(ids)}
+        for k, (tok, prompt) in enumerate(tokenizers):
+            if tok is None:
+                row["texts"] = _pack_strings(texts)
+                continue
+            flat, lengths = tokenize(_tokenizer(tok), tok, texts, prompt)
+            row[f"tokens:{k}"], row[f"lengths:{k}"] = flat.tobytes(), lengths.tobytes()
+        row["t_read"] = read - start
+        row["t_tokenize"] = time.perf_counter() - read
+        rows.append(row)
+    return pack_rows(rows)
+
+
+class EncoderActor:
+    """Ray Data callable class: loads one model per actor and adds its vectors to each shard
+    row; the last actor of the chain hands the shard to the ``writer`` instead."""
+
+    def __init__(self, model_path: str, position: int, tokenizer: TokenizerSpec | None,
+                 prompt: str, batch_tokens: int, encode_batch_size: int,
+                 max_seq_length: int | None, threads: int, use_gpu: bool, column: str,
+                 writer: ShardWriter | None = None, columns: tuple[str, ...] = ()) -> None:
         import torch
 
         from smec.encoders import load_model
@@ -57,41 +143,70 @@ class EncoderActor:
         self.model = load_model(model_path, device=device, max_seq_length=max_seq_length)
         if device == "cuda":
             self.model.half()
-        self.prompt, self.batch_size = prompt, batch_size
-        self.column, self.keep_text = column, keep_text
+        self.position, self.tokenizer, self.prompt = position, tokenizer, prompt
+        self.batch_tokens, self.encode_batch_size = batch_tokens, encode_batch_size
+        self.column, self.writer, self.columns = column, writer, columns
+
+    def _vectors(self, row: dict) -> np.ndarray:
+        from smec.encoders import encode
+        from smec.tokens import encode_tokens
+        if self.tokenizer is None:
+            return encode(self.model, _unpack_strings(row["texts"]), self.prompt,
+                          self.encode_batch_size)
+        k = self.position
+        return encode_tokens(self.model, self.tokenizer,
+                             np.frombuffer(row[f"tokens:{k}"], np.int32),
+                             np.frombuffer(row[f"lengths:{k}"], np.int32), self.batch_tokens)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from smec.encoders import encode
-        vectors = encode(self.model, [str(t) for t in batch["text"]], self.prompt,
-                         self.batch_size)
-        out = {k: v for k, v in batch.items() if k != "text" or self.keep_text}
-        out[self.column] = vectors
-        return out
+        out = []
+        for row in unpack_rows(batch):
+            start = time.perf_counter()
+            vectors = self._vectors(row)
+            row = with_seconds(row, "encode", time.perf_counter() - start)
+            if self.writer is None:      # a later stage (another model, the compressor)
+                row = {k: v for k, v in row.items()
+                       if not k.endswith(f":{self.position}")}
+                row[f"vectors:{self.column}"] = vectors.tobytes()
+                row[f"dim:{self.column}"] = vectors.shape[1]
+                out.append(row)
+                continue
+            columns = {c: unpack_vectors(row, c) for c in self.columns if c != self.column}
+            columns[self.column] = vectors
+            out.append(self.writer(int(row["shard"]), _unpack_strings(row["ids"]), columns,
+                                   stage_seconds(row)))
+        return pack_rows(out)
 
 
-def _read_shards(batch: dict[str, np.ndarray], source: Source) -> dict[str, np.ndarray]:
-    """Ray Data task: shard descriptors -> their good rows (id, text, shard, position)."""
-    ids: list[str] = []
-    texts: list[str] = []
-    shards: list[int] = []
-    for spec in batch["shard"]:
-        shard = Shard.from_json(str(spec))
-        got_ids, got_texts = read_shard(source, shard)
-        ids += got_ids
-        texts += got_texts
-        shards += [shard.index] * len(got_ids)
-    n = len(ids)
-    return {"id": np.array(ids, dtype=object), "text": np.array(texts, dtype=object),
-            "shard": np.array(shards, dtype=np.int64), "pos": np.arange(n, dtype=np.int64)}
+def parallel_checks(source: Source, shards: list[Shard]) -> list[ShardCheck]:
+    """:func:`check_shard` of every shard, in Ray tasks (here, for a single shard)."""
+    if len(shards) <= 1:
+        return [check_shard(source, s) for s in shards]
+    import ray
+
+    from smec.pipelines.runtime import init_ray, root_cause
+    init_ray()
+    task = ray.remote(num_cpus=READ_CPUS, max_retries=0)(check_shard)
+    try:
+        return ray.get([task.remote(source, s) for s in shards])
+    except Exception as exc:  # noqa: BLE001 - a failure inside Ray: one line, no traceback
+        raise SmecError(root_cause(exc)) from None
+
+
+def parallel_plan(source: Source, shard_rows: int | None, on_bad_row: OnBadRow = "stop",
+                  bad_rows=None) -> tuple[list[Shard], dict]:
+    """Cut ``source``, check its shards in parallel, join the checks (see smec.corpus)."""
+    shards = cut_shards(source, shard_rows)
+    return resolve_plan(source, shards, parallel_checks(source, shards), on_bad_row, bad_rows)
 
 
 def plan_job(source: Source, out_dir: Path, cfg: Config, encoders: list[EncoderSpec],
              metadata: dict, *, resume: bool, on_bad_row: OnBadRow, label: str) -> ShardJob:
-    """Validate ``source`` (one streaming pass) unless ``out_dir`` already holds its result."""
+    """Validate ``source`` (parallel checks) unless ``out_dir`` already holds its result."""
     fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
                    "max_seq_length": cfg.model.max_seq_length,
                    "encoders": [asdict(e) for e in encoders], "metadata": metadata}
-    job = ShardJob(out_dir, fingerprint, label, [], [e.column for e in encoders],
+    job = ShardJob(out_dir, fingerprint, label, [],
                    dataset=partial(embed_dataset, source=source, encoders=encoders, cfg=cfg),
                    table=partial(_store_table, encoders=encoders, metadata=metadata),
                    action=f"embedding {source.path}")
@@ -100,11 +215,11 @@ def plan_job(source: Source, out_dir: Path, cfg: Config, encoders: list[EncoderS
         return job
     if on_bad_row == "quarantine":
         with atomic_path(out_dir / BAD_ROWS) as tmp, tmp.open("w", encoding="utf-8") as fh:
-            job.shards, counts = plan_shards(source, cfg.embed.shard_rows, on_bad_row, fh)
+            job.shards, counts = parallel_plan(source, cfg.embed.shard_rows, on_bad_row, fh)
         if counts["bad_rows"] == 0:
             (out_dir / BAD_ROWS).unlink(missing_ok=True)
     else:
-        job.shards, counts = plan_shards(source, cfg.embed.shard_rows, "stop")
+        job.shards, counts = parallel_plan(source, cfg.embed.shard_rows, "stop")
     job.bad_rows = counts["bad_rows"]
     if counts["rows"] == 0:
         raise SmecError(f"{source.path}: no rows to embed")
@@ -119,9 +234,10 @@ def _store_table(ids: list[str], columns: dict[str, np.ndarray], *,
     return store.columns_table(ids, columns, {**metadata, "models": models})
 
 
-def embed_dataset(todo: list[Shard], *, source: Source, encoders: list[EncoderSpec],
-                  cfg: Config, extra_actors: int = 0):
-    """Ray Data: shard descriptors -> read tasks -> one encoder actor pool per model, chained.
+def embed_dataset(todo: list[Shard], writer: ShardWriter | None, *, source: Source,
+                  encoders: list[EncoderSpec], cfg: Config, extra_actors: int = 0):
+    """Ray Data, one row per shard: read/tokenise tasks -> one encoder actor pool per model,
+    chained; the last one writes through ``writer`` (None: it passes the vectors on).
 
     ``extra_actors``: actors a caller chains after these (``smec compress --corpus``), counted
     when CPUs are shared out."""
@@ -129,20 +245,25 @@ def embed_dataset(todo: list[Shard], *, source: Source, encoders: list[EncoderSp
     ecfg = cfg.embed
     cpus, threads = actor_resources(ecfg.num_actors * len(encoders) + extra_actors,
                                     ecfg.num_cpus_per_actor, ecfg.num_gpus_per_actor)
+    specs = [tokenizer_spec(e.path, cfg.model.max_seq_length) for e in encoders]
     dataset = ray.data.from_items([{"shard": s.to_json()} for s in todo],
                                   override_num_blocks=len(todo))
-    dataset = dataset.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1,
-                                  batch_format="numpy", num_cpus=0.25)
-    for i, enc in enumerate(encoders):
+    dataset = dataset.map_batches(
+        read_and_tokenize, fn_kwargs={"source": source,
+                                      "tokenizers": [(t, e.prompt) for t, e in zip(specs, encoders)]},
+        batch_size=1, batch_format="numpy", num_cpus=READ_CPUS)
+    for k, (enc, spec) in enumerate(zip(encoders, specs)):
+        last = k == len(encoders) - 1
         dataset = dataset.map_batches(
             EncoderActor,
-            fn_constructor_kwargs={"model_path": enc.path, "prompt": enc.prompt,
-                                   "batch_size": cfg.model.encode_batch_size,
+            fn_constructor_kwargs={"model_path": enc.path, "position": k, "tokenizer": spec,
+                                   "prompt": enc.prompt, "batch_tokens": ecfg.batch_tokens,
+                                   "encode_batch_size": cfg.model.encode_batch_size,
                                    "max_seq_length": cfg.model.max_seq_length,
                                    "threads": threads, "use_gpu": ecfg.num_gpus_per_actor > 0,
-                                   "column": enc.column,
-                                   "keep_text": i < len(encoders) - 1},
-            batch_size=ecfg.batch_size, batch_format="numpy",
+                                   "column": enc.column, "writer": writer if last else None,
+                                   "columns": tuple(e.column for e in encoders)},
+            batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=ecfg.num_actors),
             num_cpus=cpus, num_gpus=ecfg.num_gpus_per_actor or None)
     return dataset

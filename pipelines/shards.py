@@ -1,13 +1,14 @@
-"""Resumable sharded output: a Ray Data pipeline whose rows the driver writes one part per shard.
+"""Resumable sharded output: a Ray Data pipeline whose workers write one part per shard.
 
 Every job that turns an input into a folder of Parquet parts (``smec embed``, ``smec compress``)
-runs through :func:`execute_job`. The input is cut into shards before anything runs; the
-pipeline tags each row with its ``shard`` and ``pos`` (position in the shard); the driver
-collects a shard's rows, writes ``part-k.parquet`` atomically as soon as all of them are back,
-then a marker ``_done/shard-k.json`` (see :mod:`smec.store`). ``manifest.json`` names what the
-folder is made from (the fingerprint) and whether every shard is done. A run with the same
-fingerprint skips the shards that have a marker, so after a crash or SIGKILL every id lands
-exactly once; a complete folder with the same fingerprint returns at once.
+runs through :func:`execute_job`. The input is cut into shards before anything runs; each row of
+the pipeline is one whole shard, and the stage that finishes a shard writes its
+``part-k.parquet`` atomically, then its marker ``_done/shard-k.json`` (a :class:`ShardWriter`,
+see :func:`smec.store.finish_shard`), and returns only counts and timings to the driver, which
+never holds vectors. ``manifest.json`` names what the folder is made from (the fingerprint) and
+whether every shard is done, with the run's summary. A run with the same fingerprint skips the
+shards that have a marker, so after a crash or SIGKILL every id lands exactly once; a complete
+folder with the same fingerprint returns at once.
 """
 from __future__ import annotations
 
@@ -35,20 +36,51 @@ class ShardLike(Protocol):
     rows: int
 
 
+#: the stages whose seconds every counts row carries (summed over shards: ``worker_seconds``)
+STAGES = ("read", "tokenize", "encode", "write")
+
+
+class ShardWriter:
+    """Runs on a worker: turns one finished shard into its part and marker; returns the counts
+    row the driver sees (``shard``, ``rows``, ``bytes`` and ``t_<stage>`` seconds)."""
+
+    def __init__(self, out_dir: Path, width: int,
+                 table: Callable[[list[str], dict[str, np.ndarray]], pa.Table]) -> None:
+        self.out_dir, self.width, self.table = Path(out_dir), width, table
+
+    def __call__(self, index: int, ids: list[str], columns: dict[str, np.ndarray],
+                 seconds: dict[str, float]) -> dict:
+        start = time.perf_counter()
+        marker = store.finish_shard(self.out_dir, index, self.table(ids, columns), self.width)
+        seconds = {**seconds, "write": seconds.get("write", 0.0) + time.perf_counter() - start}
+        return counts_row(index, marker, seconds)
+
+
+def counts_row(index: int, marker: dict, seconds: dict[str, float]) -> dict:
+    """What a finished shard tells the driver: its index, rows, bytes and seconds per stage."""
+    return {"shard": int(index), "rows": int(marker["rows"]), "bytes": int(marker["bytes"]),
+            **{f"t_{k}": float(seconds.get(k, 0.0)) for k in STAGES}}
+
+
+def stage_seconds(row: dict) -> dict[str, float]:
+    """The ``t_<stage>`` seconds a shard row has carried so far."""
+    return {k: float(row.get(f"t_{k}", 0.0)) for k in STAGES}
+
+
 @dataclass
 class ShardJob:
     """One input -> one folder of parts, planned (validated) before anything runs.
 
-    ``dataset(todo)`` builds the Ray Data pipeline over the shards still to do; its rows carry
-    ``id``, ``shard``, ``pos`` and every name in ``columns``. ``table(ids, columns)`` turns one
-    finished shard into the Arrow table of its part.
+    ``dataset(todo, writer)`` builds the Ray Data pipeline over the shards still to do, one row
+    per shard; its last stage calls ``writer`` (a :class:`ShardWriter`) and yields counts rows.
+    ``table(ids, columns)`` turns one finished shard into the Arrow table of its part; it runs on
+    the workers, so it must pickle (a module-level function or a ``partial`` of one).
     """
     out_dir: Path
     fingerprint: dict
     label: str
     shards: list[Any]
-    columns: list[str]
-    dataset: Callable[[list[Any]], Any]
+    dataset: Callable[[list[Any], ShardWriter], Any] | None
     table: Callable[[list[str], dict[str, np.ndarray]], pa.Table]
     action: str = "the job"        # for errors: "<action> failed: …", e.g. "embedding corpus.jsonl"
     bad_rows: int = 0
@@ -130,83 +162,71 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
         stale.unlink()   # temp files of a killed run (their renames never happened)
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": False,
                                            "shards": len(job.shards)})
-    done = {int(p.stem.split("-")[1]) for p in done_dir.glob("shard-*.json")}
+    width = store.part_width(len(job.shards))
+    # the markers of a resumed run, read once; this run's own come back as counts rows
+    markers = {store.part_index(p): json.loads(p.read_text())
+               for p in done_dir.glob("shard-*.json")}
     for shard in job.shards:
-        if shard.rows == 0 and shard.index not in done:      # every line bad or blank
-            write_json(done_dir / f"shard-{shard.index:05d}.json", {"rows": 0, "bytes": 0})
-            done.add(shard.index)
-    todo = [s for s in job.shards if s.index not in done]
+        if shard.rows == 0 and shard.index not in markers:      # every line bad or blank
+            write_json(done_dir / f"shard-{shard.index:0{width}d}.json", {"rows": 0, "bytes": 0})
+            markers[shard.index] = {"rows": 0, "bytes": 0}
+    todo = [s for s in job.shards if s.index not in markers]
+    resumed = len(job.shards) - len(todo)
     new_rows = sum(s.rows for s in todo)
-    written = _run_pipeline(job, todo, progress) if todo else 0
-    markers = [json.loads(p.read_text()) for p in sorted(done_dir.glob("shard-*.json"))]
+    seconds = dict.fromkeys(STAGES, 0.0)
+    written = 0
+    if todo:
+        writer = ShardWriter(out_dir, width, job.table)
+        for row in _run_pipeline(job, todo, writer, progress):
+            markers[row["shard"]] = {"rows": row["rows"], "bytes": row["bytes"]}
+            written += row["bytes"]
+            for k in STAGES:
+                seconds[k] += row[f"t_{k}"]
     if len(markers) != len(job.shards):
         raise SmecError(f"{out_dir}: {len(markers)} of {len(job.shards)} shards finished")
-    seconds = time.perf_counter() - start
-    summary = {"rows": sum(m["rows"] for m in markers), "bad_rows": job.bad_rows,
-               "shards": len(job.shards), "shards_resumed": len(job.shards) - len(todo),
-               "bytes": sum(m["bytes"] for m in markers), "new_rows": new_rows,
-               "bytes_written": written, "seconds": round(seconds, 2),
-               "rows_per_s": round(new_rows / seconds, 1) if seconds > 0 else 0.0}
+    elapsed = time.perf_counter() - start
+    summary = {"rows": sum(m["rows"] for m in markers.values()), "bad_rows": job.bad_rows,
+               "shards": len(job.shards), "shards_resumed": resumed,
+               "bytes": sum(m["bytes"] for m in markers.values()), "new_rows": new_rows,
+               "bytes_written": written, "seconds": round(elapsed, 2),
+               "rows_per_s": round(new_rows / elapsed, 1) if elapsed > 0 else 0.0,
+               "worker_seconds": {k: round(v, 2) for k, v in seconds.items()}}
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": True,
                                            "shards": len(job.shards), "summary": summary})
     return summary
 
 
-def as_matrix(values: np.ndarray) -> np.ndarray:
-    """A Ray Data column of vectors as one ``[n, dim]`` array."""
-    return np.stack(values) if values.dtype == object else values
-
-
-def _run_pipeline(job: ShardJob, todo: list[Any], progress: bool) -> int:
-    """Run the pipeline over ``todo``; write each shard's part as soon as it is complete."""
+def _run_pipeline(job: ShardJob, todo: list[Any], writer: ShardWriter, progress: bool
+                  ) -> list[dict]:
+    """Run the pipeline over ``todo``; the counts row of every shard the workers wrote."""
     from smec.pipelines.runtime import root_cause
     from tqdm import tqdm
 
     configure_ray_data()
-    expected = {s.index: s.rows for s in todo}
-    pending: dict[int, dict[str, list]] = {}
-    written = 0
-    bar = tqdm(total=sum(expected.values()), unit=f" {job.unit}", desc=job.label,
-               disable=not progress, file=progress_stream(), dynamic_ncols=True, smoothing=0.05)
-    shard_log = None if progress else _ShardLog(job.label, len(todo), sum(expected.values()),
-                                                job.unit)
+    total = sum(s.rows for s in todo)
+    bar = tqdm(total=total, unit=f" {job.unit}", desc=job.label, disable=not progress,
+               file=progress_stream(), dynamic_ncols=True, smoothing=0.05)
+    shard_log = None if progress else _ShardLog(job.label, len(todo), total, job.unit)
+    rows: list[dict] = []
     try:
-        for batch in job.dataset(todo).iter_batches(batch_size=None, batch_format="numpy"):
-            shard_col = batch["shard"]
-            vectors = {c: as_matrix(batch[c]) for c in job.columns}
-            for index in np.unique(shard_col):
-                mask = shard_col == index
-                got = pending.setdefault(int(index), {"id": [], "pos": [],
-                                                      **{c: [] for c in job.columns}})
-                got["id"].extend(batch["id"][mask].tolist())
-                got["pos"].append(batch["pos"][mask])
-                for c in job.columns:
-                    got[c].append(vectors[c][mask])
-                bar.update(int(mask.sum()))
-                if len(got["id"]) == expected[int(index)]:
-                    written += _finish_shard(job, int(index), pending.pop(int(index)))
-                    if shard_log is not None:
-                        shard_log.shard_done(expected[int(index)])
+        for batch in job.dataset(todo, writer).iter_batches(batch_size=None,
+                                                            batch_format="numpy"):
+            for i in range(len(batch["shard"])):
+                row = {k: v[i].item() for k, v in batch.items()}
+                rows.append(row)
+                bar.update(row["rows"])
+                if shard_log is not None:
+                    shard_log.shard_done(row["rows"])
     except SmecError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failure inside Ray: one line, no traceback
         raise SmecError(f"{job.action} failed: {root_cause(exc)}") from None
     finally:
         bar.close()
-    if pending:
-        raise SmecError(f"{job.out_dir}: shards {sorted(pending)} came back incomplete")
-    return written
-
-
-def _finish_shard(job: ShardJob, index: int, got: dict[str, list]) -> int:
-    order = np.argsort(np.concatenate(got["pos"]), kind="stable")   # back to input order
-    ids = [got["id"][i] for i in order]
-    table = job.table(ids, {c: np.concatenate(got[c])[order] for c in job.columns})
-    path = store.write_part(job.out_dir, index, table)
-    size = path.stat().st_size
-    write_json(job.out_dir / store.DONE_DIR / f"shard-{index:05d}.json",
-               {"rows": len(ids), "bytes": size})
-    return size
+    missing = {s.index for s in todo} - {r["shard"] for r in rows}
+    if missing:
+        raise SmecError(f"{job.out_dir}: shards {sorted(missing)} did not come back")
+    return rows
 
 
 class _ShardLog:

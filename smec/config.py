@@ -50,9 +50,13 @@ class EmbedConfig(_Section):
     num_cpus_per_actor: float = Field(1.0, gt=0, description="fractional is fine; keep the sum "
                                       "below the cluster's CPUs so read/write tasks can run")
     num_gpus_per_actor: float = Field(0.0, ge=0)
-    batch_size: int = Field(256, gt=0, description="rows per Ray Data batch")
-    shard_rows: int = Field(1024, gt=0, description="input lines per shard; each shard is one "
-                            "output part, written atomically, and the unit of --resume")
+    batch_tokens: int = Field(16384, gt=0, description="padded tokens per model call: the "
+                              "encoder sorts a shard by length and cuts batches of this cost "
+                              "(raise it on a GPU, e.g. 65536)")
+    shard_rows: int | None = Field(None, gt=0, description="input rows per shard (about, for "
+                                   "large JSONL: cut by bytes at line breaks); each shard is one "
+                                   "output part, written atomically by a worker, and the unit of "
+                                   "--resume; null: rows/16 within [1024, 65536]")
 
 
 #: Each method's own settings over the shared train keys (``train.per_method``), chosen by

@@ -79,7 +79,7 @@ def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
     corpus.write_text("\n".join(lines) + "\n")
     expected = [json.loads(line)["_id"] for line in lines]
     config = tmp_path / "c.yaml"
-    config.write_text("embed:\n  shard_rows: 20\n  batch_size: 20\n")   # a part every batch
+    config.write_text("embed:\n  shard_rows: 20\n")   # a part every 20 rows
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "smec.cli", "embed", "--corpus", str(corpus), "--out", str(out),
            "--config", str(config)]
