@@ -312,26 +312,22 @@ def _good_ids(source: Source, shard: Shard) -> Iterator[tuple[int, str]]:
 def _duplicates(source: Source, shards: list[Shard], checks: list[ShardCheck]
                 ) -> dict[int, list[tuple[int, str, str | None]]]:
     """Duplicate ids, as bad rows per shard index: every occurrence after the first in file
-    order. Only shards holding equal hashes are read again, to compare the real ids."""
-    hashes = np.concatenate([c.hashes for c in checks]) if checks else np.zeros(0, np.uint64)
-    if len(hashes) < 2:
+    order. One sorted copy of the hashes finds the values that repeat; only the shards holding
+    one are read again, to compare the real ids."""
+    ranked = np.concatenate([c.hashes for c in checks] or [np.zeros(0, np.uint64)])
+    ranked.sort()
+    suspects = np.unique(ranked[1:][ranked[1:] == ranked[:-1]])
+    del ranked
+    if not len(suspects):
         return {}
-    order = np.argsort(hashes, kind="stable")
-    ranked = hashes[order]
-    equal = ranked[1:] == ranked[:-1]
-    if not equal.any():
-        return {}
-    suspects = set(ranked[1:][equal].tolist())
-    offsets = np.cumsum([0] + [len(c.hashes) for c in checks])
-    positions = np.concatenate([order[1:][equal], order[:-1][equal]])
-    involved = sorted(set(np.searchsorted(offsets, positions, side="right").tolist()))
     first_seen: set[str] = set()
     found: dict[int, list[tuple[int, str, str | None]]] = {}
-    for k in involved:        # file order: the first occurrence of an id is kept
-        shard, check = shards[k - 1], checks[k - 1]
-        local_hashes = check.hashes
-        for (local, doc_id), h in zip(_good_ids(source, shard), local_hashes):
-            if int(h) not in suspects:
+    for shard, check in zip(shards, checks):     # file order: the first occurrence is kept
+        hit = np.isin(check.hashes, suspects)
+        if not hit.any():
+            continue
+        for (local, doc_id), suspect in zip(_good_ids(source, shard), hit):
+            if not suspect:
                 continue
             if doc_id in first_seen:
                 found.setdefault(shard.index, []).append((local, f"duplicate id '{doc_id}'",
