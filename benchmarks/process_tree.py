@@ -14,9 +14,16 @@ from pathlib import Path
 
 def run_child(cmd: list[str], cwd: Path, what: str) -> tuple[dict, int]:
     """Run ``cmd``; (the JSON object on its last stdout line, peak tree RSS in bytes)."""
+    result, tree, _ = run_child_peaks(cmd, cwd, what)
+    return result, tree
+
+
+def run_child_peaks(cmd: list[str], cwd: Path, what: str) -> tuple[dict, int, int]:
+    """Run ``cmd``; (its last stdout line as JSON, peak tree RSS, peak RSS of the child itself:
+    the driver, when the child starts Ray)."""
     import psutil
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True)
-    peak = [0]
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample() -> None:
@@ -24,6 +31,7 @@ def run_child(cmd: list[str], cwd: Path, what: str) -> tuple[dict, int]:
         while not stop.is_set():
             total = 0
             try:
+                peak[1] = max(peak[1], root.memory_info().rss)
                 for p in [root, *root.children(recursive=True)]:
                     try:
                         total += p.memory_info().rss
@@ -41,4 +49,4 @@ def run_child(cmd: list[str], cwd: Path, what: str) -> tuple[dict, int]:
     thread.join()
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed (exit {proc.returncode})")
-    return json.loads(stdout.strip().splitlines()[-1]), peak[0]
+    return json.loads(stdout.strip().splitlines()[-1]), peak[0], peak[1]
