@@ -165,8 +165,8 @@ class EncoderActor:
             vectors = self._vectors(row)
             row = with_seconds(row, "encode", time.perf_counter() - start)
             if self.writer is None:      # a later stage (another model, the compressor)
-                row = {k: v for k, v in row.items()
-                       if not k.endswith(f":{self.position}")}
+                row = {k: v for k, v in row.items() if k not in
+                       (f"tokens:{self.position}", f"lengths:{self.position}")}
                 row[f"vectors:{self.column}"] = vectors.tobytes()
                 row[f"dim:{self.column}"] = vectors.shape[1]
                 out.append(row)

@@ -175,9 +175,10 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
     new_rows = sum(s.rows for s in todo)
     seconds = dict.fromkeys(STAGES, 0.0)
     written = 0
+    rows: list[dict] = []
     if todo:
-        writer = ShardWriter(out_dir, width, job.table)
-        for row in _run_pipeline(job, todo, writer, progress):
+        rows = _run_pipeline(job, todo, ShardWriter(out_dir, width, job.table), progress)
+        for row in rows:
             markers[row["shard"]] = {"rows": row["rows"], "bytes": row["bytes"]}
             written += row["bytes"]
             for k in STAGES:
@@ -190,10 +191,24 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
                "bytes": sum(m["bytes"] for m in markers.values()), "new_rows": new_rows,
                "bytes_written": written, "seconds": round(elapsed, 2),
                "rows_per_s": round(new_rows / elapsed, 1) if elapsed > 0 else 0.0,
-               "worker_seconds": {k: round(v, 2) for k, v in seconds.items()}}
+               "worker_seconds": {k: round(v, 2) for k, v in seconds.items()},
+               **_steady_state(rows, start)}
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": True,
                                            "shards": len(job.shards), "summary": summary})
     return summary
+
+
+def _steady_state(rows: list[dict], start: float) -> dict:
+    """When the first shard came back (start-up: Ray, planning, model loading, the first
+    shard's work) and the rate after it, which is what a longer run converges to."""
+    if not rows:
+        return {}
+    first = rows[0]["at"]
+    out = {"first_shard_s": round(first - start, 2)}
+    if len(rows) > 1 and rows[-1]["at"] > first:
+        out["steady_rows_per_s"] = round(sum(r["rows"] for r in rows[1:])
+                                         / (rows[-1]["at"] - first), 1)
+    return out
 
 
 def _run_pipeline(job: ShardJob, todo: list[Any], writer: ShardWriter, progress: bool
@@ -213,6 +228,7 @@ def _run_pipeline(job: ShardJob, todo: list[Any], writer: ShardWriter, progress:
                                                             batch_format="numpy"):
             for i in range(len(batch["shard"])):
                 row = {k: v[i].item() for k, v in batch.items()}
+                row["at"] = time.perf_counter()
                 rows.append(row)
                 bar.update(row["rows"])
                 if shard_log is not None:

@@ -56,7 +56,7 @@ class EmbedConfig(_Section):
     shard_rows: int | None = Field(None, gt=0, description="input rows per shard (about, for "
                                    "large JSONL: cut by bytes at line breaks); each shard is one "
                                    "output part, written atomically by a worker, and the unit of "
-                                   "--resume; null: rows/16 within [1024, 65536]")
+                                   "--resume; null: rows/64 within [1024, 65536]")
 
 
 #: Each method's own settings over the shared train keys (``train.per_method``), chosen by
