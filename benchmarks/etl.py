@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.process_tree import run_child
@@ -45,11 +47,13 @@ def build_corpus(src: Path, docs: int, dest: Path) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
-def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float) -> dict:
+def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float,
+              max_seq_length: int | None) -> dict:
     from smec.corpus import Source, plan_shards, read_shard
     from smec.encoders import encode, load_model, resolve_model
     start = time.perf_counter()
-    model = load_model(resolve_model(model_name), device="cuda" if num_gpus else "cpu")
+    model = load_model(resolve_model(model_name), device="cuda" if num_gpus else "cpu",
+                       max_seq_length=max_seq_length)
     if num_gpus:
         model.half()    # as the Ray encoder actors do on a GPU
     source = Source(corpus)
@@ -61,7 +65,7 @@ def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float) -
 
 
 def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: float,
-            num_gpus: float) -> dict:
+            num_gpus: float, batch_tokens: int, max_seq_length: int | None) -> dict:
     from smec.pipelines.embed import run_embed_corpus
     from smec.pipelines.runtime import init_ray
 
@@ -71,12 +75,35 @@ def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: flo
     cfg.model.name, cfg.model.encode_batch_size = model_name, batch_size
     cfg.embed.num_cpus_per_actor = cpus
     cfg.embed.num_gpus_per_actor = num_gpus
+    cfg.embed.batch_tokens, cfg.model.max_seq_length = batch_tokens, max_seq_length
     start = time.perf_counter()
     init_ray()
     summary = run_embed_corpus(Source(corpus), out, cfg, resume=False)
     seconds = time.perf_counter() - start
     return {"docs": summary["rows"], "seconds": seconds, "pipeline_seconds": summary["seconds"],
-            "bytes_written": summary["bytes_written"]}
+            "bytes_written": summary["bytes_written"],
+            "worker_seconds": summary["worker_seconds"]}
+
+
+def flops_per_doc(corpus: Path, model_name: str, max_seq_length: int | None) -> float | None:
+    """Mean forward FLOPs per document of a BERT-like model (2 x non-embedding parameters per
+    token, plus attention's 4 x layers x hidden x length^2), from the tokens it really sees."""
+    from smec.corpus import Source, plan_shards, read_shard
+    from smec.encoders import load_model, resolve_model
+    from smec.tokens import load_tokenizer, tokenize, tokenizer_spec
+    path = resolve_model(model_name)
+    spec = tokenizer_spec(path, max_seq_length)
+    if spec is None or spec.kind != "transformer":
+        return None
+    source = Source(corpus)
+    shards, _ = plan_shards(source, 1 << 30)
+    _, lengths = tokenize(load_tokenizer(spec), spec, read_shard(source, shards[0])[1])
+    module = load_model(path)[0].auto_model
+    params = sum(p.numel() for n, p in module.named_parameters() if "embeddings" not in n)
+    cfg = module.config
+    lengths = lengths.astype(np.float64)
+    per_doc = 2 * params * lengths + 4 * cfg.num_hidden_layers * cfg.hidden_size * lengths ** 2
+    return float(per_doc.mean())
 
 
 def run_arm(args: argparse.Namespace, arm: str, work: Path) -> dict:
@@ -84,7 +111,9 @@ def run_arm(args: argparse.Namespace, arm: str, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--corpus", str(work / "corpus.jsonl"),
            "--model", args.model, "--batch-size", str(args.batch_size),
            "--cpus-per-actor", str(args.cpus_per_actor), "--num-gpus", str(args.num_gpus),
-           "--out", str(work / "store")]
+           "--out", str(work / "store"), "--batch-tokens", str(args.batch_tokens)]
+    if args.max_seq_length:
+        cmd += ["--max-seq-length", str(args.max_seq_length)]
     result, peak = run_child(cmd, REPO, f"{arm} arm")
     result["docs_per_s"] = round(result["docs"] / result["seconds"], 2)
     result["seconds"] = round(result["seconds"], 2)
@@ -117,6 +146,10 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     parser.add_argument("--batch-size", type=int, default=64, help="encode batch size, both arms")
+    parser.add_argument("--batch-tokens", type=int, default=16384,
+                        help="Ray arm: padded tokens per model call (embed.batch_tokens)")
+    parser.add_argument("--max-seq-length", type=int, default=None,
+                        help="both arms: truncate documents to this many tokens")
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
     parser.add_argument("--num-gpus", type=float, default=0.0,
                         help="> 0: both arms encode on cuda in fp16 (GPUs per Ray actor)")
@@ -131,11 +164,13 @@ def main() -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     if args.arm == "plain":
-        print(json.dumps(arm_plain(args.corpus, args.model, args.batch_size, args.num_gpus)))
+        print(json.dumps(arm_plain(args.corpus, args.model, args.batch_size, args.num_gpus,
+                                   args.max_seq_length)))
         return
     if args.arm == "ray":
         print(json.dumps(arm_ray(args.corpus, args.model, args.batch_size, args.out,
-                                 args.cpus_per_actor, args.num_gpus)))
+                                 args.cpus_per_actor, args.num_gpus, args.batch_tokens,
+                                 args.max_seq_length)))
         return
 
     import tempfile
@@ -152,11 +187,16 @@ def main() -> None:
             arms[arm] = run_arm(args, arm, work)
             print(f"[{arm}] {arms[arm]}", file=sys.stderr, flush=True)
         load_after = os.getloadavg()
+        per_doc = flops_per_doc(work / "corpus.jsonl", args.model, args.max_seq_length) \
+            if args.num_gpus else None
     results = {
         "benchmark": "etl", "model": args.model, "docs": args.docs,
         "corpus": f"{data_dir / 'corpus.jsonl'} repeated to {args.docs} docs",
         "batch_size": args.batch_size, "num_gpus": args.num_gpus, "arms": arms,
         "ratio": round(arms["ray"]["docs_per_s"] / arms["plain"]["docs_per_s"], 3),
+        # fraction of a dense fp16 peak (H100/H200 SXM: 989 TFLOP/s) at each arm's docs/s
+        "fp16_flop_fraction": None if per_doc is None else {
+            arm: round(a["docs_per_s"] * per_doc / 989e12, 4) for arm, a in arms.items()},
         "command": "python benchmarks/etl.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": [round(x, 2) for x in load_before],

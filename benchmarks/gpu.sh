@@ -4,8 +4,11 @@
 #
 #   bash benchmarks/gpu.sh [OUT]          (default OUT: benchmarks/results/gpu)
 #
-# 1. ETL: `smec embed --corpus` (Ray Data, encoder actor with num_gpus=1, fp16) against plain
-#    SentenceTransformer.encode on cuda in fp16, docs/s (benchmarks/etl.py --num-gpus 1).
+# 1. ETL: `smec embed --corpus` (Ray Data: read/tokenise tasks on the CPUs, encoder actor with
+#    num_gpus=1, fp16, 65,536-token longest-first batches) against plain
+#    SentenceTransformer.encode on cuda in fp16, docs/s, all-MiniLM-L6-v2 at max 256 tokens
+#    (benchmarks/etl.py --num-gpus 1); the Ray arm's worker seconds split read / tokenise /
+#    encode / write, and the fp16 FLOP fraction is estimated from the tokens encoded.
 # 2. Compress: `smec compress` with SMEC_GPU_ACTORS compressor actors (default 4) sharing the
 #    GPU against a plain torch loop on cuda, vectors/s at 1M vectors (benchmarks/compress.py).
 # Environment: SMEC_GPU_MODEL (default all-MiniLM-L6-v2), SMEC_GPU_DOCS (default 50000),
@@ -25,7 +28,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt"
 start=$(date +%s)
 timeout 240 "$PYTHON" benchmarks/etl.py --docs "$DOCS" --model "$MODEL" --num-gpus 1 \
-    --batch-size 256 --out "$OUT/etl"
+    --batch-size 256 --batch-tokens 65536 --max-seq-length 256 --out "$OUT/etl"
 timeout 200 "$PYTHON" benchmarks/compress.py --store "$STORE" --compressor "$COMPRESSOR" \
     --sizes 1000000 --num-actors "$ACTORS" --num-gpus "$("$PYTHON" -c "print(round(1 / $ACTORS, 3))")" \
     --out "$OUT/compress"
@@ -38,6 +41,8 @@ compress = json.loads((out / "compress" / "results.json").read_text())
 summary = {"gpu": (out / "gpu.txt").read_text().strip(), "seconds": int(sys.argv[2]),
            "etl_fp16_docs_per_s": {arm: etl["arms"][arm]["docs_per_s"] for arm in etl["arms"]},
            "etl_ratio_ray_over_plain": etl["ratio"],
+           "etl_ray_worker_seconds": etl["arms"]["ray"].get("worker_seconds"),
+           "etl_fp16_flop_fraction": etl.get("fp16_flop_fraction"),
            "compress_vectors_per_s": {arm: compress["runs"][-1][arm]["vectors_per_s"]
                                       for arm in ("ray", "plain")},
            "compress_ratio_ray_over_plain": compress["runs"][-1]["ratio"],
