@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,11 +29,6 @@ from smec import store
 from smec.console import progress_stream
 from smec.errors import SmecError
 from smec.io import write_json
-
-
-class ShardLike(Protocol):
-    index: int
-    rows: int
 
 
 #: the stages whose seconds every counts row carries (summed over shards: ``worker_seconds``)

@@ -115,7 +115,7 @@ def encode_tokens(model, spec: TokenizerSpec, flat: np.ndarray, lengths: np.ndar
     out = None
     with torch.inference_mode():
         for batch in token_batches(lengths, batch_tokens):
-            features = _features(spec, flat, starts, lengths, batch)
+            features = _features(flat, starts, lengths, batch)
             if cuda:
                 features = {k: v.pin_memory().to(device, non_blocking=True)
                             for k, v in features.items()}
@@ -151,14 +151,10 @@ def _encode_static(model, flat: np.ndarray, starts: np.ndarray, lengths: np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _features(spec: TokenizerSpec, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-              batch: np.ndarray) -> dict:
+def _features(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, batch: np.ndarray
+              ) -> dict:
+    """Padded ``input_ids``/``attention_mask``/``token_type_ids`` of one Transformer batch."""
     import torch
-    if spec.kind == "static":
-        ids = np.concatenate([flat[starts[i]:starts[i] + lengths[i]] for i in batch])
-        offsets = np.concatenate([[0], np.cumsum(lengths[batch])[:-1]])
-        return {"input_ids": torch.from_numpy(ids.astype(np.int64)),
-                "offsets": torch.from_numpy(offsets.astype(np.int64))}
     width = int(lengths[batch].max())
     ids = np.zeros((len(batch), width), np.int64)
     mask = np.zeros((len(batch), width), np.int64)
