@@ -28,15 +28,15 @@ from smec.data import BeirPaths, load_qrels
 from smec.report import gradient_variance, publish
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
-from smec.train import (
-    METHODS,
-    Reporter,
+from smec.training.data import (
     TrainingData,
+    holdout_overlap,
     holdout_qrels,
     prepare_data,
     prepare_unlabelled_data,
-    train_method,
 )
+from smec.training.engine import Reporter, train_method
+from smec.training.methods import METHODS
 
 DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "mrl+ads",
                    "mrl+sxbm", "smec-ads", "smec"]
@@ -272,7 +272,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             data = bench_data(sup, paths, out, cfg, scfg, embeddings)
             if sup == "qrels":
                 qrels_data = data
-                extra.setdefault("holdout_overlap", {})[seed] = data.holdout_overlap
+                extra.setdefault("holdout_overlap", {})[seed] = holdout_overlap(
+                    paths.read_train_qrels(), doc_ids, query_ids, tcfg)
             for method in trainable(methods, sup):
                 label = method if sup == "qrels" else f"{method}:{sup}"
                 start = time.perf_counter()

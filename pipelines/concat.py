@@ -3,7 +3,7 @@
 ``run_concat`` is the whole job behind ``smec concat``: embed the BEIR folder with every model
 (one Ray Data pipeline, one actor pool per model; embeddings already in OUT are reused), score
 each single model and the naive concatenation, train the decoder(s) on the train qrels with the
-one training engine of :mod:`smec.train`, fit PCA of the concatenation as the baseline,
+one training engine of :mod:`smec.training`, fit PCA of the concatenation as the baseline,
 calibrate int8/binary quantisers on corpus vectors, and score every level × precision on the
 test qrels. Every row states bytes/vector and the compression factor against the float32
 concatenation and against the best single model.
@@ -25,7 +25,8 @@ from smec.quantize import compression_factor
 from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
 from smec.store import has_columns, read_columns
-from smec.train import Reporter, prepare_data, train_method
+from smec.training.data import prepare_data
+from smec.training.engine import Reporter, train_method
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 

@@ -21,7 +21,7 @@ from smec.errors import SmecError
 from smec.io import write_json
 from smec.report import publish
 from smec.runfolder import RunFolder
-from smec.train import holdout_qrels, stage_dims
+from smec.training.data import holdout_qrels
 
 TIMINGS = "timings.json"
 
@@ -82,7 +82,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
         trained = load_transferred(compressor_dir, run.corpus)
     else:
         trained = load_trained(out) if "trained" in methods else None
-    dims = [d for d in (trained.dims if trained else stage_dims(cfg.train, input_dim))
+    dims = [d for d in (trained.dims if trained else cfg.train.stage_dims(input_dim))
             if d < input_dim]
     recipes = baselines(input_dim, dims, doc_vecs, RECIPES)
     compressors = {name: c for name, c in recipes.items() if name in methods}

@@ -7,7 +7,7 @@ for the batch's neighbours and enqueues the batch in the same call, and only the
 actually used come back (``U <= B·K`` rows, not the whole memory).
 
 :class:`ActorMemory` is the worker-side client; it satisfies :class:`smec.modules.memory.Memory`,
-so ``smec/train.py`` gets it injected and never imports Ray.
+so ``smec/training/engine.py`` gets it injected and never imports Ray.
 """
 from __future__ import annotations
 
@@ -61,10 +61,11 @@ class ActorMemory:
 
     def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int):
         answer, self._filled = ray.get(self.actor.exchange.remote(
-            feats.detach().to(torch.float32).numpy(), ids.numpy(), k))
+            feats.detach().to(torch.float32).cpu().numpy(), ids.cpu().numpy(), k))
         if answer is None:
             return None
-        return tuple(torch.from_numpy(np.array(a)) for a in answer)   # copies: writable
+        # copies (writable), on the device the batch came from
+        return tuple(torch.from_numpy(np.array(a)).to(feats.device) for a in answer)
 
     def state_dict(self) -> dict:
         return ray.get(self.actor.state_dict.remote())

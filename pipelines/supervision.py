@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from smec.config import Config, TrainConfig
 from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
@@ -20,7 +22,7 @@ from smec.errors import SmecError
 from smec.pseudo import PseudoQueries, mine_pseudo_queries
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
-from smec.train import TrainingData, prepare_data, prepare_unlabelled_data
+from smec.training.data import TrainingData, prepare_data, prepare_unlabelled_data
 
 #: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
 #: mode with the better hold-out nDCG@10 in `smec bench compression --supervision none pseudo`
@@ -110,10 +112,11 @@ def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
     return TrainingInputs(supervision, corpus, None, None)
 
 
-def training_data(inputs: TrainingInputs, cfg: TrainConfig) -> TrainingData:
-    """The tensors of :mod:`smec.train` for ``inputs``."""
+def training_data(inputs: TrainingInputs, cfg: TrainConfig,
+                  device: str | torch.device = "cpu") -> TrainingData:
+    """The tensors of :mod:`smec.training` for ``inputs``, on ``device``."""
     doc_ids, doc_vecs, _ = read_embeddings(inputs.corpus)
     if inputs.queries is None:
-        return prepare_unlabelled_data(doc_ids, doc_vecs, cfg)
+        return prepare_unlabelled_data(doc_ids, doc_vecs, cfg, device)
     query_ids, query_vecs, _ = read_embeddings(inputs.queries)
-    return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, inputs.qrels, cfg)
+    return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, inputs.qrels, cfg, device)

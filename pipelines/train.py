@@ -1,11 +1,13 @@
 """SMEC training as a Ray Train job.
 
 :func:`train_func` is the per-worker loop: it reads the embedding store, builds the training
-data and runs :func:`smec.train.train_method`, reporting metrics every epoch and a checkpoint at
+data on the worker's device (its GPU with ``train.use_gpu``) and runs
+:func:`smec.training.engine.train_method`, reporting metrics every epoch and a checkpoint at
 the end of every stage and, with ``train.checkpoint_every_steps: K``, every K steps inside a
 stage (the finished stages, the training history, and the stage in progress: weights,
 optimiser, RNG, position, S-XBM memory), through a :class:`RayTrainReporter`. It runs alone
-too (``train_func(config, FolderReporter(out))``) for debugging. :func:`run_train` wraps it in a ``TorchTrainer`` with
+too (``train_func(config, FolderReporter(out))``) for debugging. :func:`run_train` wraps it in
+a ``TorchTrainer`` with
 ``FailureConfig(max_failures=train.max_failures)`` — a dead worker restarts the group from the
 last checkpoint — resumes from the last checkpoint of the run folder with ``resume``, shares
 one S-XBM Ray actor between the workers with ``train.memory_backend: actor``, and logs the
@@ -14,9 +16,7 @@ run to MLflow.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -34,7 +34,7 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
-from smec.train import Reporter, stage_dims, train_method
+from smec.training.engine import Reporter, train_method
 
 PARTIAL = "partial.pt"
 
@@ -44,7 +44,7 @@ def read_checkpoint(folder: Path) -> tuple[AdapterCompressor | None, list, dict 
     compressor = load_compressor(folder / "compressor") \
         if (folder / "compressor").is_dir() else None
     history = json.loads((folder / "history.json").read_text())
-    partial = torch.load(folder / PARTIAL, weights_only=False) \
+    partial = torch.load(folder / PARTIAL, map_location="cpu", weights_only=False) \
         if (folder / PARTIAL).is_file() else None
     return compressor, history, partial
 
@@ -52,7 +52,7 @@ def read_checkpoint(folder: Path) -> tuple[AdapterCompressor | None, list, dict 
 def write_checkpoint(folder: Path, compressor: AdapterCompressor | None, history: list,
                      partial: dict | None = None) -> None:
     """What :func:`read_checkpoint` reads: the finished stages, the history, and the stage in
-    progress (a :meth:`smec.train.StageState.state_dict`) when there is one."""
+    progress (a :meth:`smec.training.engine.StageState.state_dict`) when there is one."""
     if compressor is not None and compressor.stages:
         compressor.save(folder / "compressor")
     (folder / "history.json").write_text(json.dumps(history))
@@ -83,12 +83,12 @@ class RayTrainReporter(Reporter):
     ``checkpoint_every_steps`` steps. Only rank 0 writes a checkpoint; every rank reports."""
 
     def __init__(self, rank: int, every_steps: int, progress: str | None,
-                 finished: AdapterCompressor | None = None, history: list | None = None,
-                 fault: dict | None = None) -> None:
+                 finished: AdapterCompressor | None = None, history: list | None = None
+                 ) -> None:
         super().__init__()
         self.history = history or []
         self.rank, self.every_steps, self.progress = rank, every_steps, progress
-        self.finished, self.fault, self.steps = finished, fault, 0
+        self.finished = finished
 
     def log(self, metrics: dict) -> None:
         import ray.train
@@ -99,8 +99,6 @@ class RayTrainReporter(Reporter):
                 handle.write(json.dumps(metrics) + "\n")
 
     def step_done(self, step: int, snapshot) -> None:
-        self.steps += 1
-        _maybe_fail(self.fault, self.rank, self.steps)
         if self.every_steps and step % self.every_steps == 0:
             self._checkpoint({"checkpoint_step": step}, snapshot() if self.rank == 0 else None)
 
@@ -118,29 +116,24 @@ class RayTrainReporter(Reporter):
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _maybe_fail(fault: dict | None, rank: int, steps_this_attempt: int) -> None:
-    """Test hook: SIGKILL this worker at its N-th step, once (a marker file remembers)."""
-    if not fault or rank != fault.get("rank", 0) or steps_this_attempt != fault["step"]:
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(str(os.getpid()))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def train_func(config: dict, reporter: Reporter | None = None) -> None:
     """One worker's training loop; ``config`` = {"train", "inputs" (a
     :class:`~smec.pipelines.supervision.TrainingInputs`, resolved once on the driver), and for
     Ray Train "progress" (the file the driver follows), optional "memory_actor" (a
-    :class:`MemoryActor` handle) and "fault" (test hook: {"step", "rank", "marker"})}.
+    :class:`MemoryActor` handle)}.
 
     Without ``reporter`` it runs as a Ray Train worker (resuming from the run's last
     checkpoint); ``train_func(config, FolderReporter(out))`` runs it alone, for debugging."""
     from smec.pipelines.supervision import training_data
     cfg = TrainConfig(**config["train"])
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    data = training_data(config["inputs"], cfg)
+    device = torch.device("cpu")
+    if cfg.use_gpu and reporter is None:   # the GPU Ray Train gave this worker
+        import ray.train.torch
+        device = ray.train.torch.get_device()
+    elif cfg.use_gpu and torch.cuda.is_available():
+        device = torch.device("cuda")
+    data = training_data(config["inputs"], cfg, device)
     resume, partial, memory = None, None, None
     if reporter is None:
         import ray.train
@@ -154,7 +147,7 @@ def train_func(config: dict, reporter: Reporter | None = None) -> None:
             memory = ActorMemory(config["memory_actor"])
         reporter = RayTrainReporter(ray.train.get_context().get_world_rank(),
                                     cfg.checkpoint_every_steps, config.get("progress"),
-                                    resume, history, config.get("fault"))
+                                    resume, history)
     train_method(data, cfg, cfg.method, reporter, resume=resume, memory=memory,
                  resume_partial=partial)
 
@@ -243,7 +236,7 @@ def follow(path: Path, on_line) -> Iterator[None]:
 
 def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = False,
               mlflow_uri: str | None = None, track: bool = True,
-              fault: dict | None = None, store: Path | None = None, echo=console.echo,
+              store: Path | None = None, echo=console.echo,
               live: TextIO | None = None) -> dict:
     """Train with ``TorchTrainer`` and write ``out/compressor`` (atomically).
 
@@ -285,7 +278,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     # the resolved supervision written in: `unsup_loss: auto` reads it in every worker
     loop_config = {"train": updated(cfg.train, supervision=inputs.supervision).model_dump(),
                    "inputs": inputs, "progress": str(progress.resolve()),
-                   "memory_actor": actor, "fault": fault}
+                   "memory_actor": actor}
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers,
@@ -294,7 +287,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         run_config=RunConfig(name="smec", storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures)))
-    budget = cfg.train.max_epochs_per_stage * len(stage_dims(cfg.train, int(meta["dim"])))
+    budget = cfg.train.max_epochs_per_stage * len(cfg.train.stage_dims(int(meta["dim"])))
     shown = TrainingProgress(budget, echo, live)
     try:
         with follow(progress, shown):

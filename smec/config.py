@@ -21,6 +21,7 @@ from pydantic import (
 
 from smec.errors import SmecError
 from smec.results import check_precision
+from smec.training.methods import METHODS
 
 #: float32 | float16 | int8 | binary | pqM | opqM (a product quantiser of M bytes per vector)
 PrecisionName = Annotated[str, AfterValidator(check_precision)]
@@ -71,8 +72,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "matryoshka_adaptor": {"alpha": 0.0012, "full_dim_stage": False, "lr": 0.00032},
 }
 
-METHOD_NAMES = ("smec", "mrl", "mrl+smrl", "mrl+ads", "mrl+sxbm", "smec-ads",
-                "matryoshka_adaptor", "search_adaptor")
+METHOD_NAMES = tuple(METHODS)
 
 
 class TrainConfig(_Section):
@@ -186,6 +186,11 @@ class TrainConfig(_Section):
                     "queries' hold-outs, so no baseline inherits SMEC's): when that method "
                     "trains on qrels, they replace the shared keys the config leaves at their "
                     "defaults")
+
+    def stage_dims(self, input_dim: int) -> list[int]:
+        """The levels a method trains, largest first: ``input_dim`` too with
+        ``full_dim_stage``."""
+        return ([input_dim] if self.full_dim_stage else []) + list(self.stages)
 
     def for_method(self, method: str, supervision: str = "qrels") -> "TrainConfig":
         """The settings ``method`` trains with under ``supervision``: with judged queries its

@@ -5,7 +5,8 @@ import torch
 from smec.compressors import PCA, AdapterCompressor, Stage, Truncation, load_compressor
 from smec.config import TrainConfig
 from smec.errors import SmecError
-from smec.train import prepare_data, train_smec
+from smec.training.data import prepare_data
+from smec.training.engine import train_smec
 
 
 def corpus(n=200, d=16, seed=0):

@@ -11,13 +11,8 @@ from smec.data import resolve_beir_dir
 from smec.errors import SmecError
 from smec.losses import SimilarityDistillationLoss
 from smec.pseudo import mine_pseudo_queries, sentences
-from smec.train import (
-    NEIGHBOURS_JUDGED,
-    Reporter,
-    prepare_unlabelled_data,
-    train_method,
-    validate,
-)
+from smec.training.data import NEIGHBOURS_JUDGED, prepare_unlabelled_data
+from smec.training.engine import Reporter, train_method, validate
 
 TINY = {"stages": [8, 4], "max_epochs_per_stage": 2, "batch_unlabelled": 32, "memory_size": 64,
         "neighbours": 4, "adapter_hidden": 16, "probe_docs": 20, "val_corpus_docs": 150}
@@ -145,7 +140,7 @@ def test_qrels_stay_the_default_where_they_exist(tiny_beir):
 
 
 def test_the_similarity_term_is_chosen_by_supervision_unless_set():
-    from smec.train import unsup_loss_kind
+    from smec.training.engine import unsup_loss_kind
     ids, docs = synthetic_corpus()
     corpus_only = prepare_unlabelled_data(ids, docs, TrainConfig(**TINY))
     assert unsup_loss_kind(TrainConfig(), corpus_only) == "distill"

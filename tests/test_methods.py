@@ -7,7 +7,9 @@ from test_train import TINY, synthetic
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.losses import MatryoshkaAdaptorLoss
-from smec.train import METHODS, Reporter, prepare_data, train_method
+from smec.training.data import prepare_data
+from smec.training.engine import Reporter, train_method
+from smec.training.methods import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,7 @@ def test_a_parallel_method_ends_each_budget_cycle_at_a_low_learning_rate(data):
 
 def test_ads_stages_start_from_the_previous_stage_logits(data, tmp_path):
     """Each ADS stage after the first starts from the learned logits of the dims it keeps."""
-    from smec.train import _head
+    from smec.training.engine import _head
     compressor = train_method(data, TrainConfig(**TINY), "smec")
     eight = compressor.stages[1]
     assert eight.ads_logits is not None and eight.ads_logits.shape == (8,)
@@ -151,7 +153,7 @@ def test_ads_stages_start_from_the_previous_stage_logits(data, tmp_path):
 
 
 def test_gradient_balance_measures_each_term_alone():
-    from smec.train import gradient_balance
+    from smec.training.engine import gradient_balance
     w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
     rank, unsup = (w ** 2).sum() / 2, 0.5 * w.sum()   # gradients w and (0.5, 0.5)
     assert gradient_balance(rank, unsup, [w]) == pytest.approx((5.0, 0.5 * 2 ** 0.5))
@@ -183,7 +185,7 @@ def test_alpha_as_a_share_sets_the_unsupervised_push_to_that_share_of_the_rank_p
 
 
 def test_the_unsupervised_batch_can_be_the_steps_own_candidates(data):
-    from smec.train import draw_batch, sample_batch
+    from smec.training.data import draw_batch, sample_batch
     cfg = TrainConfig(**{**TINY, "sxbm_batch": "candidates"})
     rows = torch.arange(8)
     _, candidates, _, unlabelled = draw_batch(data, rows, cfg, torch.Generator().manual_seed(0),
@@ -196,7 +198,8 @@ def test_the_unsupervised_batch_can_be_the_steps_own_candidates(data):
 def test_the_previous_stage_teacher_is_the_stages_frozen_start(data):
     """sxbm_teacher previous trains, and its first stage's teacher is the raw geometry (the
     pca_residual start keeps every cosine)."""
-    from smec.train import FrozenLevel, build_adapter
+    from smec.modules import build_adapter
+    from smec.training.engine import FrozenLevel
     adapter = build_adapter("pca_residual", 16, 8, init_data=data.corpus)
     start = FrozenLevel(adapter, torch.arange(16))
     torch.testing.assert_close(start(data.corpus) @ start(data.corpus).T,

@@ -6,7 +6,15 @@ import torch
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.store import embedding_table, write_part
-from smec.train import lr_at, prepare_data, sample_batch, split_holdout, top_rows
+from smec.training.data import (
+    holdout_overlap,
+    holdout_qrels,
+    holdout_split,
+    prepare_data,
+    sample_batch,
+    top_rows,
+)
+from smec.training.engine import lr_at
 
 TINY = dict(stages=[8, 4], max_epochs_per_stage=2, batch_queries=8, batch_unlabelled=16,
             memory_size=50, neighbours=3, hard_pool=10, adapter_hidden=8)
@@ -37,10 +45,14 @@ def test_train_func_runs_alone_without_ray(tmp_path):
 
 
 def test_holdout_is_deterministic_and_disjoint():
-    ids = [f"q{i}" for i in range(100)]
-    train, val = split_holdout(ids, 0.1, seed=0)
-    assert len(val) == 10 and not set(train) & set(val) and set(train) | set(val) == set(ids)
-    assert split_holdout(list(reversed(ids)), 0.1, seed=0) == (train, val)
+    doc_ids, docs, query_ids, queries, qrels = synthetic()
+    cfg = TrainConfig(**TINY)
+    train, val = holdout_split(qrels, 0.1, seed=0)
+    assert val and not set(train) & set(val) and set(train) | set(val) == set(qrels)
+    again = holdout_split(dict(reversed(qrels.items())), 0.1, seed=0)
+    assert (set(again[0]), set(again[1])) == (set(train), set(val))
+    assert set(holdout_qrels(qrels, doc_ids, query_ids, cfg)) == set(
+        holdout_split(qrels, cfg.holdout_frac, cfg.seed)[1])
 
 
 def test_batch_labels_follow_qrels_in_batch():
@@ -114,10 +126,11 @@ def test_holdout_shares_no_positive_with_training():
     query_ids = [f"q{i}" for i in range(60)]
     queries = rng.normal(size=(60, 16)).astype(np.float32)
     qrels = {f"q{i}": {f"d{i // 3}": 1} for i in range(60)}   # groups of 3 phrasings
-    data = prepare_data(doc_ids, docs, query_ids, queries, qrels,
-                        TrainConfig(**{**TINY, "holdout_frac": 0.2}))
-    assert data.holdout_overlap["grouped_split"] == 0.0
-    assert data.holdout_overlap["random_split"] > 0.5
+    cfg = TrainConfig(**{**TINY, "holdout_frac": 0.2})
+    data = prepare_data(doc_ids, docs, query_ids, queries, qrels, cfg)
+    overlap = holdout_overlap(qrels, doc_ids, query_ids, cfg)
+    assert overlap["grouped_split"] == 0.0
+    assert overlap["random_split"] > 0.5
     train_docs = {doc for pos in data.positives for doc, _ in pos}
     assert not {int(d[1:]) for q in data.val_qrels for d in data.val_qrels[q]} & train_docs
 

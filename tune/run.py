@@ -44,7 +44,8 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.results import scored_rows
 from smec.runfolder import RunFolder
-from smec.train import Reporter, prepare_data, train_method
+from smec.training.data import prepare_data
+from smec.training.engine import Reporter, train_method
 
 EXPERIMENT = "smec-tune"
 METRIC = "val_ndcg_at_10_target"

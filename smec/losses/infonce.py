@@ -36,9 +36,10 @@ class InfoNCELoss(nn.Module):
                              f"and {tuple(labels.shape)}")
         logits = scores / self.temperature
         positive = labels > 0
-        has_pos = positive.any(dim=1)
-        if not has_pos.any():
-            return scores.sum() * 0.0
-        pos_logits = logits.masked_fill(~positive, float("-inf"))
+        has_pos = positive.any(dim=1, keepdim=True)
+        # a query without a positive in the batch scores against itself (a zero term, no NaN
+        # gradient) and is left out of the mean; no host sync, no data-dependent shape
+        pos_logits = torch.where(has_pos, logits.masked_fill(~positive, float("-inf")), logits)
         per_query = torch.logsumexp(logits, dim=1) - torch.logsumexp(pos_logits, dim=1)
-        return per_query[has_pos].mean()
+        has_pos = has_pos.squeeze(1)
+        return (per_query * has_pos).sum() / has_pos.sum().clamp(min=1)

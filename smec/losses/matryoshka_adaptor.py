@@ -35,8 +35,9 @@ class MatryoshkaAdaptorLoss(nn.Module):
     def forward(self, e: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         teacher = e @ e.T
         student = z @ z.T
-        off_diag = ~torch.eye(len(e), dtype=torch.bool)
-        pairwise = (teacher - student).abs()[off_diag].mean()
+        off_diag = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+        n = len(e)
+        pairwise = (teacher - student).abs().masked_fill(~off_diag, 0.0).sum() / max(1, n * (n - 1))
         nbr = teacher.masked_fill(~off_diag, float("-inf")).topk(
             min(self.k, len(e) - 1), dim=1).indices
         neighbours = self.neighbours(teacher.gather(1, nbr), student.gather(1, nbr))

@@ -81,12 +81,12 @@ class CompressionObjective(nn.Module):
                 labels: torch.Tensor | None, unlabelled: torch.Tensor,
                 neighbours: Neighbours | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss_rank = torch.zeros(())
+        loss_rank = unlabelled.new_zeros(())
         if queries is not None:
             hq, hc = adapter(queries), adapter(candidates)
             loss_rank = sum(self.rank_loss(head(hq, s) @ self.served(head(hc, s)).T, labels)
                             for head, s in zip(heads, samples))
-        loss_unsup = torch.zeros(())
+        loss_unsup = unlabelled.new_zeros(())
         if self.unsup == "sxbm" and neighbours is not None:
             loss_unsup = self._sxbm(adapter, heads, samples, unlabelled, neighbours)
         elif self.unsup == "matryoshka_adaptor":
@@ -109,7 +109,7 @@ class CompressionObjective(nn.Module):
             h_self = adapter(e_u)
             with torch.no_grad():
                 h_nbr = adapter(nbr_feats)
-        loss = torch.zeros(())
+        loss = e_u.new_zeros(())
         for head, s in zip(heads, samples):
             z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
             student = (z_self[:, None, :] * z_nbr).sum(-1)

@@ -54,7 +54,7 @@ class PCAResidualAdapter(ResidualAdapter):
         nn.init.eye_(self.rotate.weight)
         if init_data is not None:
             with torch.no_grad():
-                self.rotate.weight.copy_(torch.from_numpy(principal_axes(init_data.numpy())[0]))
+                self.rotate.weight.copy_(torch.from_numpy(principal_axes(init_data.cpu().numpy())[0]))
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return self.rotate(e) + self.correction(e)
@@ -105,7 +105,7 @@ class PCAResidualDecoder(nn.Module):
         nn.init.zeros_(self.down.weight)
         nn.init.zeros_(self.down.bias)
         if init_data is not None:
-            weight, mean = principal_axes(init_data.numpy(), out_dim)
+            weight, mean = principal_axes(init_data.cpu().numpy(), out_dim)
             with torch.no_grad():
                 self.project.weight.copy_(torch.from_numpy(weight))
                 self.project.bias.copy_(torch.from_numpy(-weight @ mean))

@@ -42,7 +42,9 @@ class AdaptiveDimensionSelection(nn.Module):
         """Return (indices ``[k]``, gate ``[k]``) for one training step."""
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        u = torch.rand(self.in_dim, generator=generator, device=self.logits.device)
+        # drawn on the CPU (the sampling generator's device), so a seed gives the same noise
+        # on every device
+        u = torch.rand(self.in_dim, generator=generator).to(self.logits.device)
         gumbel = -torch.log(-torch.log(u + 1e-10) + 1e-10)
         noisy = self.logits + gumbel
         index = noisy.detach().topk(self.k).indices.sort().values

@@ -67,7 +67,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, corpus: torch.Tensor, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        weight, mean = principal_axes(corpus.numpy(), dim)
+        weight, mean = principal_axes(corpus.float().cpu().numpy(), dim)
         self.linear = nn.Linear(corpus.shape[1], dim)
         with torch.no_grad():
             self.linear.weight.copy_(torch.from_numpy(weight))

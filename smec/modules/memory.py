@@ -32,22 +32,23 @@ class SXBM:
 
     Like XBM's ``enqueue_dequeue``/``get`` (Wang et al., CVPR 2020) but storing the backbone
     output, so stored features never go stale, and used only to find each batch item's top-K
-    neighbours for :class:`smec.losses.SimilarityPreservationLoss`.
+    neighbours for :class:`smec.losses.SimilarityPreservationLoss`. Lives on ``device`` (the
+    training's: its top-K is a matrix product per step); ids may come from the CPU.
     """
 
-    def __init__(self, size: int, dim: int) -> None:
+    def __init__(self, size: int, dim: int, device: str | torch.device = "cpu") -> None:
         if size <= 0 or dim <= 0:
             raise ValueError(f"size and dim must be positive, got size={size}, dim={dim}")
-        self.feats = torch.zeros(size, dim)
-        self.ids = torch.full((size,), -1, dtype=torch.long)
+        self.feats = torch.zeros(size, dim, device=device)
+        self.ids = torch.full((size,), -1, dtype=torch.long, device=device)
         self.size, self.ptr, self.filled = size, 0, 0
 
     def _new(self, ids: torch.Tensor) -> torch.Tensor:
         """Mask of the rows whose id is neither stored nor repeated earlier in ``ids``."""
         fresh = ~torch.isin(ids, self.ids[:self.filled])
         unique, inverse = torch.unique(ids, return_inverse=True)
-        first_row = torch.full((len(unique),), len(ids)).scatter_reduce(
-            0, inverse, torch.arange(len(ids)), reduce="amin")
+        first_row = torch.full((len(unique),), len(ids), device=ids.device).scatter_reduce(
+            0, inverse, torch.arange(len(ids), device=ids.device), reduce="amin")
         first = torch.zeros_like(fresh)
         first[first_row] = True
         return fresh & first
@@ -58,9 +59,10 @@ class SXBM:
         Features are frozen, so a document already stored is skipped: each id holds at most
         one slot, and top-K never counts the same neighbour twice.
         """
+        ids = ids.to(self.ids.device)
         keep = self._new(ids)
         feats, ids = feats.detach()[keep][-self.size:], ids[keep][-self.size:]
-        slots = (self.ptr + torch.arange(len(ids))) % self.size
+        slots = (self.ptr + torch.arange(len(ids), device=ids.device)) % self.size
         self.feats[slots] = feats.to(self.feats.dtype)
         self.ids[slots] = ids
         self.ptr = (self.ptr + len(ids)) % self.size
@@ -78,6 +80,7 @@ class SXBM:
         in the pool once.
         """
         mem_feats, mem_ids = self.get()
+        ids = ids.to(mem_ids.device)
         new = self._new(ids)
         pool = torch.cat([mem_feats, feats.detach()[new].to(mem_feats.dtype)])
         pool_ids = torch.cat([mem_ids, ids[new]])
@@ -102,12 +105,14 @@ class SXBM:
         return out
 
     def state_dict(self) -> dict:
-        return {"feats": self.feats.clone(), "ids": self.ids.clone(), "ptr": self.ptr,
-                "filled": self.filled}
+        return {"feats": self.feats.cpu().clone(), "ids": self.ids.cpu().clone(),
+                "ptr": self.ptr, "filled": self.filled}
 
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["feats"].shape) != tuple(self.feats.shape):
             raise ValueError(f"memory state has shape {tuple(state['feats'].shape)}, "
                              f"expected {tuple(self.feats.shape)}")
-        self.feats, self.ids = state["feats"].clone(), state["ids"].clone()
+        device = self.feats.device
+        self.feats, self.ids = state["feats"].to(device, copy=True), \
+            state["ids"].to(device, copy=True)
         self.ptr, self.filled = int(state["ptr"]), int(state["filled"])

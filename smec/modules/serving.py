@@ -56,7 +56,7 @@ class ServedDocuments(nn.Module):
     def _quantised(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "binary":
             return torch.where(x > 0, 1.0, -1.0) / math.sqrt(x.shape[-1])
-        q = torch.tensor([PERCENTILE / 100, 1 - PERCENTILE / 100], dtype=x.dtype)
+        q = torch.tensor([PERCENTILE / 100, 1 - PERCENTILE / 100], dtype=x.dtype, device=x.device)
         lo, hi = torch.quantile(x, q, dim=0)
         hi = torch.maximum(hi, lo + 1e-6)
         step = (hi - lo) / 255

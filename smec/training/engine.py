@@ -1,22 +1,24 @@
-"""SMEC training: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2).
+"""The training loop: sequential SMRL stages with ADS and the S-XBM loss (METHOD.md §2).
 
-Read top to bottom: :func:`prepare_data` (or :func:`prepare_unlabelled_data`, label-free)
-turns cached embeddings and qrels into tensors, :func:`sample_batch` forms one labelled batch,
-:func:`train_stage` is the loop of one stage (its state a :class:`StageState`, its objective
+Read top to bottom: :func:`validate` scores the hold-out, :func:`train_stage` is the loop of
+one stage (its state a :class:`StageState`, its objective
 :class:`smec.losses.CompressionObjective`), and :func:`train_method` runs a method's stages in
-a row, each warm-started from the previous snapshot. Runs in a plain process; when a
-``torch.distributed`` process group exists (Ray Train's ``TorchTrainer``), gradients are
-averaged over the workers and each worker takes its own share of the queries. The S-XBM
-memory is injected (:class:`smec.modules.memory.Memory`: the local ring buffer by default, a
-Ray actor shared by all workers from ``pipelines/``), and a :class:`Reporter` hears every
-epoch, step (with a snapshot for mid-stage checkpoints) and finished stage.
+a row, each warm-started from the previous snapshot. Everything runs on the device of the
+:class:`~smec.training.data.TrainingData` (CPU or CUDA): the adapter, the heads, the S-XBM
+memory and the objective move there; what leaves the loop (snapshots, exports, checkpoints)
+is on the CPU. Runs in a plain process; when a ``torch.distributed`` process group exists
+(Ray Train's ``TorchTrainer``: gloo on CPU, nccl on CUDA), gradients are averaged over the
+workers and each worker takes its own share of the queries. The S-XBM memory is injected
+(:class:`smec.modules.memory.Memory`: the local ring buffer by default, a Ray actor shared by
+all workers from ``pipelines/``), and a :class:`Reporter` hears every epoch, step (with a
+snapshot for mid-stage checkpoints) and finished stage.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,13 +29,26 @@ import torch.nn.functional as F
 
 from smec.compressors.adapter import AdapterCompressor, Stage
 from smec.config import TrainConfig
-from smec.data import Qrels, group_split, positive_overlap
-from smec.eval import evaluate_vectors, exact_search, trec_order
+from smec.eval import evaluate_vectors
 from smec.losses import CompressionObjective, InfoNCELoss, RankLoss
 from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
 from smec.modules.serving import ServedDocuments
+from smec.training.data import (
+    EpochPlan,
+    TrainingData,
+    draw_batch,
+    epoch_order_seed,
+    sampling_seed,
+)
+from smec.training.methods import METHODS
+
+
+def cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state dict: what a snapshot, an export or a checkpoint holds,
+    whatever device trained it."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 class Reporter:
@@ -57,213 +72,6 @@ class Reporter:
 
     def stage_done(self, compressor: AdapterCompressor) -> None:
         pass
-
-
-@dataclass
-class TrainingData:
-    corpus: torch.Tensor                 # [Nc, D] L2-normalised original embeddings
-    doc_ids: list[str]
-    queries: torch.Tensor                # [Nq, D] training queries (hold-out removed)
-    positives: list[list[tuple[int, int]]]   # per training query: (doc row, grade > 0)
-    hard_pools: list[torch.Tensor]       # per training query: doc rows by original cosine,
-    #                                      judged ones removed (may be short, even empty)
-    val_queries: np.ndarray              # hold-out of *train* queries for early stopping
-    val_query_ids: list[str]
-    val_qrels: Qrels
-    val_doc_rows: torch.Tensor           # the fixed corpus sample the hold-out is scored on
-    holdout_overlap: dict[str, float]    # share of hold-out positives also trained on
-    # Label-free (supervision: none): no queries; batches are drawn from ``train_docs`` (every
-    # row but the probes), and the hold-out "queries" are probe documents judged by their
-    # full-dim neighbours, scored by ``val_metric``.
-    train_docs: torch.Tensor | None = None
-    val_metric: str = "ndcg_at_10"
-
-    @property
-    def label_free(self) -> bool:
-        return len(self.queries) == 0
-
-
-def split_holdout(query_ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic split by hashed query id, ignoring shared positives: (train, hold-out).
-
-    Only kept to report what the grouped split (:func:`smec.data.group_split`) avoids."""
-    ranked = sorted(query_ids, key=lambda q: zlib.crc32(f"{seed}:{q}".encode()))
-    n_val = max(1, round(frac * len(ranked)))
-    return ranked[n_val:], ranked[:n_val]
-
-
-def holdout_split(qrels: Qrels, frac: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train, hold-out) query ids: whole groups of queries sharing a positive on one side."""
-    return group_split(qrels, frac, salt=f"holdout:{seed}")
-
-
-def top_rows(queries: torch.Tensor, corpus: torch.Tensor, depths: list[int],
-             max_cells: int = 1 << 26) -> list[list[int]]:
-    """Each query's top ``depths[i]`` corpus rows by cosine, mined in query blocks.
-
-    A block's score matrix holds at most ``max_cells`` floats (256 MB), so mining never builds
-    the whole ``[Q, N]`` matrix (10 GB at 2,600 queries × 1M documents).
-    """
-    block = max(1, max_cells // max(1, len(corpus)))
-    out: list[list[int]] = []
-    for start in range(0, len(queries), block):
-        wanted = depths[start:start + block]
-        depth = min(len(corpus), max(wanted))
-        top = (queries[start:start + block] @ corpus.T).topk(depth, dim=1).indices
-        out += [row[:want] for row, want in zip(top.tolist(), wanted)]
-    return out
-
-
-def validation_rows(n_docs: int, val_queries: torch.Tensor, corpus: torch.Tensor,
-                    positive_rows: set[int], size: int, seed: int, depth: int = 100
-                    ) -> torch.Tensor:
-    """The fixed corpus sample the hold-out is scored on every epoch (the whole corpus when it
-    has at most ``size`` documents): every hold-out positive, each hold-out query's top
-    ``depth`` documents under the frozen model (the competition a positive has to beat), and
-    random documents up to ``size``. An epoch's validation cost then does not grow with the
-    corpus."""
-    if n_docs <= size:
-        return torch.arange(n_docs)
-    keep = set(positive_rows)
-    for rows in top_rows(val_queries, corpus, [depth] * len(val_queries)):
-        keep.update(rows)
-    rng = np.random.default_rng(seed)
-    for row in rng.permutation(n_docs).tolist():
-        if len(keep) >= size:
-            break
-        keep.add(row)
-    return torch.tensor(sorted(keep))
-
-
-def usable_qrels(qrels: Qrels, doc_ids: list[str], query_ids: list[str]) -> Qrels:
-    """The training queries that have an embedding and a judged-relevant embedded document."""
-    docs, queries = set(doc_ids), set(query_ids)
-    return {q: judged for q, judged in qrels.items()
-            if q in queries and any(g > 0 and d in docs for d, g in judged.items())}
-
-
-def holdout_qrels(qrels: Qrels, doc_ids: list[str], query_ids: list[str],
-                  cfg: TrainConfig) -> Qrels:
-    """The hold-out of training queries that early stopping (and every hold-out row) uses."""
-    usable = usable_qrels(qrels, doc_ids, query_ids)
-    return {q: usable[q] for q in holdout_split(usable, cfg.holdout_frac, cfg.seed)[1]}
-
-
-def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
-                 query_vecs: np.ndarray, qrels: Qrels, cfg: TrainConfig) -> TrainingData:
-    """Tensors for training: positives, mined hard negatives, and the validation hold-out."""
-    doc_row = {d: i for i, d in enumerate(doc_ids)}
-    query_row = {q: i for i, q in enumerate(query_ids)}
-    usable = usable_qrels(qrels, doc_ids, query_ids)
-    if len(usable) < 2:
-        raise ValueError(f"need at least 2 training queries with positive judgements, "
-                         f"found {len(usable)}")
-    train_ids, val_ids = holdout_split(usable, cfg.holdout_frac, cfg.seed)
-    if not train_ids or not val_ids:
-        raise ValueError(f"cannot hold out {cfg.holdout_frac:.0%} of {len(usable)} training "
-                         "queries as whole groups sharing positives; add training queries")
-    random_train, random_val = split_holdout(list(usable), cfg.holdout_frac, cfg.seed)
-    overlap = {"random_split": positive_overlap({q: usable[q] for q in random_train},
-                                                {q: usable[q] for q in random_val}),
-               "grouped_split": positive_overlap({q: usable[q] for q in train_ids},
-                                                 {q: usable[q] for q in val_ids})}
-    corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)), dim=-1)
-    queries = F.normalize(torch.from_numpy(
-        np.asarray(query_vecs, np.float32)[[query_row[q] for q in train_ids]]), dim=-1)
-    positives = [[(doc_row[d], g) for d, g in qrels[q].items() if g > 0 and d in doc_row]
-                 for q in train_ids]
-    # Hard negatives: top of the frozen ranking, minus judged docs, minus the top few (which
-    # are often unjudged positives), METHOD.md §1.2. Mined deep enough that the pool stays
-    # full after a query's judged documents (hundreds, on some sets) are removed.
-    # A query's own document (ArguAna, Quora: same id) is ignored by the metric, so it is no
-    # negative either.
-    judged = [{doc_row[d] for d in [*qrels[q], q] if d in doc_row} for q in train_ids]
-    depths = [cfg.hard_pool + cfg.hard_neg_skip_top + len(j) for j in judged]
-    pools = []
-    for ranked, judged_rows in zip(top_rows(queries, corpus, depths), judged):
-        ranked = [i for i in ranked if i not in judged_rows]
-        pools.append(torch.tensor(
-            ranked[cfg.hard_neg_skip_top:cfg.hard_neg_skip_top + cfg.hard_pool], dtype=torch.long))
-    val_vecs = np.asarray(query_vecs, np.float32)[[query_row[q] for q in val_ids]]
-    val_positive_rows = {doc_row[d] for q in val_ids for d, g in qrels[q].items()
-                         if g > 0 and d in doc_row}
-    val_rows = validation_rows(len(doc_ids), F.normalize(torch.from_numpy(val_vecs), dim=-1),
-                               corpus, val_positive_rows, cfg.val_corpus_docs, cfg.seed)
-    return TrainingData(corpus, list(doc_ids), queries, positives, pools, val_vecs, val_ids,
-                        {q: qrels[q] for q in val_ids}, val_rows, overlap)
-
-
-NEIGHBOURS_JUDGED = 10
-
-
-def prepare_unlabelled_data(doc_ids: list[str], doc_vecs: np.ndarray,
-                            cfg: TrainConfig) -> TrainingData:
-    """Tensors for training on the corpus alone (``supervision: none``).
-
-    ``probe_docs`` documents (hashed by id, so the same for every run) are held out of
-    training; each one's full-dim top-10 neighbours in the validation sample are its "relevant
-    documents", and early stopping keeps the epoch whose compressed levels find most of them
-    again (recall@10; the probe itself is ignored, as a query's own id is)."""
-    n_docs = len(doc_ids)
-    n_probes = min(cfg.probe_docs, max(2, n_docs // 10))
-    if n_docs < 2 * NEIGHBOURS_JUDGED + n_probes:
-        raise ValueError(f"need at least {2 * NEIGHBOURS_JUDGED + n_probes} documents to train "
-                         f"without labels, found {n_docs}")
-    corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)), dim=-1)
-    by_hash = sorted(range(n_docs), key=lambda i: zlib.crc32(f"probe:{cfg.seed}:{doc_ids[i]}"
-                                                              .encode()))
-    probes = torch.tensor(sorted(by_hash[:n_probes]))
-    train_docs = torch.tensor(sorted(by_hash[n_probes:]))
-    val_rows = validation_rows(n_docs, corpus[probes], corpus, set(probes.tolist()),
-                               cfg.val_corpus_docs, cfg.seed)
-    probe_ids = [doc_ids[i] for i in probes.tolist()]
-    # judged by the search that scores them (its score grid and tie order; a probe's own id is
-    # ignored), so the untouched full-dim level finds every judged neighbour again
-    nearest = exact_search(corpus[probes].numpy(), probe_ids, corpus[val_rows].numpy(),
-                           [doc_ids[i] for i in val_rows.tolist()], k=NEIGHBOURS_JUDGED)
-    val_qrels = {p: dict.fromkeys(trec_order(nearest[p])[:NEIGHBOURS_JUDGED], 1)
-                 for p in probe_ids}
-    dim = corpus.shape[1]
-    return TrainingData(corpus, list(doc_ids), torch.zeros(0, dim), [], [],
-                        corpus[probes].numpy(), probe_ids, val_qrels, val_rows, {},
-                        train_docs=train_docs, val_metric=f"recall_at_{NEIGHBOURS_JUDGED}")
-
-
-def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidates of a query batch, shared in-batch: (doc rows [N], labels [B, N])."""
-    n_docs = len(data.corpus)
-    picked = []
-    for row in rows.tolist():
-        pos = data.positives[row]
-        take = torch.randperm(len(pos), generator=gen)[:cfg.positives_per_query]
-        picked.append(torch.tensor([pos[i][0] for i in take.tolist()]))
-        pool = data.hard_pools[row]
-        if len(pool) and cfg.hard_negatives:   # an empty pool leaves it to random negatives
-            picked.append(pool[torch.randint(len(pool), (cfg.hard_negatives,), generator=gen)])
-    picked.append(torch.randint(n_docs, (cfg.random_negatives * len(rows),), generator=gen))
-    candidates = torch.unique(torch.cat(picked))
-    labels = torch.zeros(len(rows), len(candidates))
-    for i, row in enumerate(rows.tolist()):
-        docs = torch.tensor([d for d, _ in data.positives[row]])
-        grades = torch.tensor([float(g) for _, g in data.positives[row]])
-        col = torch.searchsorted(candidates, docs).clamp(max=len(candidates) - 1)
-        hit = candidates[col] == docs
-        labels[i, col[hit]] = grades[hit]
-    return candidates, labels
-
-
-def sampling_seed(seed: int, stage_no: int, rank: int, resumed_at_step: int = 0) -> int:
-    """The seed of a worker's sampling generator (candidates, negatives, Gumbel noise) in one
-    stage: distinct per run seed, stage and rank; a worker other than rank 0 resumed at a step
-    restarts from a seed of that step (only rank 0's generator state is checkpointed)."""
-    return seed * 1000 + stage_no * 100 + rank + 7919 * resumed_at_step
-
-
-def epoch_order_seed(seed: int, stage_no: int, epoch: int) -> int:
-    """The seed of an epoch's order of training queries (documents, label-free), the same on
-    every worker: each then takes its own ``rank::world`` share of one permutation."""
-    return seed * 7919 + stage_no * 131 + epoch
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup_frac: float) -> float:
@@ -313,7 +121,7 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
     was_training = adapter.training
     adapter.eval()
     h_docs = adapter(data.corpus[data.val_doc_rows])
-    h_queries = adapter(torch.from_numpy(data.val_queries))
+    h_queries = adapter(torch.from_numpy(data.val_queries).to(data.device))
     adapter.train(was_training)
     doc_ids = [data.doc_ids[i] for i in data.val_doc_rows.tolist()]
 
@@ -323,7 +131,8 @@ def validate(data: TrainingData, adapter: torch.nn.Module, heads: list[torch.nn.
             d = F.normalize(h_docs[:, index_or_head], dim=-1)
         else:
             q, d = index_or_head(h_queries), index_or_head(h_docs)
-        return evaluate_vectors(q.numpy(), data.val_query_ids, served(d).numpy(), doc_ids,
+        return evaluate_vectors(q.float().cpu().numpy(), data.val_query_ids,
+                                served(d).float().cpu().numpy(), doc_ids,
                                 data.val_qrels, k=10)[data.val_metric]
 
     mean = float(np.mean([score(head) for head in heads]))
@@ -356,9 +165,10 @@ class StageResult:
     @classmethod
     def of(cls, score: float, epoch: int, adapter: torch.nn.Module,
            heads: list[torch.nn.Module]) -> StageResult:
-        return cls(score, epoch, copy.deepcopy(adapter.state_dict()),
-                   [head.export() for head in heads],
-                   [copy.deepcopy(head.state_dict()) for head in heads])
+        exports = [(None if index is None else index.cpu(), None if proj is None
+                    else cpu_copy(proj)) for index, proj in (head.export() for head in heads)]
+        return cls(score, epoch, cpu_copy(adapter.state_dict()), exports,
+                   [cpu_copy(head.state_dict()) for head in heads])
 
 
 @dataclass
@@ -426,6 +236,10 @@ class StageState:
         for key in ("best", "epoch", "batch", "step", "bad_epochs", "grad_sum", "grad_sq",
                     "epoch_steps", "epoch_time"):
             setattr(self, key, state[key])
+        # a checkpoint is read onto the CPU; the gradient statistics live with the weights
+        devices = [p.device for p in self.adapter.parameters()]
+        self.grad_sum = [g.to(d) for g, d in zip(self.grad_sum, devices)]
+        self.grad_sq = [g.to(d) for g, d in zip(self.grad_sq, devices)]
         self.balance = state.get("balance", self.balance)
         self.alpha = state.get("alpha")
         if resumed_seed is None:
@@ -434,49 +248,6 @@ class StageState:
             self.gen.manual_seed(resumed_seed)
         if self.memory is not None and state.get("memory") is not None:
             self.memory.load_state_dict(state["memory"])
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """How one worker walks an epoch.
-
-    Every worker takes the same number of steps (all-reduce needs it): the remainder is
-    dropped. The global batch is split over the workers, so N workers take the same steps,
-    with the same expected gradient, as one (batch_queries and batch_unlabelled are global
-    sizes). Label-free, an epoch is one pass over the training documents in unlabelled
-    batches."""
-
-    n_train: int            # training queries (label-free: documents)
-    n_used: int             # of them, the ones the workers share evenly
-    batch: int              # this worker's rows per step
-    unlabelled: int         # this worker's unlabelled documents per step (with labels)
-    steps_per_epoch: int
-
-    @classmethod
-    def of(cls, data: TrainingData, cfg: TrainConfig, world: int) -> EpochPlan:
-        n_train = len(data.train_docs) if data.label_free else len(data.queries)
-        n_used = n_train - n_train % world if n_train >= world else n_train
-        batch = max(1, (cfg.batch_unlabelled if data.label_free else cfg.batch_queries)
-                    // world)
-        return cls(n_train, n_used, batch, max(2, cfg.batch_unlabelled // world),
-                   math.ceil(math.ceil(n_used / world) / batch))
-
-
-def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
-               gen: torch.Generator, n_unlabelled: int) -> tuple:
-    """One step's inputs: (the queries of ``rows``, their candidates, labels — ``None``
-    label-free —, and the rows of the unlabelled documents of the unsupervised term, which
-    label-free are ``rows``' own documents)."""
-    if data.label_free:
-        return None, None, None, data.train_docs[rows]
-    candidates, labels = sample_batch(data, rows, cfg, gen)
-    if cfg.sxbm_batch == "candidates":   # the documents the rank loss moves
-        picked = torch.randperm(len(candidates), generator=gen)[:n_unlabelled]
-        unlabelled = candidates[picked.sort().values]
-    else:
-        unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,),
-                                                generator=gen))
-    return data.queries[rows], data.corpus[candidates], labels, unlabelled
 
 
 def gradient_balance(loss_rank: torch.Tensor, weighted_unsup: torch.Tensor,
@@ -539,6 +310,42 @@ def _objective(cfg: TrainConfig, data: TrainingData, unsup: str,
                                 ServedDocuments(cfg.serve_precision))
 
 
+def train_step(state: StageState, objective: CompressionObjective, data: TrainingData,
+               rows: torch.Tensor, cfg: TrainConfig, unsup: str, n_unlabelled: int, lr: float,
+               tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimiser step on the batch of training ``rows`` (queries; label-free, documents),
+    on ``data.device``: sample the heads and the batch, ask the memory, the objective forward,
+    its gradient balance at the epoch's first step where each term pushes, backward, step.
+    Returns ``(rank loss, unsupervised loss, whether a step was taken)``."""
+    params = [p for group in state.opt.param_groups for p in group["params"]]
+    for group in state.opt.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    samples = [head.sample(tau, state.gen) for head in state.heads]
+    queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
+                                                         n_unlabelled)
+    e_u = data.corpus[unlabelled]
+    found = state.memory.exchange(e_u, unlabelled, cfg.neighbours) \
+        if unsup == "sxbm" and state.memory is not None else None   # query, then enqueue
+    # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16; the
+    # memory's teacher cosines above and AdamW stay in float32
+    with torch.autocast(data.device.type, torch.bfloat16) if cfg.autocast_bf16 \
+            else contextlib.nullcontext():
+        loss, loss_rank, loss_unsup = objective(state.adapter, state.heads, samples, queries,
+                                                candidates, labels, e_u, found)
+    if not loss.requires_grad:
+        return loss_rank, loss_unsup, False
+    if any(math.isnan(norm) and term.requires_grad
+           for norm, term in zip(state.balance, (loss_rank, loss_unsup))):
+        # the epoch's first step at which each term pushes (the memory fills first)
+        pushes = gradient_balance(loss_rank, loss_unsup, params)
+        if cfg.alpha_mode == "share" and pushes[1] > 0 and not math.isnan(pushes[0]):
+            objective.alpha = state.alpha = cfg.alpha * pushes[0] / pushes[1]
+            loss = loss_rank + objective.alpha * loss_unsup
+        state.balance = (pushes[0], objective.alpha * pushes[1])
+    _optimizer_step(state, loss, params, cfg.grad_clip)
+    return loss_rank, loss_unsup, True
+
+
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                 heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
                 stage_no: int, max_epochs: int, reporter: Reporter,
@@ -559,13 +366,14 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     teacher = None
     if unsup == "sxbm" and cfg.sxbm_teacher == "previous":   # the start, before any step
         width = data.corpus.shape[1] if cfg.output_dim is None else cfg.output_dim
-        teacher = FrozenLevel(adapter, torch.arange(width) if level is None else level)
+        teacher = FrozenLevel(adapter, torch.arange(width) if level is None else level
+                              ).to(data.device)
     objective = _objective(cfg, data, unsup, teacher)
     state = StageState(stage_no, adapter, heads, _optimizer(cfg, adapter, heads),
                        torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank)),
                        memory)
     params = [p for group in state.opt.param_groups for p in group["params"]]
-    target_dim = min(stage_dims(cfg, cfg.output_dim or data.corpus.shape[1]))
+    target_dim = min(cfg.stage_dims(cfg.output_dim or data.corpus.shape[1]))
 
     plan = EpochPlan.of(data, cfg, world)
     total, cycle = plan.steps_per_epoch * max_epochs, plan.steps_per_epoch * min(
@@ -579,7 +387,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     if partial is None:
         state.best = StageResult.of(validate(data, adapter, heads, served=objective.served), -1,
                                     adapter, heads)
-    loss_rank = loss_unsup = torch.zeros(())
+    loss_rank = loss_unsup = data.corpus.new_zeros(())
     lr, tau = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
         anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
     for epoch in range(state.epoch, max_epochs):
@@ -593,32 +401,11 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
             rows = perm[batch_no * plan.batch:(batch_no + 1) * plan.batch]
             lr = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac)
             tau = anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
-            for group in state.opt.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            samples = [head.sample(tau, state.gen) for head in heads]
             objective.served.progress = state.step / max(total, 1)
-            queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
-                                                                 plan.unlabelled)
-            e_u = data.corpus[unlabelled]
-            found = memory.exchange(e_u, unlabelled, cfg.neighbours) \
-                if unsup == "sxbm" and memory is not None else None   # query, then enqueue
-            # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16;
-            # the memory's teacher cosines above and AdamW stay in float32
-            with torch.autocast(data.corpus.device.type, torch.bfloat16,
-                                enabled=cfg.autocast_bf16):
-                loss, loss_rank, loss_unsup = objective(adapter, heads, samples, queries,
-                                                        candidates, labels, e_u, found)
-            if not loss.requires_grad:   # label-free, while the S-XBM memory is still empty
+            loss_rank, loss_unsup, stepped = train_step(state, objective, data, rows, cfg, unsup,
+                                                        plan.unlabelled, lr, tau)
+            if not stepped:   # label-free, while the S-XBM memory is still empty
                 continue
-            if any(math.isnan(norm) and term.requires_grad
-                   for norm, term in zip(state.balance, (loss_rank, loss_unsup))):
-                # the epoch's first step at which each term pushes (the memory fills first)
-                pushes = gradient_balance(loss_rank, loss_unsup, params)
-                if cfg.alpha_mode == "share" and pushes[1] > 0 and not math.isnan(pushes[0]):
-                    objective.alpha = state.alpha = cfg.alpha * pushes[0] / pushes[1]
-                    loss = loss_rank + objective.alpha * loss_unsup
-                state.balance = (pushes[0], objective.alpha * pushes[1])
-            _optimizer_step(state, loss, params, cfg.grad_clip)
             state.step, state.epoch_steps, state.batch = state.step + 1, state.epoch_steps + 1, \
                 batch_no + 1
             state.epoch_time = time.perf_counter() - epoch_start
@@ -661,49 +448,23 @@ def _overlap_with_truncation(heads: list[torch.nn.Module]) -> float:
     return float(np.mean(overlaps)) if overlaps else 1.0
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method = schedule × level head × unsupervised term (METHOD.md §3)."""
-
-    schedule: str   # sequential (SMRL) | parallel (MRL) | per_level (one model per level)
-    head: str       # prefix | ads | projection
-    unsup: str      # none | sxbm | matryoshka_adaptor
-
-
-METHODS: dict[str, MethodSpec] = {
-    "smec": MethodSpec("sequential", "ads", "sxbm"),
-    "mrl": MethodSpec("parallel", "prefix", "none"),
-    "mrl+smrl": MethodSpec("sequential", "prefix", "none"),
-    "mrl+ads": MethodSpec("parallel", "ads", "none"),
-    "mrl+sxbm": MethodSpec("parallel", "prefix", "sxbm"),
-    # SMEC with plain truncation in place of ADS: the same adapter, schedule and memory, so
-    # smec vs this is ADS vs truncation alone
-    "smec-ads": MethodSpec("sequential", "prefix", "sxbm"),
-    "matryoshka_adaptor": MethodSpec("parallel", "prefix", "matryoshka_adaptor"),
-    "search_adaptor": MethodSpec("per_level", "projection", "none"),
-}
-
-
-def stage_dims(cfg: TrainConfig, input_dim: int) -> list[int]:
-    return ([input_dim] if cfg.full_dim_stage else []) + list(cfg.stages)
-
-
 def _head(kind: str, in_index: torch.Tensor, dim: int, data: TrainingData,
           cfg: TrainConfig, adapter: torch.nn.Module,
           logits: torch.Tensor | None = None) -> torch.nn.Module:
     """A level head; an ADS head starts from ``logits`` (the previous stage's learned ones, for
     the dims it kept) when given, else from the positional init; a projection head from the
-    PCA of the adapter's output (what it reads)."""
+    PCA of the adapter's output (what it reads). On ``data.device``."""
     if dim == len(in_index) or kind == "prefix":
-        return PrefixHead(in_index, dim)
-    if kind == "ads":
+        head = PrefixHead(in_index, dim)
+    elif kind == "ads":
         head = ADSHead(in_index, dim, cfg.ads_init, cfg.ads_init_scale)
         if logits is not None and cfg.ads_carry_logits:
             with torch.no_grad():
                 head.ads.logits.copy_(logits)
-        return head
-    with torch.no_grad():
-        return ProjectionHead(adapter(data.corpus), dim)
+    else:
+        with torch.no_grad():
+            head = ProjectionHead(adapter(data.corpus), dim)
+    return head.to(data.device)
 
 
 def _kept_logits(result: StageResult) -> torch.Tensor | None:
@@ -718,7 +479,8 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
                  reporter: Reporter | None = None, resume: AdapterCompressor | None = None,
                  memory: Memory | None = None,
                  resume_partial: dict | None = None) -> AdapterCompressor:
-    """Train one method at the levels ``stage_dims(cfg)``, under one epoch budget.
+    """Train one method at the levels ``cfg.stage_dims``, under one epoch budget, on
+    ``data.device``.
 
     Every method gets the same total budget: ``max_epochs_per_stage`` × number of levels.
     Sequential methods spend it stage by stage, each warm-started from the previous snapshot,
@@ -740,14 +502,14 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
     out_dim = cfg.output_dim or input_dim     # a decoder's width; an adapter keeps input_dim
-    dims = stage_dims(cfg, out_dim)
+    dims = cfg.stage_dims(out_dim)
     budget = cfg.max_epochs_per_stage * len(dims)
     compressor = resume or AdapterCompressor(input_dim, [], cfg.adapter, cfg.adapter_hidden,
                                              method, output_dim=out_dim)
     if spec.unsup != "sxbm" or cfg.alpha <= 0:
         memory = None
     elif memory is None:
-        memory = SXBM(cfg.memory_size, input_dim)
+        memory = SXBM(cfg.memory_size, input_dim, data.device)
 
     def partial_for(stage_no: int) -> dict | None:
         return resume_partial if resume_partial is not None \
@@ -755,7 +517,8 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     unsup = spec.unsup if cfg.alpha > 0 else "none"
 
     def fresh_adapter() -> torch.nn.Module:
-        return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden, out_dim, data.corpus)
+        return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden, out_dim,
+                             data.corpus).to(data.device)
 
     if spec.schedule == "parallel":
         adapter, full = fresh_adapter(), torch.arange(out_dim)
