@@ -1,0 +1,4 @@
+"""``python -m smec.cli …`` is ``smec …``."""
+from smec.cli import main
+
+main()
