@@ -149,10 +149,10 @@ def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg:
     if supervision == "none":
         return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg)
     from smec.pipelines.supervision import pseudo_queries
-    folder = pseudo_queries(paths, out, cfg, tcfg.seed)
-    pseudo_ids, pseudo_vecs, _ = read_embeddings(folder / "embeddings")   # pseudo's own store
-    return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs,
-                        load_qrels(folder / "qrels.tsv"), tcfg)
+    pseudo = pseudo_queries(paths, out, cfg, tcfg.seed)
+    pseudo_ids, pseudo_vecs, _ = read_embeddings(pseudo.embeddings)   # pseudo's own store
+    return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs, load_qrels(pseudo.qrels),
+                        tcfg)
 
 
 def trainable(methods: list[str], supervision: str) -> list[str]:

@@ -24,6 +24,7 @@ from smec.errors import SmecError
 from smec.quantize import compression_factor
 from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
+from smec.runfolder import RunFolder
 from smec.store import has_columns, read_columns
 from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
@@ -38,7 +39,7 @@ def _column(name: str) -> str:
 def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
                   echo=console.echo) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
     """``{"corpus"|"queries": (ids, {model: vectors})}``, embedding only what is missing."""
-    emb = out / "embeddings"
+    emb = RunFolder(out).embeddings
     wanted = [_column(m) for m in models]
 
     if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
@@ -140,7 +141,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     rows += compare(doc_ids, cat_docs, query_ids, cat_queries, test_qrels, compressors,
                     include_raw=False, precisions=grid, **quant_options)
     for name, compressor in compressors.items():   # with their calibrated quantisers
-        compressor.save(out / "compressors" / name)
+        compressor.save(RunFolder(out).compressors / name)
 
     return _write(out, paths, cfg, rows, timings, d_cat, models)
 

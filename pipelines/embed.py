@@ -183,7 +183,6 @@ def parallel_checks(source: Source, shards: list[Shard]) -> list[ShardCheck]:
     if len(shards) <= 1:
         return [check_shard(source, s) for s in shards]
     import ray
-
     from smec.pipelines.runtime import init_ray, root_cause
     init_ray()
     task = ray.remote(num_cpus=READ_CPUS, max_retries=0)(check_shard)

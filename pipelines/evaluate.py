@@ -23,12 +23,10 @@ from smec.report import publish
 from smec.runfolder import RunFolder
 from smec.training.data import holdout_qrels
 
-TIMINGS = "timings.json"
-
 
 def record_timing(out: Path, phase: str, seconds: float) -> dict:
     """Keep each phase's wall time in ``out/timings.json`` so results.json can report all."""
-    path = out / TIMINGS
+    path = RunFolder(out).timings
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[phase] = round(seconds, 2)
     write_json(path, timings)
@@ -63,23 +61,26 @@ def load_transferred(path: Path, store: Path):
 
 
 def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
-                 compressor_dir: Path | None = None) -> dict:
+                 compressor_dir: Path | None = None,
+                 embeddings: RunFolder | None = None) -> dict:
     """Score raw, the untrained baselines and the trained compressor (``compressor_dir``: one
-    trained on another dataset, scored on this one's embeddings) on the test qrels."""
+    trained on another dataset, scored on this one's embeddings) on the test qrels, into
+    ``out``; the embeddings are ``out``'s, or those of the run folder ``embeddings``."""
     start = time.perf_counter()
     run = RunFolder(out)
-    loaded = run.read_embeddings()
+    source = embeddings or run
+    loaded = source.read_embeddings()
     doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
     meta = loaded.meta
     qrels = paths.read_test_qrels()
     missing = [q for q in qrels if q not in set(query_ids)]
     if missing:
         raise SmecError(f"{paths.test_qrels}: query '{missing[0]}' has no embedding in "
-                        f"{run.embeddings}; re-run `smec embed` on this data folder")
+                        f"{source.embeddings}; re-run `smec embed` on this data folder")
     input_dim = doc_vecs.shape[1]
     methods = cfg.eval.methods
     if compressor_dir is not None:
-        trained = load_transferred(compressor_dir, run.corpus)
+        trained = load_transferred(compressor_dir, source.corpus)
     else:
         trained = load_trained(out) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else cfg.train.stage_dims(input_dim))

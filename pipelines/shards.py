@@ -30,7 +30,6 @@ from smec.console import progress_stream
 from smec.errors import SmecError
 from smec.io import write_json
 
-
 #: the stages whose seconds every counts row carries (summed over shards: ``worker_seconds``)
 STAGES = ("read", "tokenize", "encode", "write")
 

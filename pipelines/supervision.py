@@ -20,7 +20,7 @@ from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
 from smec.errors import SmecError
 from smec.pseudo import PseudoQueries, mine_pseudo_queries
-from smec.runfolder import RunFolder
+from smec.runfolder import PseudoSet, RunFolder
 from smec.store import read_embeddings
 from smec.training.data import TrainingData, prepare_data, prepare_unlabelled_data
 
@@ -71,29 +71,29 @@ def mined_pseudo_queries(paths: BeirPaths, cfg: Config, seed: int) -> PseudoQuer
     return mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries, seed)
 
 
-def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = None) -> Path:
+def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config,
+                   seed: int | None = None) -> PseudoSet:
     """Mine and embed the pseudo queries of ``seed`` (default ``train.seed``) into
     ``out/pseudo/seedK`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, and
     ``pseudo.json`` last, which marks the folder complete)."""
     from smec.pipelines.embed import run_embed_corpus
     seed = cfg.train.seed if seed is None else seed
-    folder = RunFolder(out).pseudo / f"seed{seed}"
+    pseudo = RunFolder(out).pseudo_set(seed)
     made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
                  "model": cfg.model.name, "seed": seed}
-    info = folder / "pseudo.json"
-    if info.is_file() and json.loads(info.read_text()).get("made_from") == made_from:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
+    if pseudo.info.is_file() and json.loads(pseudo.info.read_text()).get("made_from") == made_from:
+        return pseudo
+    shutil.rmtree(pseudo.root, ignore_errors=True)
     mined = mined_pseudo_queries(paths, cfg, seed)
     if len(mined.queries) < 2:
         raise SmecError(f"{paths.corpus}: found {len(mined.queries)} usable titles or sentences "
                         "to mine pseudo queries from; use supervision none")
-    mined.write(folder)
-    run_embed_corpus(Source(folder / "queries.jsonl", title_field=None), folder / "embeddings",
-                     cfg, kind="queries")
-    info.write_text(json.dumps({"source": mined.source, "queries": len(mined.queries),
-                                "made_from": made_from}, indent=1))
-    return folder
+    mined.write(pseudo.root)
+    run_embed_corpus(Source(pseudo.queries, title_field=None), pseudo.embeddings, cfg,
+                     kind="queries")
+    pseudo.info.write_text(json.dumps({"source": mined.source, "queries": len(mined.queries),
+                                       "made_from": made_from}, indent=1))
+    return pseudo
 
 
 def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
@@ -106,9 +106,8 @@ def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
         return TrainingInputs(supervision, corpus, RunFolder(out).queries,
                               paths.read_train_qrels())
     if supervision == "pseudo":
-        folder = pseudo_queries(paths, out, cfg)
-        return TrainingInputs(supervision, corpus, folder / "embeddings",
-                              load_qrels(folder / "qrels.tsv"))
+        pseudo = pseudo_queries(paths, out, cfg)
+        return TrainingInputs(supervision, corpus, pseudo.embeddings, load_qrels(pseudo.qrels))
     return TrainingInputs(supervision, corpus, None, None)
 
 

@@ -29,7 +29,7 @@ EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_ndcg_at_10", "val_ndcg_at_10_ta
 
 def tracking_uri(out: Path, uri: str | None = None) -> str:
     """``uri`` when given, else the SQLite store ``<out>/mlflow.db`` (an absolute path)."""
-    return uri or f"sqlite:///{(Path(out) / 'mlflow.db').resolve()}"
+    return uri or f"sqlite:///{RunFolder(out).mlflow_db.resolve()}"
 
 
 def _artifact_location(uri: str) -> str | None:

@@ -32,32 +32,9 @@ from smec.compressors import AdapterCompressor, load_compressor
 from smec.config import Config, TrainConfig, check_stages, updated
 from smec.data import BeirPaths
 from smec.errors import SmecError
-from smec.runfolder import RunFolder
+from smec.runfolder import Checkpoint, RunFolder
 from smec.store import read_embeddings
 from smec.training.engine import Reporter, train_method
-
-PARTIAL = "partial.pt"
-
-
-def read_checkpoint(folder: Path) -> tuple[AdapterCompressor | None, list, dict | None]:
-    """(finished stages, history, the stage in progress) of a checkpoint folder."""
-    compressor = load_compressor(folder / "compressor") \
-        if (folder / "compressor").is_dir() else None
-    history = json.loads((folder / "history.json").read_text())
-    partial = torch.load(folder / PARTIAL, map_location="cpu", weights_only=False) \
-        if (folder / PARTIAL).is_file() else None
-    return compressor, history, partial
-
-
-def write_checkpoint(folder: Path, compressor: AdapterCompressor | None, history: list,
-                     partial: dict | None = None) -> None:
-    """What :func:`read_checkpoint` reads: the finished stages, the history, and the stage in
-    progress (a :meth:`smec.training.engine.StageState.state_dict`) when there is one."""
-    if compressor is not None and compressor.stages:
-        compressor.save(folder / "compressor")
-    (folder / "history.json").write_text(json.dumps(history))
-    if partial is not None:
-        torch.save(partial, folder / PARTIAL)
 
 
 class FolderReporter(Reporter):
@@ -73,8 +50,9 @@ class FolderReporter(Reporter):
         print(json.dumps(metrics), flush=True)
 
     def stage_done(self, compressor: AdapterCompressor) -> None:
-        compressor.save(RunFolder(self.out).compressor)
-        (RunFolder(self.out).compressor / "history.json").write_text(json.dumps(self.history))
+        run = RunFolder(self.out)
+        compressor.save(run.compressor)
+        run.history.write_text(json.dumps(self.history))
 
 
 class RayTrainReporter(Reporter):
@@ -111,7 +89,7 @@ class RayTrainReporter(Reporter):
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
-                write_checkpoint(Path(tmp), self.finished, self.history, partial)
+                Checkpoint(Path(tmp)).write(self.finished, self.history, partial)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -141,7 +119,7 @@ def train_func(config: dict, reporter: Reporter | None = None) -> None:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as ckpt_dir:
-                resume, history, partial = read_checkpoint(Path(ckpt_dir))
+                resume, history, partial = Checkpoint(Path(ckpt_dir)).read()
         if config.get("memory_actor") is not None:
             from smec.pipelines.memory_actor import ActorMemory
             memory = ActorMemory(config["memory_actor"])
@@ -301,11 +279,10 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     if result.checkpoint is None:
         raise SmecError("training finished without a checkpoint; no stage completed")
     with result.checkpoint.as_directory() as ckpt_dir:
-        compressor = load_compressor(Path(ckpt_dir) / "compressor")
+        compressor, history, _ = Checkpoint(Path(ckpt_dir)).read()
         compressor.trained_on = {"dataset": dataset, "supervision": inputs.supervision}
         compressor.save(run.compressor)
-        shutil.copy(Path(ckpt_dir) / "history.json", run.compressor / "history.json")
-    history = json.loads((run.compressor / "history.json").read_text())
+        run.history.write_text(json.dumps(history))
     seconds = round(time.perf_counter() - start, 2)
     summary = {"stages": [s.dim for s in compressor.stages], "seconds": seconds,
                "supervision": inputs.supervision}
@@ -323,6 +300,6 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
 def load_trained(out: Path) -> AdapterCompressor:
     compressor = load_compressor(RunFolder(out).compressor)
     if not isinstance(compressor, AdapterCompressor):
-        raise SmecError(f"{out / 'compressor'}: expected a trained adapter compressor, got "
+        raise SmecError(f"{RunFolder(out).compressor}: expected a trained adapter compressor, got "
                         f"{compressor.kind}")
     return compressor

@@ -39,14 +39,16 @@ class PseudoQueries:
 
     def write(self, folder: Path) -> None:
         """``queries.jsonl``, ``qrels.tsv`` and ``pseudo.json`` (how they were made)."""
+        from smec.runfolder import PseudoSet
+        names = PseudoSet(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "queries.jsonl") as tmp:
+        with atomic_path(names.queries) as tmp:
             tmp.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
                                    for q, t in self.queries.items()))
-        with atomic_path(folder / "qrels.tsv") as tmp:
+        with atomic_path(names.qrels) as tmp:
             tmp.write_text("query-id\tcorpus-id\tscore\n" + "".join(
                 f"{q}\t{d}\t{g}\n" for q, docs in self.qrels.items() for d, g in docs.items()))
-        with atomic_path(folder / "pseudo.json") as tmp:
+        with atomic_path(names.info) as tmp:
             tmp.write_text(json.dumps({"source": self.source, "queries": len(self.queries)}))
 
 

@@ -1,16 +1,20 @@
-"""One run folder (``--out``) and the names of what every job writes into it.
+"""One run folder (``--out``) and the names of what every job writes into it, and the one
+layout of a training checkpoint (:class:`Checkpoint`).
 
     embeddings/{corpus,queries}/   smec embed (Ray Data)        pseudo/     label-free queries
-    compressor/                    smec train                   compressors/ bench, concat
+    compressor/ (+ history.json)   smec train                   compressors/ bench, concat
     results.json, .md, .png        smec evaluate, bench         ray.log     Ray's own output
-    ray_train/                     Ray Train's checkpoints      timings.json
+    ray_train/                     Ray Train's checkpoints      timings.json, mlflow.db
+    best_config.yaml, default/     smec tune
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from smec.console import RAY_LOG
 from smec.store import read_embeddings
@@ -54,12 +58,45 @@ class RunFolder:
         return self.root / "compressor"
 
     @property
+    def history(self) -> Path:
+        """The trained compressor's per-epoch training history."""
+        return self.compressor / "history.json"
+
+    @property
     def compressors(self) -> Path:
         return self.root / "compressors"
 
     @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "ndcg_vs_bytes.png"
+
+    @property
+    def best_config(self) -> Path:
+        """``smec tune``'s best train section, for ``smec train --config``."""
+        return self.root / "best_config.yaml"
+
+    @property
+    def default_trial(self) -> "RunFolder":
+        """``smec tune``: the default config's compressor and test results (its embeddings are
+        the parent's)."""
+        return RunFolder(self.root / "default")
+
+    @property
     def pseudo(self) -> Path:
         return self.root / "pseudo"
+
+    def pseudo_set(self, seed: int) -> PseudoSet:
+        """The pseudo queries mined with ``seed`` (label-free training, ``supervision:
+        pseudo``)."""
+        return PseudoSet(self.pseudo / f"seed{seed}")
 
     @property
     def results(self) -> Path:
@@ -85,3 +122,74 @@ class RunFolder:
         doc_ids, doc_vecs, meta = read_embeddings(self.corpus)
         query_ids, query_vecs, _ = read_embeddings(self.queries)
         return Embeddings(doc_ids, doc_vecs, query_ids, query_vecs, meta)
+
+
+@dataclass(frozen=True)
+class PseudoSet:
+    """``pseudo/seedK/``: mined queries (``queries.jsonl``), their judgements (``qrels.tsv``),
+    their embedding store (``embeddings/``) and ``pseudo.json``, written last."""
+    root: Path
+
+    @property
+    def queries(self) -> Path:
+        return Path(self.root) / "queries.jsonl"
+
+    @property
+    def qrels(self) -> Path:
+        return Path(self.root) / "qrels.tsv"
+
+    @property
+    def embeddings(self) -> Path:
+        return Path(self.root) / "embeddings"
+
+    @property
+    def info(self) -> Path:
+        return Path(self.root) / "pseudo.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One training checkpoint folder (Ray Train's, a Ray Tune trial's), written and read here
+    only: the finished stages (``compressor/``), the training history, the stage in progress
+    (``partial.pt``, a :meth:`smec.training.engine.StageState.state_dict`) and a Tune trial's
+    MLflow run id."""
+    root: Path
+
+    @property
+    def compressor(self) -> Path:
+        return Path(self.root) / "compressor"
+
+    @property
+    def history(self) -> Path:
+        return Path(self.root) / "history.json"
+
+    @property
+    def partial(self) -> Path:
+        return Path(self.root) / "partial.pt"
+
+    @property
+    def mlflow_run_id(self) -> Path:
+        return Path(self.root) / "mlflow_run_id"
+
+    def write(self, compressor, history: list, partial: dict | None = None,
+              mlflow_run_id: str | None = None) -> None:
+        if compressor is not None and compressor.stages:
+            compressor.save(self.compressor)
+        self.history.write_text(json.dumps(history))
+        if partial is not None:
+            torch.save(partial, self.partial)
+        if mlflow_run_id is not None:
+            self.mlflow_run_id.write_text(mlflow_run_id)
+
+    def read(self) -> tuple:
+        """(the finished stages or ``None``, the history, the stage in progress or ``None``),
+        tensors on the CPU whatever device wrote them."""
+        from smec.compressors import load_compressor
+        compressor = load_compressor(self.compressor) if self.compressor.is_dir() else None
+        partial = torch.load(self.partial, map_location="cpu", weights_only=False) \
+            if self.partial.is_file() else None
+        return compressor, json.loads(self.history.read_text()), partial
+
+    def read_mlflow_run_id(self) -> str | None:
+        return self.mlflow_run_id.read_text().strip() if self.mlflow_run_id.is_file() else None
+

@@ -43,7 +43,7 @@ from smec.config import Config
 from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.results import scored_rows
-from smec.runfolder import RunFolder
+from smec.runfolder import Checkpoint, RunFolder
 from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
 
@@ -61,7 +61,7 @@ def _scalars(metrics: dict) -> dict:
 class TuneReporter(Reporter):
     """A Ray Tune trial: every epoch's scalars to Tune (ASHA reads ``val_ndcg_at_10_target``)
     and to the trial's MLflow run; every finished stage a Tune checkpoint (the checkpoint of
-    :func:`~smec.pipelines.train.write_checkpoint` plus the MLflow run id); the last one also
+    :class:`~smec.runfolder.Checkpoint`, with the MLflow run id); the last one also
     logs the compressor and the training curves and ends the run."""
 
     def __init__(self, run, levels: int, history: list) -> None:
@@ -78,13 +78,12 @@ class TuneReporter(Reporter):
     def stage_done(self, compressor) -> None:
         from ray import tune
         from smec.pipelines.tracking import plot_history
-        from smec.pipelines.train import write_checkpoint
         finished = len(compressor.stages) == self.levels
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(Path(tmp), compressor, self.history)
-            (Path(tmp) / "mlflow_run_id").write_text(self.run.run_id)
+            checkpoint = Checkpoint(Path(tmp))
+            checkpoint.write(compressor, self.history, mlflow_run_id=self.run.run_id)
             if finished:
-                self.run.log_artifact(Path(tmp) / "compressor", "compressor")
+                self.run.log_artifact(checkpoint.compressor, "compressor")
                 if plot_history(self.history, Path(tmp) / "training_curves.png"):
                     self.run.log_artifact(Path(tmp) / "training_curves.png")
                 self.run.end()
@@ -99,7 +98,6 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
     import torch
     from ray import tune
     from smec.pipelines.tracking import RunLogger, flat_params
-    from smec.pipelines.train import read_checkpoint
 
     torch.set_num_threads(max(1, int(cpus)))
     cfg = trial_train_config(base, config)
@@ -109,8 +107,8 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            resume, history, _ = read_checkpoint(Path(ckpt_dir))
-            run_id = (Path(ckpt_dir) / "mlflow_run_id").read_text().strip()
+            resume, history, _ = Checkpoint(Path(ckpt_dir)).read()
+            run_id = Checkpoint(Path(ckpt_dir)).read_mlflow_run_id()
     run = RunLogger(uri, EXPERIMENT, context.get_trial_name(),
                     flat_params(cfg.model_dump(), "train.") | {"trial_id": context.get_trial_id()},
                     parent_run_id=parent_run_id, run_id=run_id)
@@ -141,16 +139,16 @@ def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
     return data, meta
 
 
-def _evaluate_into(paths: BeirPaths, folder: Path, cfg: Config, compressor_dir: Path,
-                   embeddings: Path) -> dict:
+def _evaluate_in(paths: BeirPaths, folder: RunFolder, cfg: Config, compressor_dir: Path,
+                 embeddings: RunFolder) -> dict:
+    """``compressor_dir`` copied into ``folder`` (a run folder of its own) and scored there on
+    the test qrels, against the embeddings of ``embeddings``."""
     from smec.pipelines.evaluate import run_evaluate
-    folder.mkdir(parents=True, exist_ok=True)
-    if folder / "embeddings" != embeddings and not (folder / "embeddings").exists():
-        (folder / "embeddings").symlink_to(embeddings.resolve(), target_is_directory=True)
-    if (folder / "compressor").resolve() != compressor_dir.resolve():
-        shutil.rmtree(folder / "compressor", ignore_errors=True)
-        shutil.copytree(compressor_dir, folder / "compressor")
-    return run_evaluate(paths, folder, cfg)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if folder.compressor.resolve() != compressor_dir.resolve():
+        shutil.rmtree(folder.compressor, ignore_errors=True)
+        shutil.copytree(compressor_dir, folder.compressor)
+    return run_evaluate(paths, folder.root, cfg, embeddings=embeddings)
 
 
 def _ndcg(results: dict, method: str, dims: int) -> float | None:
@@ -223,7 +221,8 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     best = max(done, key=lambda t: t["val_ndcg_at_10_target"])
     best_train = trial_train_config(cfg.train.model_dump(), best["config"])
     best_cfg = cfg.model_copy(update={"train": best_train})
-    (out / "best_config.yaml").write_text(
+    run = RunFolder(out)
+    run.best_config.write_text(
         "# best config of `smec tune` (hold-out nDCG@10 at the final level "
         f"{best['val_ndcg_at_10_target']:.4f}); `smec train --config` accepts it\n"
         + yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
@@ -231,13 +230,13 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "compressor"
-        shutil.copytree(Path(best["checkpoint"]) / "compressor", local)
-        results = _evaluate_into(paths, out, best_cfg, local, out / "embeddings")
+        shutil.copytree(Checkpoint(Path(best["checkpoint"])).compressor, local)
+        results = _evaluate_in(paths, run, best_cfg, local, run)
 
     default_trial, default_results = _default_on_test(paths, out, cfg, tcfg, done, data, echo)
     target = min(best_train.stages)
     summary = {"dataset": paths.name, "trials": trials, "best": best,
-               "best_config": str(out / "best_config.yaml"),
+               "best_config": str(run.best_config),
                "target_dim": target,
                "test_ndcg_at_10_at_target": {
                    "best": _ndcg(results, best_train.method, target),
@@ -253,9 +252,9 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
                         summary["test_ndcg_at_10_at_target"]["default"] or 0.0,
                         "best_val_ndcg_at_10_target": best["val_ndcg_at_10_target"],
                         "trials": len(trials), "trials_completed": len(done)}, 0)
-    parent.log_artifact(out / "best_config.yaml")
+    parent.log_artifact(run.best_config)
     parent.log_artifact(out / "tune_summary.json")
-    parent.log_artifact(out / "compressor", "compressor")
+    parent.log_artifact(run.compressor, "compressor")
     log_results(uri, parent.run_id, out)      # results.json, table, plot; ends the run
     _close_stopped_runs(parent)
     return summary
@@ -308,16 +307,15 @@ def _default_on_test(paths: BeirPaths, out: Path, cfg: Config, tcfg, done: list[
     or, where ASHA stopped it, one trained alone. (its trial or None, the results)"""
     point = {k: decode(v) for k, v in default_point(tcfg, cfg.train).items()}
     trial = next((t for t in done if _same(t["config"], point)), None)
-    folder = out / "default"
+    run = RunFolder(out)
     if trial is not None:
-        return trial, _evaluate_into(paths, folder, cfg, Path(trial["checkpoint"]) / "compressor",
-                                     RunFolder(out).embeddings)
+        return trial, _evaluate_in(paths, run.default_trial, cfg,
+                                   Checkpoint(Path(trial["checkpoint"])).compressor, run)
     echo("the default trial did not finish (stopped by ASHA); training it once alone")
     compressor = train_method(data, cfg.train, cfg.train.method)
     with tempfile.TemporaryDirectory() as tmp:
         compressor.save(Path(tmp) / "compressor")
-        return None, _evaluate_into(paths, folder, cfg, Path(tmp) / "compressor",
-                                    RunFolder(out).embeddings)
+        return None, _evaluate_in(paths, run.default_trial, cfg, Path(tmp) / "compressor", run)
 
 
 def _same(a: dict, b: dict) -> bool:

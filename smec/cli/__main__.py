@@ -1,4 +1,5 @@
 """``python -m smec.cli …`` is ``smec …``."""
 from smec.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

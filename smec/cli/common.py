@@ -121,7 +121,9 @@ def print_results(results: dict, out: Path) -> None:
     echo("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
     if results.get("recipe_summary"):
         echo(results["recipe_summary"])
-    echo(f"results: {out / 'results.json'}  plot: {out / 'ndcg_vs_bytes.png'}")
+    from smec.runfolder import RunFolder
+    run = RunFolder(out)
+    echo(f"results: {run.results}  plot: {run.plot}")
 
 
 def embed_line(summary: dict, where: Path) -> str:
