@@ -45,7 +45,7 @@ from smec.data import resolve_beir_dir
 from smec.io import atomic_path, write_json
 from smec.results import ResultRow, write_results
 from smec.runfolder import RunFolder
-from smec.training.data import holdout_qrels
+from smec.training.prepare import holdout_qrels
 
 #: Every compressor's levels at these; raw at :data:`RAW_PRECISIONS` (OPQ too). OPQ's rotation
 #: search costs 50-90 s per fit on 2 cores at 192 d (faiss's 50 iterations), so the trained

@@ -34,8 +34,8 @@ from smec.io import write_json
 from smec.losses import RankLoss
 from smec.modules import build_adapter
 from smec.store import read_embeddings
-from smec.training.data import prepare_data, sample_batch
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data, sample_batch
 
 #: One-at-a-time values around the base; the base value of each key is always included.
 SWEEP: dict[str, list] = {

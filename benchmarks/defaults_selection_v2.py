@@ -43,8 +43,8 @@ from smec.data import group_split, resolve_beir_dir
 from smec.eval import exact_search, per_query_metrics
 from smec.io import write_json
 from smec.store import read_embeddings
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 LEVELS = [96, 48, 24]
 STAGES = [192, 96, 48, 24]

@@ -10,7 +10,7 @@
 #    (benchmarks/etl.py --num-gpus 1); the Ray arm's worker seconds split read / tokenise /
 #    encode / write, and the fp16 FLOP fraction is estimated from the tokens encoded.
 # 2. Compress: `smec compress` with SMEC_GPU_ACTORS compressor actors (default 4) sharing the
-#    GPU against a plain torch loop on cuda, vectors/s at 1M vectors (benchmarks/compress.py).
+#    GPU against a plain torch loop on cuda, vectors/s at 1M vectors (benchmarks/compress_throughput.py).
 # 3. Train: one SMEC run (its own defaults, 3 epochs per stage) on cuda against the same run on
 #    the machine's CPU, steady-state step time, and one `smec train` through Ray Train with one
 #    worker on the GPU (benchmarks/train_device.py --ray).
@@ -37,7 +37,7 @@ case " $PARTS " in *" etl "*)
 timeout 240 "$PYTHON" benchmarks/etl.py --docs "$DOCS" --model "$MODEL" --num-gpus 1 \
     --batch-size 256 --batch-tokens 65536 --max-seq-length 256 --out "$OUT/etl" ;; esac
 case " $PARTS " in *" compress "*)
-timeout 200 "$PYTHON" benchmarks/compress.py --store "$STORE" --compressor "$COMPRESSOR" \
+timeout 200 "$PYTHON" benchmarks/compress_throughput.py --store "$STORE" --compressor "$COMPRESSOR" \
     --sizes 1000000 --num-actors "$ACTORS" --num-gpus "$("$PYTHON" -c "print(round(1 / $ACTORS, 3))")" \
     --out "$OUT/compress" ;; esac
 case " $PARTS " in *" train "*)

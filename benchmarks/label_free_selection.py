@@ -2,7 +2,7 @@
 
 Trains SMEC with ``supervision: none`` (and ``pseudo``) under a few settings on one dataset with
 training qrels, and scores every level on the hold-out of its train queries that
-`smec bench compression` also uses (``smec.training.data.holdout_qrels``), next to PCA. The queries'
+`smec bench compression` also uses (``smec.training.prepare.holdout_qrels``), next to PCA. The queries'
 labels are used only here, to choose; the label-free runs never see them. Appends one JSON line
 per setting to OUT/results.jsonl (resumable: a setting already there is skipped).
 
@@ -19,8 +19,8 @@ from smec.compare import baselines, compare
 from smec.config import Config, TrainConfig
 from smec.data import resolve_beir_dir
 from smec.store import read_embeddings
-from smec.training.data import holdout_qrels
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import holdout_qrels
 
 SETTINGS = {
     "none/preserve": {"supervision": "none", "unsup_loss": "preserve"},

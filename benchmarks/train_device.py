@@ -28,8 +28,8 @@ from smec.config import TrainConfig
 from smec.data import resolve_beir_dir
 from smec.io import write_json
 from smec.runfolder import RunFolder
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 BUNDLED = Path(__file__).resolve().parents[1] / "smec" / "datasets" / "scifact-mini"
 

@@ -28,15 +28,15 @@ from smec.data import BeirPaths, load_qrels
 from smec.report import gradient_variance, publish
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
-from smec.training.data import (
+from smec.training.engine import Reporter, train_method
+from smec.training.methods import METHODS
+from smec.training.prepare import (
     TrainingData,
     holdout_overlap,
     holdout_qrels,
     prepare_data,
     prepare_unlabelled_data,
 )
-from smec.training.engine import Reporter, train_method
-from smec.training.methods import METHODS
 
 DEFAULT_METHODS = ["search_adaptor", "matryoshka_adaptor", "mrl", "mrl+smrl", "mrl+ads",
                    "mrl+sxbm", "smec-ads", "smec"]

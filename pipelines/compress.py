@@ -47,7 +47,7 @@ from smec.codes import (
     store_models,
 )
 from smec.compressors.base import Compressor, load_compressor
-from smec.compressors.concat import ConcatCompressor
+from smec.compressors.concatenation import ConcatCompressor
 from smec.config import Config
 from smec.corpus import Source, read_shard
 from smec.encoders import resolve_model

@@ -26,8 +26,8 @@ from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
 from smec.runfolder import RunFolder
 from smec.store import has_columns, read_columns
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 

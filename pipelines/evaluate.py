@@ -21,7 +21,7 @@ from smec.errors import SmecError
 from smec.io import write_json
 from smec.report import publish
 from smec.runfolder import RunFolder
-from smec.training.data import holdout_qrels
+from smec.training.prepare import holdout_qrels
 
 
 def record_timing(out: Path, phase: str, seconds: float) -> dict:

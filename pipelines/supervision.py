@@ -22,7 +22,7 @@ from smec.errors import SmecError
 from smec.pseudo import PseudoQueries, mine_pseudo_queries
 from smec.runfolder import PseudoSet, RunFolder
 from smec.store import read_embeddings
-from smec.training.data import TrainingData, prepare_data, prepare_unlabelled_data
+from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled_data
 
 #: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
 #: mode with the better hold-out nDCG@10 in `smec bench compression --supervision none pseudo`

@@ -31,7 +31,7 @@ from smec.codes import (
     load_codes_quantizer,
 )
 from smec.compressors.base import Compressor, load_compressor
-from smec.compressors.concat import ConcatCompressor
+from smec.compressors.concatenation import ConcatCompressor
 from smec.errors import SmecError
 from smec.io import atomic_dir
 from smec.quantize import Quantizer

@@ -294,7 +294,7 @@ class QueryEncoder:
     def _pipeline(self):
         from smec.codes import compressor_fingerprint
         from smec.compressors.base import load_compressor
-        from smec.compressors.concat import ConcatCompressor
+        from smec.compressors.concatenation import ConcatCompressor
         from smec.encoders import encode, load_model, resolve_model
         path = Path(self.manifest["compressor_path"])
         if not (path / "compressor.json").is_file():

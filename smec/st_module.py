@@ -6,7 +6,7 @@
   source, only torch and sentence-transformers.
 * :class:`SmecConcat` is the input module of a concat compressor's export: it runs every base
   model (each with its own query or document prompt), L2-normalises each embedding, weights it
-  ``1/sqrt(n)`` and concatenates them, as ``smec.compressors.concat.concatenate`` does.
+  ``1/sqrt(n)`` and concatenates them, as ``smec.compressors.concatenation.concatenate`` does.
 
 Loading either runs code from the model folder, which sentence-transformers 6 allows only with
 ``trust_remote_code=True``.

@@ -5,8 +5,8 @@ import torch
 from smec.compressors import PCA, AdapterCompressor, Stage, Truncation, load_compressor
 from smec.config import TrainConfig
 from smec.errors import SmecError
-from smec.training.data import prepare_data
 from smec.training.engine import train_smec
+from smec.training.prepare import prepare_data
 
 
 def corpus(n=200, d=16, seed=0):
@@ -103,7 +103,7 @@ def test_concat_compressor_with_quantizers_roundtrips(tmp_path):
 def test_uncentred_pca_is_where_the_pca_residual_adapter_starts(tmp_path):
     """The recipe that credits training only with what it adds: every prefix of the untrained
     adapter equals PCA without centring, and differs from centred PCA."""
-    from smec.modules.adapter import build_adapter
+    from smec.modules.networks import build_adapter
     rng = np.random.default_rng(0)
     corpus = (rng.normal(size=(200, 12)) + 2.0).astype(np.float32)   # far from centred
     adapter = build_adapter("pca_residual", 12, 8, init_data=torch.from_numpy(corpus))

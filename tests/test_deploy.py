@@ -15,7 +15,7 @@ from smec.compressors.base import load_compressor
 from smec.compressors.pca import PCA
 from smec.errors import SmecError
 from smec.io import write_json
-from smec.modules.adapter import build_adapter
+from smec.modules.networks import build_adapter
 from smec.quantize import Quantizer
 from smec.store import embedding_table, read_embeddings, write_part
 
@@ -254,7 +254,7 @@ def test_compress_bad_input_is_one_line_and_writes_nothing(tmp_path, case, messa
 def test_exported_concat_model_runs_every_base_model(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from smec.compressors.concat import ConcatCompressor
+    from smec.compressors.concatenation import ConcatCompressor
     from smec.encoders import encode, load_model, resolve_model
     second = "tokenlearn-static-64d"
     # each base model keeps its own prompt: one here has a query prompt, the other none

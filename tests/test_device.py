@@ -12,7 +12,6 @@ from test_train import TINY, synthetic
 from smec.config import TrainConfig
 from smec.modules import build_adapter
 from smec.modules.memory import SXBM
-from smec.training.data import prepare_data, prepare_unlabelled_data
 from smec.training.engine import (
     FrozenLevel,
     StageState,
@@ -22,6 +21,7 @@ from smec.training.engine import (
     train_step,
 )
 from smec.training.methods import METHODS
+from smec.training.prepare import prepare_data, prepare_unlabelled_data
 
 META = torch.device("meta")
 

@@ -18,8 +18,8 @@ from smec.config import TrainConfig
 from smec.modules import SXBM
 from smec.runfolder import RunFolder
 from smec.store import embedding_table, write_part
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 
 def test_exchange_is_neighbours_then_enqueue():

@@ -11,8 +11,8 @@ from smec.data import resolve_beir_dir
 from smec.errors import SmecError
 from smec.losses import SimilarityDistillationLoss
 from smec.pseudo import mine_pseudo_queries, sentences
-from smec.training.data import NEIGHBOURS_JUDGED, prepare_unlabelled_data
 from smec.training.engine import Reporter, train_method, validate
+from smec.training.prepare import NEIGHBOURS_JUDGED, prepare_unlabelled_data
 
 TINY = {"stages": [8, 4], "max_epochs_per_stage": 2, "batch_unlabelled": 32, "memory_size": 64,
         "neighbours": 4, "adapter_hidden": 16, "probe_docs": 20, "val_corpus_docs": 150}
@@ -153,10 +153,11 @@ def test_the_similarity_term_is_chosen_by_supervision_unless_set():
 
 def test_every_seed_draws_its_own_pseudo_set(tmp_path):
     """A bench's seeds must measure the spread over pseudo sets, not reuse seed 0's."""
+    from conftest import write_beir
+    from smec.pipelines.supervision import mined_pseudo_queries
+
     from smec.config import load_config
     from smec.data import resolve_beir_dir
-    from smec.pipelines.supervision import mined_pseudo_queries
-    from conftest import write_beir
     docs = [{"_id": f"d{i}", "title": f"title number {i}", "text": f"Body {i}."}
             for i in range(200)]
     root = write_beir(tmp_path / "beir", docs, [{"_id": "q", "text": "q"}],

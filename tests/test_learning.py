@@ -7,9 +7,9 @@ import pytest
 from smec.compressors import PCA
 from smec.config import TrainConfig
 from smec.eval import evaluate_vectors
-from smec.training.data import prepare_data
 from smec.training.engine import train_method
 from smec.training.methods import METHODS
+from smec.training.prepare import prepare_data
 
 #: sizes for a 16-d set; the objective (alpha, unsup_loss, teacher, …) stays each default
 SMALL = dict(stages=[8, 4], max_epochs_per_stage=10, patience=10, batch_queries=16,

@@ -138,6 +138,7 @@ def test_compression_objective_compares_each_item_with_its_own_neighbours():
     """SMEC Eq. 7 by hand: |teacher − cos(z_i, z_j)| over item i's neighbours j, which
     ``inverse`` picks out of the memory's rows."""
     import torch.nn.functional as F
+
     from smec.losses.objective import CompressionObjective
     adapter, heads, samples, *_, unlabelled, (memory, inverse, teacher) = _objective_inputs()
     _, _, unsup = CompressionObjective(RankLoss(), "sxbm", 1.0)(
@@ -164,6 +165,7 @@ def test_smooth_preservation_is_huber_averaged_over_neighbours():
 def test_compression_objective_reads_its_teacher_from_a_frozen_snapshot():
     """``teacher``: the targets are the cosines under that module, not the memory's."""
     import torch.nn.functional as F
+
     from smec.losses.objective import CompressionObjective
     adapter, heads, samples, *_, unlabelled, (memory, inverse, teacher) = _objective_inputs()
     snapshot = torch.nn.Linear(6, 6)

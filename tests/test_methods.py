@@ -7,9 +7,9 @@ from test_train import TINY, synthetic
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.losses import MatryoshkaAdaptorLoss
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
 from smec.training.methods import METHODS
+from smec.training.prepare import prepare_data
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_decoder_to_a_narrower_width_trains_with_infonce(method, data, tmp_path)
 
 def test_pca_decoder_starts_at_pca():
     from smec.compressors.pca import PCA
-    from smec.modules.adapter import build_adapter
+    from smec.modules.networks import build_adapter
     x = torch.randn(300, 16)
     net = build_adapter("pca_mlp", 16, 32, out_dim=6, init_data=x)
     pca = PCA(16, [6]).fit(x.numpy())
@@ -185,7 +185,7 @@ def test_alpha_as_a_share_sets_the_unsupervised_push_to_that_share_of_the_rank_p
 
 
 def test_the_unsupervised_batch_can_be_the_steps_own_candidates(data):
-    from smec.training.data import draw_batch, sample_batch
+    from smec.training.prepare import draw_batch, sample_batch
     cfg = TrainConfig(**{**TINY, "sxbm_batch": "candidates"})
     rows = torch.arange(8)
     _, candidates, _, unlabelled = draw_batch(data, rows, cfg, torch.Generator().manual_seed(0),

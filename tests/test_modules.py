@@ -83,7 +83,7 @@ def test_memory_holds_each_id_once_and_never_returns_a_neighbour_twice():
 
 
 def test_pca_residual_adapter_keeps_raw_cosines_and_starts_every_prefix_on_principal_axes():
-    from smec.modules.adapter import build_adapter
+    from smec.modules.networks import build_adapter
     from smec.principal import principal_axes
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(400, 16) * torch.linspace(3, 0.1, 16) + 0.4,
@@ -98,7 +98,7 @@ def test_pca_residual_adapter_keeps_raw_cosines_and_starts_every_prefix_on_princ
 
 def test_pca_residual_adapter_on_fewer_documents_than_dims():
     """A small corpus (N < D): the rotation is completed to a full orthonormal basis."""
-    from smec.modules.adapter import build_adapter
+    from smec.modules.networks import build_adapter
     x = torch.nn.functional.normalize(torch.randn(10, 16), dim=1)
     h = build_adapter("pca_residual", 16, 8, init_data=x)(x).detach()
     unit = torch.nn.functional.normalize(h, dim=1)

@@ -6,7 +6,8 @@ import torch
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
 from smec.store import embedding_table, write_part
-from smec.training.data import (
+from smec.training.engine import lr_at
+from smec.training.prepare import (
     holdout_overlap,
     holdout_qrels,
     holdout_split,
@@ -14,7 +15,6 @@ from smec.training.data import (
     sample_batch,
     top_rows,
 )
-from smec.training.engine import lr_at
 
 TINY = dict(stages=[8, 4], max_epochs_per_stage=2, batch_queries=8, batch_unlabelled=16,
             memory_size=50, neighbours=3, hard_pool=10, adapter_hidden=8)

@@ -44,8 +44,8 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.results import scored_rows
 from smec.runfolder import Checkpoint, RunFolder
-from smec.training.data import prepare_data
 from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 EXPERIMENT = "smec-tune"
 METRIC = "val_ndcg_at_10_target"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from smec.compressors.base import Compressor
-from smec.modules.adapter import build_adapter
+from smec.modules.networks import build_adapter
 
 
 @dataclass

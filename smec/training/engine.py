@@ -4,7 +4,7 @@ Read top to bottom: :func:`validate` scores the hold-out, :func:`train_stage` is
 one stage (its state a :class:`StageState`, its objective
 :class:`smec.losses.CompressionObjective`), and :func:`train_method` runs a method's stages in
 a row, each warm-started from the previous snapshot. Everything runs on the device of the
-:class:`~smec.training.data.TrainingData` (CPU or CUDA): the adapter, the heads, the S-XBM
+:class:`~smec.training.prepare.TrainingData` (CPU or CUDA): the adapter, the heads, the S-XBM
 memory and the objective move there; what leaves the loop (snapshots, exports, checkpoints)
 is on the CPU. Runs in a plain process; when a ``torch.distributed`` process group exists
 (Ray Train's ``TorchTrainer``: gloo on CPU, nccl on CUDA), gradients are averaged over the
@@ -35,14 +35,14 @@ from smec.modules import SXBM, anneal_tau, build_adapter
 from smec.modules.heads import ADSHead, PrefixHead, ProjectionHead
 from smec.modules.memory import Memory
 from smec.modules.serving import ServedDocuments
-from smec.training.data import (
+from smec.training.methods import METHODS
+from smec.training.prepare import (
     EpochPlan,
     TrainingData,
     draw_batch,
     epoch_order_seed,
     sampling_seed,
 )
-from smec.training.methods import METHODS
 
 
 def cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

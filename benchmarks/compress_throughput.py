@@ -1,7 +1,7 @@
 """Compress throughput: `smec compress` (Ray Data) against a plain in-process torch loop over the
 same Parquet store, side by side in one run, at several corpus sizes up to >= 1M vectors.
 
-    python benchmarks/compress.py --store runs/scifact/embeddings/corpus \\
+    python benchmarks/compress_throughput.py --store runs/scifact/embeddings/corpus \\
         --compressor runs/demo-mini/compressor --sizes 250000 500000 1000000
 
 The store of each size holds the real corpus vectors first, then synthetic ones drawn from a
@@ -215,7 +215,7 @@ def main() -> None:
         "runs": runs,
         "vectors": ("the real corpus vectors of --store, then Gaussian vectors with its mean "
                     "and covariance, L2-normalised, up to each size"),
-        "command": "python benchmarks/compress.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/compress_throughput.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in load_after]},

@@ -1,6 +1,6 @@
 """Search at >= 1M vectors: index bytes, build time, queries/s, recall@10 and nDCG@10 per index.
 
-    python benchmarks/search.py --run runs/scifact --data-dir ../shared/data/scifact \\
+    python benchmarks/search_at_scale.py --run runs/scifact --data-dir ../shared/data/scifact \\
         --compressor runs/demo-mini/compressor --size 1000000
 
 The corpus is the real corpus vectors of ``--run`` (its ``embeddings/``), padded to ``--size``
@@ -208,7 +208,7 @@ def report(rows: list[dict], args: argparse.Namespace, load_before, load_after) 
                "corpus": (f"the real corpus vectors of {args.run}, padded to {args.size} with "
                           "Gaussian vectors of its mean and covariance (L2-normalised)"),
                "queries": "the real test queries", "compressor": str(args.compressor),
-               "command": "python benchmarks/search.py " + " ".join(sys.argv[1:]),
+               "command": "python benchmarks/search_at_scale.py " + " ".join(sys.argv[1:]),
                "test_looked_at": "once, here: nDCG@10 is a sanity row; nothing was chosen on it",
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "loadavg_before": [round(x, 2) for x in load_before],
