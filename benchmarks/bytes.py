@@ -160,7 +160,7 @@ def main() -> None:
     paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split,
                              cfg.data.split_test_frac)
     run = RunFolder(args.run)
-    loaded = run.read_embeddings()
+    loaded = run.load_embeddings()
     embeddings = loaded.as_tuple()
     doc_ids, doc_vecs, query_ids, _ = embeddings
     test = paths.read_test_qrels()

@@ -44,7 +44,7 @@ def steady_step_time(history: list[dict]) -> float:
 def one_device(run: RunFolder, qrels, device: str, epochs: int) -> dict:
     cfg = TrainConfig(max_epochs_per_stage=epochs).for_method("smec")
     cfg = cfg.model_copy(update={"max_epochs_per_stage": epochs, "patience": epochs + 1})
-    emb = run.read_embeddings()
+    emb = run.load_embeddings()
     start = time.perf_counter()
     data = prepare_data(emb.doc_ids, emb.doc_vecs, emb.query_ids, emb.query_vecs, qrels, cfg,
                         device)
@@ -57,7 +57,7 @@ def one_device(run: RunFolder, qrels, device: str, epochs: int) -> dict:
             "steady_step_time_s": steady_step_time(reporter.history),
             "epochs": len(reporter.history), "last_stage_steps": steps,
             "batch_queries": cfg.batch_queries,
-            "last_epoch_holdout_ndcg_at_10": reporter.history[-1]["val_ndcg_at_10"]}
+            "last_epoch_holdout_ndcg_at_10": reporter.history[-1]["val_score"]}
 
 
 def ray_arm(run_dir: Path, data_dir: Path, epochs: int, out: Path, gpu: bool) -> dict:

@@ -74,7 +74,7 @@ class EpochEcho(Reporter):
     def log(self, m: dict) -> None:
         super().log(m)
         self.echo(f"      {self.schedule} stage {m['stage']} {m['dims']} epoch {m['epoch']}: "
-                  f"hold-out nDCG@10 {m['val_ndcg_at_10']:.4f}")
+                  f"hold-out nDCG@10 {m['val_score']:.4f}")
 
 
 def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> dict:
@@ -125,7 +125,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     train_qrels = paths.read_train_qrels()
     tcfg = cfg.train.model_copy(update={
         "adapter": ccfg.decoder, "output_dim": ccfg.d_max, "stages": list(ccfg.levels),
-        "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.beta,
+        "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.alpha,
         "adapter_hidden": ccfg.hidden or 2 * ccfg.d_max})
     training = prepare_data(doc_ids, cat_docs, query_ids, cat_queries, train_qrels, tcfg)
     for schedule in ccfg.schedules:

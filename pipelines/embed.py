@@ -285,7 +285,7 @@ def embedded(paths: BeirPaths, run: RunFolder, cfg: Config,
         echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
         run_embed(paths, run.root, cfg)
         seconds = time.perf_counter() - start
-    return run.read_embeddings(), seconds
+    return run.load_embeddings(), seconds
 
 
 def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,

@@ -69,7 +69,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
     start = time.perf_counter()
     run = RunFolder(out)
     source = embeddings or run
-    loaded = source.read_embeddings()
+    loaded = source.load_embeddings()
     doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
     meta = loaded.meta
     qrels = paths.read_test_qrels()

@@ -7,9 +7,10 @@ database backend MLflow recommends for a local store. ``--mlflow-uri`` points an
 ``mlflow ui --backend-store-uri sqlite:///<out>/mlflow.db``.
 
 What one training run logs: every ``train`` setting as a param; per epoch (step = epoch count
-over all stages) the rank and S-XBM losses, hold-out nDCG@10 at the stage's dim and at the
+over all stages) the rank and S-XBM losses, the hold-out score (``val_score``: nDCG@10, or the
+probes' neighbour recall@10 label-free, as ``val_metric`` says) at the stage's dim and at the
 target dim, τ, learning rate, ADS selection overlap with truncation, S-XBM fill and step time;
-per stage its best hold-out nDCG@10 (``stage_val_ndcg_at_10.d<dim>``); artifacts: the training
+per stage its best hold-out score (``stage_val_score.d<dim>``); artifacts: the training
 curves (PNG), ``history.json``, the compressor folder, and results.json + plot when evaluated.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from smec.runfolder import RunFolder
 
-EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_ndcg_at_10", "val_ndcg_at_10_target", "tau",
+EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_score", "val_score_target", "tau",
                  "lr", "ads_overlap_truncation", "memory_fill", "step_time_s", "grad_var",
                  "grad_norm_rank", "grad_norm_unsup", "stage", "epoch")
 
@@ -83,7 +84,7 @@ class RunLogger:
 
     def log_history(self, history: list[dict]) -> None:
         """Every epoch record of a training history, then the per-stage best scores."""
-        epochs = [h for h in history if "val_ndcg_at_10" in h]
+        epochs = [h for h in history if "val_score" in h]
         for step, h in enumerate(epochs):
             self.log_metrics({k: h[k] for k in EPOCH_METRICS if k in h}
                              | {"dim": min(h.get("dims", [0]))}, step)
@@ -101,18 +102,18 @@ class RunLogger:
 
 
 def stage_summary(history: list[dict]) -> dict[str, float]:
-    """Best hold-out nDCG@10 per level (key ``stage_val_ndcg_at_10.d<dim>``)."""
+    """Best hold-out nDCG@10 per level (key ``stage_val_score.d<dim>``)."""
     best: dict[str, float] = {}
     for h in history:
-        if "val_ndcg_at_10" in h and len(h.get("dims", [])) == 1:
-            key = f"stage_val_ndcg_at_10.d{h['dims'][0]}"
-            best[key] = max(best.get(key, -1.0), float(h["val_ndcg_at_10"]))
+        if "val_score" in h and len(h.get("dims", [])) == 1:
+            key = f"stage_val_score.d{h['dims'][0]}"
+            best[key] = max(best.get(key, -1.0), float(h["val_score"]))
     return best
 
 
 def plot_history(history: list[dict], path: Path) -> Path | None:
     """Hold-out nDCG@10 and rank loss per epoch, one colour per stage."""
-    epochs = [h for h in history if "val_ndcg_at_10" in h]
+    epochs = [h for h in history if "val_score" in h]
     if not epochs:
         return None
     import matplotlib
@@ -125,7 +126,7 @@ def plot_history(history: list[dict], path: Path) -> Path | None:
         rows = [h for h in epochs if h["stage"] == stage]
         xs = list(range(x, x + len(rows)))
         label = "/".join(str(d) for d in rows[0].get("dims", [])) + " d"
-        ax1.plot(xs, [h["val_ndcg_at_10"] for h in rows], marker="o", label=label)
+        ax1.plot(xs, [h["val_score"] for h in rows], marker="o", label=label)
         ax2.plot(xs, [h["loss_rank"] for h in rows], marker="o", label=label)
         x += len(rows)
     ax1.set(xlabel="epoch", ylabel="hold-out nDCG@10", title="validation (train-query hold-out)")

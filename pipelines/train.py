@@ -173,7 +173,7 @@ class TrainingProgress:
 
     def _score(self, m: dict) -> str:
         name = METRIC_NAMES.get(m.get("val_metric", "ndcg_at_10"), "score")
-        return f"hold-out {name} {m['val_ndcg_at_10']:.4f}"
+        return f"hold-out {name} {m['val_score']:.4f}"
 
     def _left(self) -> str:
         left = (time.perf_counter() - self.start) / self.epochs \

@@ -328,12 +328,21 @@ class ConcatConfig(_Section):
                                                    description="mrl: parallel MRL loss over "
                                                    "the levels; smec: SMEC's sequential stages")
     loss: Literal["infonce", "rank"] = "infonce"
-    beta: float = Field(1.0, ge=0, description="weight of the S-XBM similarity term")
+    alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity term "
+                         "(train.alpha of the decoder's training)")
     precisions: list[PrecisionName] = ["float32", "int8", "binary"]
     rescore_multiplier: int = Field(4, ge=0, description="binary: rescore the top k·r with "
                                     "the float query (0: no rescored rows)")
     int8_ranges: Literal["percentile", "minmax"] = "percentile"
     binary_threshold: Literal["zero", "median"] = "zero"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "beta" in data:
+            raise ValueError("beta was renamed alpha (the weight of the S-XBM term, as "
+                             "train.alpha); write alpha instead")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ConcatConfig:

@@ -118,7 +118,9 @@ class RunFolder:
         """``smec embed`` finished here (it writes ``embed.json`` last)."""
         return (self.embeddings / "embed.json").is_file()
 
-    def read_embeddings(self) -> Embeddings:
+    def load_embeddings(self) -> Embeddings:
+        """Both stores, read whole (:func:`smec.store.read_embeddings` reads one, as a
+        tuple)."""
         doc_ids, doc_vecs, meta = read_embeddings(self.corpus)
         query_ids, query_vecs, _ = read_embeddings(self.queries)
         return Embeddings(doc_ids, doc_vecs, query_ids, query_vecs, meta)

@@ -63,3 +63,10 @@ def test_the_default_file_is_the_code_default():
     """`smec config` prints default.yaml: it must say what a run without --config does."""
     from smec.config import Config, default_config_path, load_config
     assert load_config(default_config_path()) == Config()
+
+
+def test_a_renamed_key_says_what_to_write(tmp_path):
+    (tmp_path / "old.yaml").write_text("concat:\n  beta: 0.5\n")
+    with pytest.raises(SmecError, match="beta was renamed alpha"):
+        load_config(tmp_path / "old.yaml")
+    assert load_config(None).concat.alpha == 1.0

@@ -58,7 +58,7 @@ def test_training_progress_follows_the_workers_metrics_file(tmp_path):
         for stage, dims, epoch, best, score in epochs:
             with path.open("a") as handle:   # as train_func's rank 0 does
                 handle.write(json.dumps({"stage": stage, "dims": dims, "epoch": epoch,
-                                         "best_epoch": best, "val_ndcg_at_10": score,
+                                         "best_epoch": best, "val_score": score,
                                          "val_metric": "ndcg_at_10"}) + "\n")
             time.sleep(0.3)
 

@@ -70,9 +70,9 @@ def test_stage_resumes_from_a_mid_stage_snapshot_exactly():
         assert a.dim == b.dim and torch.equal(a.indices, b.indices)
         for key in a.adapter_state:
             assert torch.equal(a.adapter_state[key], b.adapter_state[key])
-    later = [h["val_ndcg_at_10"] for h in whole_log if h["stage"] >= 1]
-    assert [h["val_ndcg_at_10"] for h in resumed_log] == later
-    assert all("val_ndcg_at_10_target" in h and "memory_fill" in h for h in whole_log)
+    later = [h["val_score"] for h in whole_log if h["stage"] >= 1]
+    assert [h["val_score"] for h in resumed_log] == later
+    assert all("val_score_target" in h and "memory_fill" in h for h in whole_log)
 
 
 def test_train_run_metrics_read_back_from_mlflow(tmp_path):
@@ -97,11 +97,11 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == str(cfg.lr)
     assert json.loads(run.data.params["train.stages"]) == [8, 4]
-    val = client.get_metric_history(run_id, "val_ndcg_at_10")
+    val = client.get_metric_history(run_id, "val_score")
     assert [m.value for m in sorted(val, key=lambda m: m.step)] == pytest.approx(
-        [h["val_ndcg_at_10"] for h in history if "val_ndcg_at_10" in h])
+        [h["val_score"] for h in history if "val_score" in h])
     for name in ("loss_rank", "tau", "ads_overlap_truncation", "memory_fill",
-                 "stage_val_ndcg_at_10.d4", "stage_val_ndcg_at_10.d8"):
+                 "stage_val_score.d4", "stage_val_score.d8"):
         assert client.get_metric_history(run_id, name), name
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"compressor", "history.json", "training_curves.png"} <= artifacts
@@ -213,7 +213,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(mini_cut, mini_cut_embed
             ray.shutdown()
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=summary["mlflow_uri"])
-    assert client.get_metric_history(summary["mlflow_run_id"], "val_ndcg_at_10")
+    assert client.get_metric_history(summary["mlflow_run_id"], "val_score")
 
 
 TUNE = """\
@@ -289,7 +289,7 @@ def test_smec_tune_best_config_test_results_mlflow_and_restore(tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")
                 == summary["mlflow_parent_run_id"]]
     assert len(children) == 3
-    assert all(client.get_metric_history(r.info.run_id, "val_ndcg_at_10") for r in children)
+    assert all(client.get_metric_history(r.info.run_id, "val_score") for r in children)
     assert all(r.info.status != "RUNNING" for r in runs)
     # a second call finds the experiment and restores it (all trials done: nothing to rerun)
     again = smec_tune()

@@ -5,7 +5,7 @@
    (``tune.with_parameters``).
 2. Each trial trains in its own process (1 CPU; no Ray Train inside: on a small box a
    ``TorchTrainer`` per trial would cost ~30 s of start-up each) and reports after every epoch
-   ``val_ndcg_at_10_target``: hold-out nDCG@10 of the current model cut to the *final* level
+   ``val_score_target``: hold-out nDCG@10 of the current model cut to the *final* level
    (e.g. 48 d), which every schedule can be compared on at every epoch; ASHA stops the weak
    trials on it. Scores come from a hold-out of *train* queries, never from test.
 3. Each trial checkpoints at the end of every stage; when ``OUT/tune/smec-tune`` already holds
@@ -48,7 +48,7 @@ from smec.training.engine import Reporter, train_method
 from smec.training.prepare import prepare_data
 
 EXPERIMENT = "smec-tune"
-METRIC = "val_ndcg_at_10_target"
+METRIC = "val_score_target"
 
 
 def _scalars(metrics: dict) -> dict:
@@ -59,7 +59,7 @@ def _scalars(metrics: dict) -> dict:
 
 
 class TuneReporter(Reporter):
-    """A Ray Tune trial: every epoch's scalars to Tune (ASHA reads ``val_ndcg_at_10_target``)
+    """A Ray Tune trial: every epoch's scalars to Tune (ASHA reads ``val_score_target``)
     and to the trial's MLflow run; every finished stage a Tune checkpoint (the checkpoint of
     :class:`~smec.runfolder.Checkpoint`, with the MLflow run id); the last one also
     logs the compressor and the training curves and ends the run."""
@@ -218,13 +218,13 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
         parent.end("FAILED")
         raise SmecError(f"no trial finished all its stages ({len(trials)} reported); see "
                         f"{exp_dir}")
-    best = max(done, key=lambda t: t["val_ndcg_at_10_target"])
+    best = max(done, key=lambda t: t["val_score_target"])
     best_train = trial_train_config(cfg.train.model_dump(), best["config"])
     best_cfg = cfg.model_copy(update={"train": best_train})
     run = RunFolder(out)
     run.best_config.write_text(
         "# best config of `smec tune` (hold-out nDCG@10 at the final level "
-        f"{best['val_ndcg_at_10_target']:.4f}); `smec train --config` accepts it\n"
+        f"{best['val_score_target']:.4f}); `smec train --config` accepts it\n"
         + yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
 
     echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
@@ -250,7 +250,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
                         summary["test_ndcg_at_10_at_target"]["best"] or 0.0,
                         f"test_ndcg_at_10.d{target}.default":
                         summary["test_ndcg_at_10_at_target"]["default"] or 0.0,
-                        "best_val_ndcg_at_10_target": best["val_ndcg_at_10_target"],
+                        "best_val_score_target": best["val_score_target"],
                         "trials": len(trials), "trials_completed": len(done)}, 0)
     parent.log_artifact(run.best_config)
     parent.log_artifact(out / "tune_summary.json")
@@ -293,8 +293,8 @@ def _trials(grid, tcfg) -> list[dict]:
                        "config": {k: decode(result.config[k]) for k in tcfg.space},
                        "completed": bool(result.metrics.get("completed", 0)),
                        "epochs": int(result.metrics.get("epochs", 0)),
-                       "val_ndcg_at_10_target": float(result.metrics[METRIC]),
-                       "best_val_ndcg_at_10_target": float(frame[METRIC].max())
+                       "val_score_target": float(result.metrics[METRIC]),
+                       "best_val_score_target": float(frame[METRIC].max())
                        if frame is not None and METRIC in frame else None,
                        "checkpoint": result.checkpoint.path if result.checkpoint else None,
                        "error": str(result.error) if result.error else None})

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: list[str] | None = None) -> int:
+def dispatch(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; its exit status."""
     args = absolute_paths(build_parser().parse_args(argv))
     if args.command in STANDALONE:
         return STANDALONE[args.command](args)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     # Progress reaches a log file (nohup, a submitted job) line by line, not in 8 KB blocks.
     sys.stdout.reconfigure(line_buffering=True)
     try:
-        code = run(argv)
+        code = dispatch(argv)
     except SmecError as exc:
         print(f"smec: error: {exc}", file=sys.stderr)
         code = 1
