@@ -210,6 +210,6 @@ def _write(out: Path, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
     refs, targets = _annotate(rows, d_cat, cfg.concat.models)
     return publish(out, paths.name, "+".join(cfg.concat.models), paths.split_label, rows,
                    timings, table=concat_table, plot=plot_retained_vs_cf,
-                   plot_name="retained_vs_cf.png", models=models,
+                   plot_path=RunFolder(out).concat_plot, models=models,
                    concat_models=cfg.concat.models, references=refs, targets=targets,
                    config=cfg.concat.model_dump())

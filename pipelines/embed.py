@@ -307,7 +307,7 @@ def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
     corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     summary = {"model": cfg.model.name, "data_dir": str(paths.root),
                "corpus": corpus, "queries": queries}
-    write_json(emb_dir / "embed.json", summary)
+    write_json(RunFolder(out).embed_summary, summary)
     return summary
 
 
@@ -356,6 +356,6 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
     corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     summary = {"models": models, "data_dir": str(paths.root), "corpus": corpus,
                "queries": queries}
-    write_json(emb_dir / "embed.json", summary)
+    write_json(RunFolder(out).embed_summary, summary)
     return summary
 

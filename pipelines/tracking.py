@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from smec.runfolder import RunFolder
+from smec.runfolder import Checkpoint, RunFolder
 
 EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_score", "val_score_target", "tau",
                  "lr", "ads_overlap_truncation", "memory_fill", "step_time_s", "grad_var",
@@ -147,8 +147,9 @@ def log_training_run(uri: str, train_section: dict, history: list[dict], compres
                     flat_params(train_section, "train.") | (extra_params or {}))
     run.log_history(history)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "history.json").write_text(json.dumps(history))
-        run.log_artifact(Path(tmp) / "history.json")
+        checkpoint = Checkpoint(Path(tmp))
+        checkpoint.write(None, history)
+        run.log_artifact(checkpoint.history)
         if plot_history(history, Path(tmp) / "training_curves.png"):
             run.log_artifact(Path(tmp) / "training_curves.png")
     run.log_artifact(compressor_dir, "compressor")
@@ -166,6 +167,7 @@ def log_results(uri: str, run_id: str, out: Path) -> None:
                          f"{r['method']}.d{r['dims']}": r["ndcg_at_10"]
                          for r in rows if r["precision"] == "float32" and not r.get("rescore")},
                         0)
-    for name in ("results.json", "results.md", "ndcg_vs_bytes.png"):
-        run.log_artifact(Path(out) / name)
+    folder = RunFolder(Path(out))
+    for path in (folder.results, folder.results_table, folder.plot):
+        run.log_artifact(path)
     run.end()

@@ -185,14 +185,17 @@ def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
 
 
 def publish(out: Path, dataset: str, model: str, split: str, rows: list, timings_s: dict,
-            table=markdown_table, plot=plot_ndcg_vs_bytes, plot_name: str = "ndcg_vs_bytes.png",
+            table=markdown_table, plot=plot_ndcg_vs_bytes, plot_path: Path | None = None,
             **extra) -> dict:
     """Write ``out/results.json`` (:func:`smec.results.write_results`), its table
-    (``results.md``) and its plot; return the results as read back."""
+    (``results.md``) and its plot (default ``ndcg_vs_bytes.png``); return the results as read
+    back."""
     from smec.results import read_results, write_results
-    write_results(out / "results.json", dataset, model, split, rows, timings_s, **extra)
-    results = read_results(out / "results.json")
-    with atomic_path(out / "results.md") as tmp:
+    from smec.runfolder import RunFolder
+    run = RunFolder(out)
+    write_results(run.results, dataset, model, split, rows, timings_s, **extra)
+    results = read_results(run.results)
+    with atomic_path(run.results_table) as tmp:
         tmp.write_text(table(results) + "\n")
-    plot(results, out / plot_name)
+    plot(results, plot_path or run.plot)
     return results

@@ -103,6 +103,15 @@ class RunFolder:
         return self.root / "results.json"
 
     @property
+    def results_table(self) -> Path:
+        return self.root / "results.md"
+
+    @property
+    def concat_plot(self) -> Path:
+        """``smec concat``'s nDCG@10 retained against the compression factor."""
+        return self.root / "retained_vs_cf.png"
+
+    @property
     def ray_train(self) -> Path:
         return self.root / "ray_train"
 
@@ -114,9 +123,14 @@ class RunFolder:
     def train_progress(self) -> Path:
         return self.root / "train-progress.jsonl"
 
+    @property
+    def embed_summary(self) -> Path:
+        """``smec embed``'s summary of both stores, written last."""
+        return self.embeddings / "embed.json"
+
     def has_embeddings(self) -> bool:
         """``smec embed`` finished here (it writes ``embed.json`` last)."""
-        return (self.embeddings / "embed.json").is_file()
+        return self.embed_summary.is_file()
 
     def load_embeddings(self) -> Embeddings:
         """Both stores, read whole (:func:`smec.store.read_embeddings` reads one, as a

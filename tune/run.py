@@ -229,7 +229,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
 
     echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "compressor"
+        local = Checkpoint(Path(tmp)).compressor
         shutil.copytree(Checkpoint(Path(best["checkpoint"])).compressor, local)
         results = _evaluate_in(paths, run, best_cfg, local, run)
 
@@ -314,8 +314,9 @@ def _default_on_test(paths: BeirPaths, out: Path, cfg: Config, tcfg, done: list[
     echo("the default trial did not finish (stopped by ASHA); training it once alone")
     compressor = train_method(data, cfg.train, cfg.train.method)
     with tempfile.TemporaryDirectory() as tmp:
-        compressor.save(Path(tmp) / "compressor")
-        return None, _evaluate_in(paths, run.default_trial, cfg, Path(tmp) / "compressor", run)
+        local = Checkpoint(Path(tmp)).compressor
+        compressor.save(local)
+        return None, _evaluate_in(paths, run.default_trial, cfg, local, run)
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -101,7 +101,7 @@ def _concat(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) 
     echo()
     for name, target in results["targets"].items():
         echo(f"target {name}: {target}")
-    echo(f"results: {RunFolder(out).results}  plot: {out / 'retained_vs_cf.png'}")
+    echo(f"results: {RunFolder(out).results}  plot: {RunFolder(out).concat_plot}")
     return 0
 
 
