@@ -5,7 +5,8 @@ layout of a training checkpoint (:class:`Checkpoint`).
     compressor/ (+ history.json)   smec train                   compressors/ bench, concat
     results.json, .md, .png        smec evaluate, bench         ray.log     Ray's own output
     ray_train/                     Ray Train's checkpoints      timings.json, mlflow.db
-    best_config.yaml, default/     smec tune
+    tune/, tune_summary.json,      smec tune
+    best_config.yaml, default/
 """
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ class RunFolder:
     def best_config(self) -> Path:
         """``smec tune``'s best train section, for ``smec train --config``."""
         return self.root / "best_config.yaml"
+
+    @property
+    def tune(self) -> Path:
+        """``smec tune``'s Ray Tune experiment (restored from here)."""
+        return self.root / "tune"
+
+    @property
+    def tune_parent_run_id(self) -> Path:
+        return self.tune / "mlflow_parent_run_id"
+
+    @property
+    def tune_summary(self) -> Path:
+        return self.root / "tune_summary.json"
 
     @property
     def default_trial(self) -> "RunFolder":

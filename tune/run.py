@@ -158,17 +158,11 @@ def _ndcg(results: dict, method: str, dims: int) -> float | None:
 
 def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None = None,
              mlflow_uri: str | None = None, echo=console.echo) -> dict:
-    from ray import tune
-    from smec.pipelines.runtime import init_ray, root_cause
-    from smec.pipelines.tracking import (
-        RunLogger,
-        flat_params,
-        log_results,
-        tracking_uri,
-    )
+    from smec.pipelines.runtime import init_ray
+    from smec.pipelines.tracking import log_results, tracking_uri
 
     start = time.perf_counter()
-    out = out.resolve()
+    run = RunFolder(out)
     # the method's own defaults are the base every trial's sampled keys replace
     cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method)})
     tcfg = cfg.tune
@@ -177,63 +171,20 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
             raise SmecError(f"--num-samples must be >= 1, got {num_samples}")
         tcfg = tcfg.model_copy(update={"num_samples": num_samples})
     init_ray()
-    data, meta = _prepare(paths, out, cfg, echo)
-    uri = tracking_uri(out, mlflow_uri)
-    storage = out / "tune"
-    exp_dir = storage / EXPERIMENT
-    parent_file = storage / "mlflow_parent_run_id"
-    restoring = tune.Tuner.can_restore(str(exp_dir))
-    if restoring and parent_file.is_file():
-        parent = RunLogger(uri, EXPERIMENT, "", {}, run_id=parent_file.read_text().strip())
-    else:
-        storage.mkdir(parents=True, exist_ok=True)
-        parent = RunLogger(uri, EXPERIMENT, f"search-{paths.name}",
-                           flat_params(cfg.train.model_dump(), "base.train.")
-                           | {"tune.space": json.dumps(tcfg.model_dump(mode="json")["space"]),
-                              "tune.num_samples": str(tcfg.num_samples), "dataset": paths.name,
-                              "model": str(meta.get("model", "?"))},
-                           tags={"smec.kind": "tune"})
-        parent_file.write_text(parent.run_id)
-    fn = tune.with_resources(
-        tune.with_parameters(trainable, data=data, base=cfg.train.model_dump(), uri=uri,
-                             parent_run_id=parent.run_id, cpus=tcfg.cpus_per_trial),
-        {"cpu": tcfg.cpus_per_trial})
-    if restoring:
-        echo(f"restoring the experiment in {exp_dir}")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = _new_tuner(fn, cfg, tcfg, storage)
-    try:
-        grid = tuner.fit()
-    except Exception as exc:
-        if os.environ.get("SMEC_DEBUG"):
-            raise
-        parent.end("FAILED")
-        raise SmecError(f"tuning failed: {root_cause(exc)}") from None
+    data, meta = _prepare(paths, run.root, cfg, echo)
+    uri = tracking_uri(run.root, mlflow_uri)
+    parent, trials = _search(run, cfg, tcfg, data, meta, paths, uri, echo)
     tune_seconds = round(time.perf_counter() - start, 2)
-    trials = _trials(grid, tcfg)
     done = [t for t in trials if t["completed"] and t["checkpoint"]]
     if not done:
         parent.end("FAILED")
         raise SmecError(f"no trial finished all its stages ({len(trials)} reported); see "
-                        f"{exp_dir}")
+                        f"{run.tune / EXPERIMENT}")
     best = max(done, key=lambda t: t["val_score_target"])
     best_train = trial_train_config(cfg.train.model_dump(), best["config"])
-    best_cfg = cfg.model_copy(update={"train": best_train})
-    run = RunFolder(out)
-    run.best_config.write_text(
-        "# best config of `smec tune` (hold-out nDCG@10 at the final level "
-        f"{best['val_score_target']:.4f}); `smec train --config` accepts it\n"
-        + yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
-
-    echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Checkpoint(Path(tmp)).compressor
-        shutil.copytree(Checkpoint(Path(best["checkpoint"])).compressor, local)
-        results = _evaluate_in(paths, run, best_cfg, local, run)
-
-    default_trial, default_results = _default_on_test(paths, out, cfg, tcfg, done, data, echo)
+    results = _best_on_test(paths, run, cfg.model_copy(update={"train": best_train}), best, echo)
+    default_trial, default_results = _default_on_test(paths, run.root, cfg, tcfg, done, data,
+                                                      echo)
     target = min(best_train.stages)
     summary = {"dataset": paths.name, "trials": trials, "best": best,
                "best_config": str(run.best_config),
@@ -245,19 +196,75 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
                "tune_seconds": tune_seconds,
                "seconds": round(time.perf_counter() - start, 2),
                "mlflow_uri": uri, "mlflow_parent_run_id": parent.run_id}
-    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    run.tune_summary.write_text(json.dumps(summary, indent=2, default=str))
     parent.log_metrics({f"test_ndcg_at_10.d{target}.best":
                         summary["test_ndcg_at_10_at_target"]["best"] or 0.0,
                         f"test_ndcg_at_10.d{target}.default":
                         summary["test_ndcg_at_10_at_target"]["default"] or 0.0,
                         "best_val_score_target": best["val_score_target"],
                         "trials": len(trials), "trials_completed": len(done)}, 0)
-    parent.log_artifact(run.best_config)
-    parent.log_artifact(out / "tune_summary.json")
+    for artifact in (run.best_config, run.tune_summary):
+        parent.log_artifact(artifact)
     parent.log_artifact(run.compressor, "compressor")
-    log_results(uri, parent.run_id, out)      # results.json, table, plot; ends the run
+    log_results(uri, parent.run_id, run.root)      # results.json, table, plot; ends the run
     _close_stopped_runs(parent)
     return summary
+
+
+def _search(run: RunFolder, cfg: Config, tcfg, data, meta: dict, paths: BeirPaths, uri: str,
+            echo) -> tuple:
+    """The Ray Tune experiment in ``run.tune`` (restored when one is there) under one parent
+    MLflow run: (the parent run, every trial that reported)."""
+    from ray import tune
+    from smec.pipelines.runtime import root_cause
+    from smec.pipelines.tracking import RunLogger, flat_params
+    exp_dir = run.tune / EXPERIMENT
+    restoring = tune.Tuner.can_restore(str(exp_dir))
+    if restoring and run.tune_parent_run_id.is_file():
+        parent = RunLogger(uri, EXPERIMENT, "", {},
+                           run_id=run.tune_parent_run_id.read_text().strip())
+    else:
+        run.tune.mkdir(parents=True, exist_ok=True)
+        parent = RunLogger(uri, EXPERIMENT, f"search-{paths.name}",
+                           flat_params(cfg.train.model_dump(), "base.train.")
+                           | {"tune.space": json.dumps(tcfg.model_dump(mode="json")["space"]),
+                              "tune.num_samples": str(tcfg.num_samples), "dataset": paths.name,
+                              "model": str(meta.get("model", "?"))},
+                           tags={"smec.kind": "tune"})
+        run.tune_parent_run_id.write_text(parent.run_id)
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, data=data, base=cfg.train.model_dump(), uri=uri,
+                             parent_run_id=parent.run_id, cpus=tcfg.cpus_per_trial),
+        {"cpu": tcfg.cpus_per_trial})
+    if restoring:
+        echo(f"restoring the experiment in {exp_dir}")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = _new_tuner(fn, cfg, tcfg, run.tune)
+    try:
+        grid = tuner.fit()
+    except Exception as exc:
+        if os.environ.get("SMEC_DEBUG"):
+            raise
+        parent.end("FAILED")
+        raise SmecError(f"tuning failed: {root_cause(exc)}") from None
+    return parent, _trials(grid, tcfg)
+
+
+def _best_on_test(paths: BeirPaths, run: RunFolder, best_cfg: Config, best: dict,
+                  echo) -> dict:
+    """The best trial's config written for `smec train --config`, its compressor copied into
+    the run folder and scored once on test."""
+    run.best_config.write_text(
+        "# best config of `smec tune` (hold-out score at the final level "
+        f"{best['val_score_target']:.4f}); `smec train --config` accepts it\n"
+        + yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
+    echo(f"best trial {best['trial_id']}: {best['config']}; evaluating it once on test")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Checkpoint(Path(tmp)).compressor
+        shutil.copytree(Checkpoint(Path(best["checkpoint"])).compressor, local)
+        return _evaluate_in(paths, run, best_cfg, local, run)
 
 
 def _new_tuner(fn, cfg: Config, tcfg, storage: Path):
