@@ -62,14 +62,14 @@ class EmbedConfig(_Section):
 
 #: Each method's own settings over the shared train keys (``train.per_method``), chosen by
 #: benchmarks/defaults_selection_v2.py on training-query hold-outs of SciFact and ArguAna.
-#: (benchmarks/results/defaults-selection-v2/selection.md: 8 settings per method, grouped
+#: (benchmarks/results/defaults-selection-v2/selection.md: 16 settings per method, grouped
 #: 2-fold CV, the gain over the untrained start at 96/48/24 d; test never read.)
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smec": {"alpha": 0.77, "full_dim_stage": False, "lr": 0.00017, "max_epochs_per_stage": 5,
-             "patience": 8, "sxbm_teacher": "previous", "unsup_loss": "distill"},
-    "mrl": {"lr": 0.00012, "max_epochs_per_stage": 15, "patience": 8},
+    "smec": {"alpha": 0.25, "lr": 0.00011, "max_epochs_per_stage": 5, "patience": 8,
+             "sxbm_batch": "candidates", "unsup_loss": "distill"},
+    "mrl": {"lr": 0.00017, "max_epochs_per_stage": 15, "rank_scale": 40.0},
     "search_adaptor": {"lr": 0.00012, "max_epochs_per_stage": 15, "rank_scale": 40.0},
-    "matryoshka_adaptor": {"alpha": 0.0012, "full_dim_stage": False, "lr": 0.00032},
+    "matryoshka_adaptor": {"alpha": 0.0034, "lr": 0.00087, "patience": 8},
 }
 
 METHOD_NAMES = tuple(METHODS)
