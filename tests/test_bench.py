@@ -44,8 +44,8 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == 2 and on_disk["model"] == "synthetic"
     keys = {(r["method"], r["dims"], r["seed"]) for r in on_disk["rows"]}
-    levels = {"mrl": (16, 8, 4), "mrl+smrl": (16, 8, 4), "smec": (8, 4)}   # SMEC's own
-    for method in ("mrl", "mrl+smrl", "smec"):                            # defaults: no full dim
+    levels = {"mrl": (16, 8, 4), "mrl+smrl": (16, 8, 4), "smec": (16, 8, 4)}
+    for method in ("mrl", "mrl+smrl", "smec"):
         for seed in (0, 1):
             assert {(method, d, seed) for d in levels[method]} <= keys
     assert {("pca", 8, 0), ("truncation", 4, 0)} <= keys

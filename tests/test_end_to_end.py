@@ -42,7 +42,7 @@ def test_demo_writes_results_table_and_plot(demo_run):
     got = {(r["method"], r["dims"]) for r in test_rows}
     assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca", "pca_uncentred")
                                   for d in (192, 96, 48)} \
-        | {("smec", d) for d in (192, 96, 48)}   # SMEC's own defaults: no full-dim stage
+        | {("smec", d) for d in (384, 192, 96, 48)}   # the full-dim stage, then each level
     for row in test_rows:
         provenance = {"trained_on", "supervision", "evaluated_on"} if row["method"] == "smec" \
             else set()
