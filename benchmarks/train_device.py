@@ -42,8 +42,8 @@ def steady_step_time(history: list[dict]) -> float:
 
 
 def one_device(run: RunFolder, qrels, device: str, epochs: int) -> dict:
-    cfg = TrainConfig(max_epochs_per_stage=epochs).for_method("smec")
-    cfg = cfg.model_copy(update={"max_epochs_per_stage": epochs, "patience": epochs + 1})
+    # keys set here win over SMEC's own defaults (for_method fills only keys left at default)
+    cfg = TrainConfig(max_epochs_per_stage=epochs, patience=epochs + 1).for_method("smec")
     emb = run.load_embeddings()
     start = time.perf_counter()
     data = prepare_data(emb.doc_ids, emb.doc_vecs, emb.query_ids, emb.query_vecs, qrels, cfg,

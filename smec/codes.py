@@ -128,7 +128,7 @@ def compressor_fingerprint(path: Path | str) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path)
-        if rel.parts[0] == "quantizers" or rel.name == RunFolder(path).history.name:
+        if rel.parts[0] == "quantizers" or rel == Path(RunFolder(path).history.name):
             continue
         digest.update(str(rel).encode())
         digest.update(file.read_bytes())
