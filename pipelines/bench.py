@@ -28,6 +28,7 @@ from smec.data import BeirPaths, load_qrels
 from smec.report import gradient_variance, publish
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
+from smec.teacher import read_teacher
 from smec.training.engine import Reporter, train_method
 from smec.training.methods import METHODS
 from smec.training.prepare import (
@@ -140,19 +141,26 @@ class Progress(Reporter):
 
 
 def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
-               embeddings: tuple) -> TrainingData:
-    """One seed's training data under ``supervision`` (qrels, pseudo or none)."""
+               embeddings: tuple, teacher: np.ndarray | None = None) -> TrainingData:
+    """One seed's training data under ``supervision`` (qrels, pseudo or none), distilling
+    ``teacher``'s similarities (``train.teacher``'s corpus vectors; None: the model's own)."""
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
     if supervision == "qrels":
         return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, paths.read_train_qrels(),
-                            tcfg)
+                            tcfg, teacher=teacher)
     if supervision == "none":
-        return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg)
+        return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg, teacher=teacher)
     from smec.pipelines.supervision import pseudo_queries
     pseudo = pseudo_queries(paths, out, cfg, tcfg.seed)
     pseudo_ids, pseudo_vecs, _ = read_embeddings(pseudo.embeddings)   # pseudo's own store
     return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs, load_qrels(pseudo.qrels),
-                        tcfg)
+                        tcfg, teacher=teacher)
+
+
+def bench_label(method: str, supervision: str, teacher: str) -> str:
+    """A trained row's label: ``smec``, ``smec:none``, ``smec:none+concat`` (teacher concat)."""
+    label = method if supervision == "qrels" else f"{method}:{supervision}"
+    return label if teacher == "self" else f"{label}+{teacher}"
 
 
 def trainable(methods: list[str], supervision: str) -> list[str]:
@@ -241,6 +249,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     qrels where the dataset has them (label-free runs never saw those queries either). Every
     trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``."""
     from smec.pipelines.embed import embedded
+    from smec.pipelines.supervision import teacher_store
     run = RunFolder(out)
     loaded, embed_s = embedded(paths, run, cfg, echo)
     embeddings = loaded.as_tuple()
@@ -261,6 +270,10 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     seed0: dict = {}
     histories: dict[str, list[dict]] = {}
     units = seeds * sum(len(trainable(methods, sup)) for sup in supervision)
+    teacher = None   # embedded once (OUT/teacher), read once, shared by every seed
+    found = teacher_store(paths, out, cfg, echo)
+    if found is not None:
+        teacher = read_teacher(found[0], list(found[1]), doc_ids)
     clock = Progress(units, len(dims) + 1, echo)
     for seed in range(seeds):
         tcfg = updated(base, seed=seed)
@@ -269,13 +282,13 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         trained: dict = {}
         for sup in supervision:
             scfg = updated(tcfg, supervision=sup)
-            data = bench_data(sup, paths, out, cfg, scfg, embeddings)
+            data = bench_data(sup, paths, out, cfg, scfg, embeddings, teacher)
             if sup == "qrels":
                 qrels_data = data
                 extra.setdefault("holdout_overlap", {})[seed] = holdout_overlap(
                     paths.read_train_qrels(), doc_ids, query_ids, tcfg)
             for method in trainable(methods, sup):
-                label = method if sup == "qrels" else f"{method}:{sup}"
+                label = bench_label(method, sup, cfg.train.teacher)
                 start = time.perf_counter()
                 clock.start(f"seed {seed} {label}")
                 compressor = train_method(data, scfg.for_method(method, sup), method, clock)

@@ -26,33 +26,37 @@ from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
 from smec.runfolder import RunFolder
 from smec.store import has_columns, read_columns
+from smec.teacher import column
 from smec.training.engine import Reporter, train_method
 from smec.training.prepare import prepare_data
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 
 
-def _column(name: str) -> str:
-    return f"embedding:{name}"
+def embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
+                 echo=console.echo) -> None:
+    """``out/embeddings/{corpus,queries}`` with a column per model, embedded (Ray Data) unless
+    a store there already has them all."""
+    emb = RunFolder(out).embeddings
+    wanted = [column(m) for m in models]
+    if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
+        echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
+        return
+    from smec.pipelines.embed import run_embed_models
+    summary = run_embed_models(paths, out, cfg, models, progress=True)
+    echo(f"      corpus {summary['corpus']['rows']} docs at "
+         f"{summary['corpus']['rows_per_s']} docs/s with {len(models)} models")
 
 
 def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
                   echo=console.echo) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
     """``{"corpus"|"queries": (ids, {model: vectors})}``, embedding only what is missing."""
-    emb = RunFolder(out).embeddings
-    wanted = [_column(m) for m in models]
-
-    if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
-        echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
-    else:
-        from smec.pipelines.embed import run_embed_models
-        summary = run_embed_models(paths, out, cfg, models, progress=True)
-        echo(f"      corpus {summary['corpus']['rows']} docs at "
-             f"{summary['corpus']['rows_per_s']} docs/s with {len(models)} models")
+    embed_models(paths, out, cfg, models, echo)
+    emb, wanted = RunFolder(out).embeddings, [column(m) for m in models]
     loaded = {}
     for kind in ("corpus", "queries"):
         ids, columns, _ = read_columns(emb / kind, wanted)
-        loaded[kind] = (ids, {m: columns[_column(m)] for m in models})
+        loaded[kind] = (ids, {m: columns[column(m)] for m in models})
     return loaded
 
 

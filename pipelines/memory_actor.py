@@ -4,7 +4,7 @@ The actor holds the same FIFO ring buffer as the local memory (:class:`smec.modu
 frozen original embeddings with integer ids, size M, top-K neighbours excluding the same id),
 so all workers see one queue. Each training step costs one round trip: :meth:`exchange` asks
 for the batch's neighbours and enqueues the batch in the same call, and only the neighbour rows
-actually used come back (``U <= B·K`` rows, not the whole memory).
+actually used come back (their ids, ``U <= B·K``, not the whole memory).
 
 :class:`ActorMemory` is the worker-side client; it satisfies :class:`smec.modules.memory.Memory`,
 so ``smec/training/engine.py`` gets it injected and never imports Ray.
@@ -29,7 +29,7 @@ class MemoryActor:
     def exchange(self, feats: np.ndarray, ids: np.ndarray, k: int):
         """Neighbours of the batch (or None while the memory holds < k rows), then enqueue.
 
-        Returns ``(answer, filled)``; ``answer`` is ``(feats [U, D], index [B, k], teacher
+        Returns ``(answer, filled)``; ``answer`` is ``(ids [U], index [B, k], teacher cosine
         [B, k])`` as numpy arrays.
         """
         found = self.memory.exchange(torch.from_numpy(feats), torch.from_numpy(ids), k)

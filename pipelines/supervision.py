@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from smec import console
 from smec.config import Config, TrainConfig
 from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
@@ -22,6 +23,7 @@ from smec.errors import SmecError
 from smec.pseudo import PseudoQueries, mine_pseudo_queries
 from smec.runfolder import PseudoSet, RunFolder
 from smec.store import read_embeddings
+from smec.teacher import read_teacher, teacher_models
 from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled_data
 
 #: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
@@ -37,6 +39,26 @@ class TrainingInputs:
     corpus: Path                 # the corpus embedding store (paths absolute: RunFolder's)
     queries: Path | None         # the training queries' store (real or pseudo); None: none
     qrels: Qrels | None          # their judgements
+    teacher: Path | None = None  # train.teacher's corpus store (None: the model itself)
+    teacher_models: tuple[str, ...] = ()   # its columns, concatenated in this order
+
+
+def teacher_store(paths: BeirPaths | None, out: Path, cfg: Config,
+                  echo=console.echo) -> tuple[Path, tuple[str, ...]] | None:
+    """``train.teacher``'s corpus store and models, embedded (Ray Data, every model in one
+    pipeline) into ``OUT/teacher`` unless it is there already: once per corpus, then reused by
+    every run, every bench seed and ``smec concat --out OUT/teacher``. None for ``self``."""
+    models = teacher_models(cfg.train.teacher, cfg.concat.models)
+    if not models:
+        return None
+    if paths is None:
+        raise SmecError(f"train.teacher {cfg.train.teacher} embeds the corpus texts: pass "
+                        "--data-dir (an embedding store alone trains with teacher self)")
+    from smec.pipelines.concat import embed_models
+    run = RunFolder(out).teacher
+    echo(f"teacher {cfg.train.teacher}: {', '.join(models)} on {paths.corpus}")
+    embed_models(paths, run.root, cfg, models, echo)
+    return run.corpus.resolve(), tuple(models)
 
 
 def resolve_supervision(cfg: TrainConfig, paths: BeirPaths | None) -> str:
@@ -99,23 +121,28 @@ def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config,
 def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
                     store: Path | None = None) -> TrainingInputs:
     """The resolved supervision and the stores and judgements it trains on (``store``: the
-    corpus store when it is not ``out/embeddings/corpus``)."""
+    corpus store when it is not ``out/embeddings/corpus``), and the teacher's store."""
     supervision = resolve_supervision(cfg.train, paths)
     corpus = store or RunFolder(out).corpus
+    teacher, teacher_of = teacher_store(paths, out, cfg) or (None, ())
     if supervision == "qrels":
-        return TrainingInputs(supervision, corpus, RunFolder(out).queries,
-                              paths.read_train_qrels())
-    if supervision == "pseudo":
+        queries, qrels = RunFolder(out).queries, paths.read_train_qrels()
+    elif supervision == "pseudo":
         pseudo = pseudo_queries(paths, out, cfg)
-        return TrainingInputs(supervision, corpus, pseudo.embeddings, load_qrels(pseudo.qrels))
-    return TrainingInputs(supervision, corpus, None, None)
+        queries, qrels = pseudo.embeddings, load_qrels(pseudo.qrels)
+    else:
+        queries, qrels = None, None
+    return TrainingInputs(supervision, corpus, queries, qrels, teacher, teacher_of)
 
 
 def training_data(inputs: TrainingInputs, cfg: TrainConfig,
                   device: str | torch.device = "cpu") -> TrainingData:
     """The tensors of :mod:`smec.training` for ``inputs``, on ``device``."""
     doc_ids, doc_vecs, _ = read_embeddings(inputs.corpus)
+    teacher = None if inputs.teacher is None \
+        else read_teacher(inputs.teacher, list(inputs.teacher_models), doc_ids)
     if inputs.queries is None:
-        return prepare_unlabelled_data(doc_ids, doc_vecs, cfg, device)
+        return prepare_unlabelled_data(doc_ids, doc_vecs, cfg, device, teacher)
     query_ids, query_vecs, _ = read_embeddings(inputs.queries)
-    return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, inputs.qrels, cfg, device)
+    return prepare_data(doc_ids, doc_vecs, query_ids, query_vecs, inputs.qrels, cfg, device,
+                        teacher)

@@ -34,6 +34,7 @@ from smec.data import BeirPaths
 from smec.errors import SmecError
 from smec.runfolder import Checkpoint, RunFolder
 from smec.store import read_embeddings
+from smec.teacher import teacher_dim
 from smec.training.engine import Reporter, train_method
 
 
@@ -250,7 +251,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     actor = None
     if cfg.train.memory_backend == "actor":
         from smec.pipelines.memory_actor import MemoryActor
-        actor = MemoryActor.remote(cfg.train.memory_size, int(meta["dim"]))
+        dim = int(meta["dim"]) if inputs.teacher is None \
+            else teacher_dim(inputs.teacher, list(inputs.teacher_models))
+        actor = MemoryActor.remote(cfg.train.memory_size, dim)
     progress = run.train_progress
     progress.unlink(missing_ok=True)
     # the resolved supervision written in: `unsup_loss: auto` reads it in every worker

@@ -84,6 +84,13 @@ class TrainConfig(_Section):
         "or dev qrels, else label-free")
     pseudo_queries: int = Field(2000, gt=0, description="pseudo: the most pairs mined (a cost "
                                 "bound: each epoch is one pass over them)")
+    teacher: str = Field(
+        "self", description="whose similarities the unsupervised term distils and whose "
+        "neighbours the label-free probes must find again: self (the model being compressed), "
+        "concat (the concatenation of concat.models, each L2-normalised and weighted 1/sqrt(n), "
+        "as `smec concat` builds it) or a registry model name / local model folder. Only the "
+        "corpus is embedded with the teacher (once, into OUT/teacher): queries still cost "
+        "model.name alone")
     probe_docs: int = Field(500, gt=1, description="none: held-out documents whose full-dim "
                             "top-10 neighbours the compressed levels must find again (the "
                             "early-stopping signal without labels)")
@@ -209,6 +216,14 @@ class TrainConfig(_Section):
             raise ValueError(f"stages must be positive dims, got {self.stages}")
         if any(a <= b for a, b in zip(self.stages, self.stages[1:])):
             raise ValueError(f"stages must strictly decrease, got {self.stages}")
+        if self.teacher not in ("self", "concat"):
+            from smec.encoders import MODEL_SPECS
+            if self.teacher not in MODEL_SPECS and not Path(self.teacher).expanduser().is_dir():
+                raise ValueError(f"teacher: {self.teacher!r} is not self, concat, a registry "
+                                 f"model ({', '.join(MODEL_SPECS)}) or an existing folder")
+        if self.teacher != "self" and self.sxbm_teacher == "previous":
+            raise ValueError("teacher: an outside teacher needs sxbm_teacher: raw (previous "
+                             "distils the stage's own start, not the teacher)")
         if self.tau_min > self.tau0:
             raise ValueError(f"tau_min ({self.tau_min}) must be <= tau0 ({self.tau0})")
         for method, settings in self.per_method.items():

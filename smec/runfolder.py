@@ -104,6 +104,12 @@ class RunFolder:
         return RunFolder(self.root / "default")
 
     @property
+    def teacher(self) -> "RunFolder":
+        """The teacher's embeddings (``train.teacher``): a run folder of its own, one column per
+        model, which ``smec concat --out OUT/teacher`` reuses."""
+        return RunFolder(self.root / "teacher")
+
+    @property
     def pseudo(self) -> Path:
         return self.root / "pseudo"
 

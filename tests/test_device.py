@@ -33,7 +33,7 @@ class MetaMemory:
     filled = 0
 
     def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int):
-        return (feats.new_empty(len(feats), feats.shape[1]),
+        return (ids.to(feats.device),
                 torch.zeros(len(feats), k, dtype=torch.long, device=feats.device),
                 feats.new_empty(len(feats), k))
 

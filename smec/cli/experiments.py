@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smec.cli.common import SUPERVISION, common_options, print_results, set_options
+from smec.cli.common import (
+    SUPERVISION,
+    TEACHER_HELP,
+    common_options,
+    print_results,
+    set_options,
+)
 from smec.console import echo
 from smec.errors import SmecError
 
@@ -69,6 +75,7 @@ def _bench_parser(sub) -> None:
                              default=["qrels"],
                              help="what the methods train on, each in turn (default qrels); "
                                   "none trains only the methods with an unsupervised term")
+    compression.add_argument("--teacher", default=None, metavar="TEACHER", help=TEACHER_HELP)
     compression.add_argument("--transfer-from", type=Path, default=None, metavar="RUN",
                              help="also score the compressors a bench on another dataset saved "
                                   "(RUN/compressors/), on this dataset's test queries")
@@ -113,7 +120,8 @@ def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
     )
     from smec.runfolder import RunFolder
     set_options(cfg, "model", {"name": ("--model", args.model)})
-    set_options(cfg, "train", {"max_epochs_per_stage": ("--quick", 3 if args.quick else None)})
+    set_options(cfg, "train", {"max_epochs_per_stage": ("--quick", 3 if args.quick else None),
+                               "teacher": ("--teacher", args.teacher)})
     seeds, memory = (1, []) if args.quick else (args.seeds, args.memory_sizes)
     if seeds < 1:
         raise SmecError(f"--seeds must be >= 1, got {seeds}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from smec.cli.common import (
     SUPERVISION,
+    TEACHER_HELP,
     beside,
     common_options,
     compressor_dir,
@@ -46,6 +47,8 @@ def add_parsers(sub) -> None:
                                       "none: the corpus alone (default: train.supervision, "
                                       "auto: qrels where train/dev qrels exist, else "
                                       "label-free)")
+            command.add_argument("--teacher", default=None, metavar="TEACHER",
+                                 help=TEACHER_HELP)
         if name == "train":
             command.add_argument("--store", type=Path, default=None,
                                  help="train on this corpus embedding store alone (`smec embed "
@@ -136,7 +139,8 @@ def _train_store(args: argparse.Namespace) -> int:
     if args.out is None:
         raise SmecError("--store needs --out DIR (the run folder the compressor goes to)")
     cfg = load_config(args.config)
-    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision or "none")})
+    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision or "none"),
+                               "teacher": ("--teacher", args.teacher)})
     args.out.mkdir(parents=True, exist_ok=True)
     from smec.pipelines.runtime import ray_output
     from smec.runfolder import RunFolder
@@ -150,7 +154,8 @@ def _train_store(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
     from smec.pipelines.demo import run_demo
-    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision)})
+    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision),
+                               "teacher": ("--teacher", args.teacher)})
     live = progress_stream() if interactive else None
     print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri, live=live), out)
     echo(f"output folder: {out.resolve()}")
@@ -176,7 +181,8 @@ def _train(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
     from smec.pipelines.evaluate import record_timing
     from smec.pipelines.train import run_train
     from smec.runfolder import RunFolder
-    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision)})
+    set_options(cfg, "train", {"supervision": ("--supervision", args.supervision),
+                               "teacher": ("--teacher", args.teacher)})
     start = time.perf_counter()
     trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
                         live=progress_stream() if interactive else None)

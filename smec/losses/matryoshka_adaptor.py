@@ -15,14 +15,16 @@ class MatryoshkaAdaptorLoss(nn.Module):
             + \frac{1}{B}\sum_i \sum_{j \in N_k(i)} |t_{ij} - s_{ij}|
             + \operatorname{mean} |e - f(e)|
 
-    with ``t = e eᵀ`` the frozen cosines, ``s = z zᵀ`` those of the compressed level, and
+    with ``t = e eᵀ`` the frozen cosines (``t = u uᵀ`` given a teacher's vectors ``u`` of the same
+    documents, ``train.teacher``), ``s = z zᵀ`` those of the compressed level, and
     ``N_k(i)`` item ``i``'s top-``k`` in-batch neighbours by ``t`` (METHOD.md §1.3 (a)(b)(c)).
 
     Reference: Yoon et al., "Matryoshka-Adaptor: Unsupervised and Supervised Tuning for Smaller
     Embedding Dimensions", EMNLP 2024 (arXiv 2407.20243), Eqs. 1–3.
 
     Inputs: ``e`` ``[B, D]`` frozen embeddings, ``h`` ``[B, D]`` the adapter's output ``f(e)``,
-    ``z`` ``[B, d]`` the L2-normalised level.
+    ``z`` ``[B, d]`` the L2-normalised level, optionally ``u`` ``[B, D_t]`` the teacher's
+    L2-normalised vectors of the same documents.
     """
 
     def __init__(self, k: int = 10) -> None:
@@ -32,8 +34,9 @@ class MatryoshkaAdaptorLoss(nn.Module):
         self.k = k
         self.neighbours = SimilarityPreservationLoss()
 
-    def forward(self, e: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        teacher = e @ e.T
+    def forward(self, e: torch.Tensor, h: torch.Tensor, z: torch.Tensor,
+                u: torch.Tensor | None = None) -> torch.Tensor:
+        teacher = e @ e.T if u is None else u @ u.T
         student = z @ z.T
         off_diag = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
         n = len(e)

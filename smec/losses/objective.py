@@ -12,8 +12,8 @@ from smec.losses.similarity import SimilarityPreservationLoss
 UNSUPERVISED = ("none", "sxbm", "matryoshka_adaptor")
 SIMILARITY = ("preserve", "smooth", "distill")
 
-#: the S-XBM memory's answer for a batch: (neighbour features [U, D], the index of each item's
-#: K neighbours into them [B, K], the frozen cosines to them [B, K])
+#: the S-XBM neighbours of a batch: (the neighbours' input features [U, D], the index of each
+#: item's K neighbours into them [B, K], the teacher's cosines to them [B, K])
 Neighbours = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -42,7 +42,8 @@ class CompressionObjective(nn.Module):
     head into what the index will hold (int8, binary) before the rank loss scores them against
     the float queries: precision-aware training. The unsupervised term stays in float.
 
-    The teacher ``t`` is the frozen full-dim cosine the memory returns, or, with ``teacher``
+    The teacher ``t`` is the frozen cosine the memory returns (full-dim, or that of
+    ``train.teacher``'s vectors, ``unlabelled_teacher`` for the batch's own pairs), or, with ``teacher``
     (a frozen module ``e -> unit vectors``, e.g. the previous SMRL stage's snapshot at its
     level), the cosine of the two items under it: the geometry supervision already moved to,
     rather than the raw model's.
@@ -54,7 +55,9 @@ class CompressionObjective(nn.Module):
     ``head(h, sample)`` with its Gumbel ``samples``), the frozen ``queries`` ``[B, D]``, their
     ``candidates`` ``[N, D]`` and graded ``labels`` ``[B, N]`` (all ``None`` label-free), the
     unlabelled documents ``unlabelled`` ``[B_u, D]`` and, for ``sxbm``, the memory's
-    ``neighbours`` of them (``None`` while the memory fills). Returns ``(loss, rank, unsup)``.
+    ``neighbours`` of them (``None`` while the memory fills), and optionally the teacher's
+    vectors of the unlabelled documents ``unlabelled_teacher`` ``[B_u, D_t]`` (default: the
+    documents themselves). Returns ``(loss, rank, unsup)``.
     """
 
     def __init__(self, rank_loss: nn.Module, unsup: str = "none", alpha: float = 1.0,
@@ -79,7 +82,8 @@ class CompressionObjective(nn.Module):
     def forward(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
                 queries: torch.Tensor | None, candidates: torch.Tensor | None,
                 labels: torch.Tensor | None, unlabelled: torch.Tensor,
-                neighbours: Neighbours | None = None
+                neighbours: Neighbours | None = None,
+                unlabelled_teacher: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loss_rank = unlabelled.new_zeros(())
         if queries is not None:
@@ -88,17 +92,20 @@ class CompressionObjective(nn.Module):
                             for head, s in zip(heads, samples))
         loss_unsup = unlabelled.new_zeros(())
         if self.unsup == "sxbm" and neighbours is not None:
-            loss_unsup = self._sxbm(adapter, heads, samples, unlabelled, neighbours)
+            loss_unsup = self._sxbm(adapter, heads, samples, unlabelled, neighbours,
+                                    unlabelled_teacher)
         elif self.unsup == "matryoshka_adaptor":
             h_u = adapter(unlabelled)
             for head, s in zip(heads, samples):
-                loss_unsup = loss_unsup + self.matryoshka_adaptor(unlabelled, h_u, head(h_u, s))
+                loss_unsup = loss_unsup + self.matryoshka_adaptor(unlabelled, h_u, head(h_u, s),
+                                                                  unlabelled_teacher)
         return loss_rank + self.alpha * loss_unsup, loss_rank, loss_unsup
 
     def _sxbm(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
-              e_u: torch.Tensor, neighbours: Neighbours) -> torch.Tensor:
+              e_u: torch.Tensor, neighbours: Neighbours,
+              t_u: torch.Tensor | None = None) -> torch.Tensor:
         nbr_feats, inverse, teacher = neighbours
-        batch_teacher = e_u @ e_u.T
+        batch_teacher = e_u @ e_u.T if t_u is None else t_u @ t_u.T
         if self.teacher is not None:
             with torch.no_grad():
                 t_self, t_nbr = self.teacher(e_u), self.teacher(nbr_feats)[inverse]

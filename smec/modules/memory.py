@@ -6,7 +6,9 @@ from typing import Protocol
 import torch
 
 #: What :meth:`SXBM.exchange` returns once the memory holds at least ``k`` rows:
-#: ``(neighbour feats [U, D], index [B, k] into them, teacher cosine [B, k])``.
+#: ``(neighbour ids [U], index [B, k] into them, teacher cosine [B, k])``. Ids, not features:
+#: the stored features are the teacher's (``train.teacher``); the student reads its own input
+#: rows of those ids.
 Neighbours = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -28,7 +30,8 @@ class Memory(Protocol):
 
 
 class SXBM:
-    """Ring buffer of *original* (frozen, L2-normalised) embeddings and their integer ids.
+    """Ring buffer of *frozen* L2-normalised embeddings (the teacher's: the original ones, or
+    ``train.teacher``'s) and their integer ids.
 
     Like XBM's ``enqueue_dequeue``/``get`` (Wang et al., CVPR 2020) but storing the backbone
     output, so stored features never go stale, and used only to find each batch item's top-K
@@ -73,11 +76,11 @@ class SXBM:
 
     @torch.no_grad()
     def neighbours(self, feats: torch.Tensor, ids: torch.Tensor, k: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-``k`` neighbours of each row among memory ∪ batch, excluding the same id.
 
-        Returns ``(pool [P, D], index [B, k] into pool, teacher cosine [B, k])``; every id is
-        in the pool once.
+        Returns ``(pool [P, D], pool ids [P], index [B, k] into pool, teacher cosine [B, k])``;
+        every id is in the pool once.
         """
         mem_feats, mem_ids = self.get()
         ids = ids.to(mem_ids.device)
@@ -87,20 +90,20 @@ class SXBM:
         sim = feats.detach().to(pool.dtype) @ pool.T
         sim.masked_fill_(ids[:, None] == pool_ids[None, :], float("-inf"))
         teacher, index = sim.topk(k, dim=1)
-        return pool, index, teacher
+        return pool, pool_ids, index, teacher
 
     def exchange(self, feats: torch.Tensor, ids: torch.Tensor, k: int) -> Neighbours | None:
         """Top-``k`` neighbours of the batch (``None`` while fewer than ``k`` rows are stored),
         then enqueue the batch: one step's whole use of the memory, in one call.
 
-        Only the neighbour rows actually used are returned (``[U, D]``, ``U <= B·k``), which
-        keeps the answer of a remote memory small.
+        Only the ids of the neighbours actually used are returned (``[U]``, ``U <= B·k``),
+        which keeps the answer of a remote memory small.
         """
         out = None
         if self.filled >= k:
-            pool, index, teacher = self.neighbours(feats, ids, k)
+            _, pool_ids, index, teacher = self.neighbours(feats, ids, k)
             used, inverse = torch.unique(index, return_inverse=True)
-            out = (pool[used], inverse, teacher)
+            out = (pool_ids[used], inverse, teacher)
         self.enqueue(feats, ids)
         return out
 

@@ -324,14 +324,19 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
     queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
                                                          n_unlabelled)
     e_u = data.corpus[unlabelled]
-    found = state.memory.exchange(e_u, unlabelled, cfg.neighbours) \
-        if unsup == "sxbm" and state.memory is not None else None   # query, then enqueue
+    t_u = None if data.teacher is None else data.teacher[unlabelled]
+    found = None
+    if unsup == "sxbm" and state.memory is not None:   # query, then enqueue (the teacher's
+        found = state.memory.exchange(e_u if t_u is None else t_u, unlabelled,   # vectors)
+                                      cfg.neighbours)
+        if found is not None:   # the student reads its own inputs of the neighbours
+            found = (data.corpus[found[0]], *found[1:])
     # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16; the
     # memory's teacher cosines above and AdamW stay in float32
     with torch.autocast(data.device.type, torch.bfloat16) if cfg.autocast_bf16 \
             else contextlib.nullcontext():
         loss, loss_rank, loss_unsup = objective(state.adapter, state.heads, samples, queries,
-                                                candidates, labels, e_u, found)
+                                                candidates, labels, e_u, found, t_u)
     if not loss.requires_grad:
         return loss_rank, loss_unsup, False
     if any(math.isnan(norm) and term.requires_grad
@@ -509,7 +514,7 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if spec.unsup != "sxbm" or cfg.alpha <= 0:
         memory = None
     elif memory is None:
-        memory = SXBM(cfg.memory_size, input_dim, data.device)
+        memory = SXBM(cfg.memory_size, data.teacher_corpus.shape[1], data.device)
 
     def partial_for(stage_no: int) -> dict | None:
         return resume_partial if resume_partial is not None \

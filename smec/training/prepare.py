@@ -39,6 +39,14 @@ class TrainingData:
     # full-dim neighbours, scored by ``val_metric``.
     train_docs: torch.Tensor | None = None
     val_metric: str = "ndcg_at_10"
+    # ``train.teacher`` other than self: its L2-normalised vectors of the same corpus rows
+    # [Nc, Dt], whose similarities the unsupervised term distils (None: the corpus itself)
+    teacher: torch.Tensor | None = None
+
+    @property
+    def teacher_corpus(self) -> torch.Tensor:
+        """The rows the unsupervised term's targets and neighbours come from."""
+        return self.corpus if self.teacher is None else self.teacher
 
     @property
     def label_free(self) -> bool:
@@ -51,8 +59,9 @@ class TrainingData:
     def to(self, device: str | torch.device) -> TrainingData:
         """The same data with its vectors on ``device``; row indices stay on the CPU, where
         batches are sampled."""
-        return dataclasses.replace(self, corpus=self.corpus.to(device),
-                                   queries=self.queries.to(device))
+        return dataclasses.replace(
+            self, corpus=self.corpus.to(device), queries=self.queries.to(device),
+            teacher=None if self.teacher is None else self.teacher.to(device))
 
 
 def holdout_split(qrels: Qrels, frac: float, seed: int) -> tuple[list[str], list[str]]:
@@ -112,11 +121,19 @@ def holdout_qrels(qrels: Qrels, doc_ids: list[str], query_ids: list[str],
     return {q: usable[q] for q in holdout_split(usable, cfg.holdout_frac, cfg.seed)[1]}
 
 
+def _unit(vectors: np.ndarray | None, device: str | torch.device) -> torch.Tensor | None:
+    if vectors is None:
+        return None
+    return F.normalize(torch.from_numpy(np.asarray(vectors, np.float32)).to(device), dim=-1)
+
+
 def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                  query_vecs: np.ndarray, qrels: Qrels, cfg: TrainConfig,
-                 device: str | torch.device = "cpu") -> TrainingData:
+                 device: str | torch.device = "cpu",
+                 teacher: np.ndarray | None = None) -> TrainingData:
     """Tensors for training on ``device``: positives, hard negatives (mined there), and the
-    validation hold-out. Row indices stay on the CPU, where batches are sampled."""
+    validation hold-out. Row indices stay on the CPU, where batches are sampled. ``teacher``:
+    ``train.teacher``'s vectors of the same documents, row for row (None: ``doc_vecs``)."""
     doc_row = {d: i for i, d in enumerate(doc_ids)}
     query_row = {q: i for i, q in enumerate(query_ids)}
     usable = usable_qrels(qrels, doc_ids, query_ids)
@@ -127,7 +144,7 @@ def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
     if not train_ids or not val_ids:
         raise ValueError(f"cannot hold out {cfg.holdout_frac:.0%} of {len(usable)} training "
                          "queries as whole groups sharing positives; add training queries")
-    corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)).to(device), dim=-1)
+    corpus = _unit(doc_vecs, device)
     queries = F.normalize(torch.from_numpy(
         np.asarray(query_vecs, np.float32)[[query_row[q] for q in train_ids]]).to(device), dim=-1)
     positives = [[(doc_row[d], g) for d, g in qrels[q].items() if g > 0 and d in doc_row]
@@ -151,7 +168,14 @@ def prepare_data(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
                                                          dim=-1),
                                corpus, val_positive_rows, cfg.val_corpus_docs, cfg.seed)
     return TrainingData(corpus, list(doc_ids), queries, positives, pools, val_vecs, val_ids,
-                        {q: qrels[q] for q in val_ids}, val_rows)
+                        {q: qrels[q] for q in val_ids}, val_rows,
+                        teacher=_unit(_check_rows(teacher, doc_vecs), device))
+
+
+def _check_rows(teacher: np.ndarray | None, doc_vecs: np.ndarray) -> np.ndarray | None:
+    if teacher is not None and len(teacher) != len(doc_vecs):
+        raise ValueError(f"the teacher has {len(teacher)} rows for {len(doc_vecs)} documents")
+    return teacher
 
 
 def holdout_overlap(qrels: Qrels, doc_ids: list[str], query_ids: list[str],
@@ -172,36 +196,43 @@ NEIGHBOURS_JUDGED = 10
 
 
 def prepare_unlabelled_data(doc_ids: list[str], doc_vecs: np.ndarray, cfg: TrainConfig,
-                            device: str | torch.device = "cpu") -> TrainingData:
+                            device: str | torch.device = "cpu",
+                            teacher: np.ndarray | None = None) -> TrainingData:
     """Tensors for training on the corpus alone (``supervision: none``).
 
     ``probe_docs`` documents (hashed by id, so the same for every run) are held out of
-    training; each one's full-dim top-10 neighbours in the validation sample are its "relevant
+    training; each one's top-10 neighbours in the validation sample under the teacher (the
+    full-dim model itself, or ``teacher``'s vectors of the same rows) are its "relevant
     documents", and early stopping keeps the epoch whose compressed levels find most of them
-    again (recall@10; the probe itself is ignored, as a query's own id is)."""
+    again (recall@10; the probe itself is ignored, as a query's own id is). With the model as
+    its own teacher the untouched full-dim level finds them all; an outside teacher's
+    neighbours are a target the model itself can miss, and the student can beat."""
     n_docs = len(doc_ids)
     n_probes = min(cfg.probe_docs, max(2, n_docs // 10))
     if n_docs < 2 * NEIGHBOURS_JUDGED + n_probes:
         raise ValueError(f"need at least {2 * NEIGHBOURS_JUDGED + n_probes} documents to train "
                          f"without labels, found {n_docs}")
-    corpus = F.normalize(torch.from_numpy(np.asarray(doc_vecs, np.float32)).to(device), dim=-1)
+    corpus = _unit(doc_vecs, device)
+    judge = _unit(_check_rows(teacher, doc_vecs), device)
+    space = corpus if judge is None else judge
     by_hash = sorted(range(n_docs), key=lambda i: zlib.crc32(f"probe:{cfg.seed}:{doc_ids[i]}"
                                                               .encode()))
     probes = torch.tensor(sorted(by_hash[:n_probes]))
     train_docs = torch.tensor(sorted(by_hash[n_probes:]))
-    val_rows = validation_rows(n_docs, corpus[probes], corpus, set(probes.tolist()),
+    val_rows = validation_rows(n_docs, space[probes], space, set(probes.tolist()),
                                cfg.val_corpus_docs, cfg.seed)
     probe_ids = [doc_ids[i] for i in probes.tolist()]
     # judged by the search that scores them (its score grid and tie order; a probe's own id is
     # ignored), so the untouched full-dim level finds every judged neighbour again
-    nearest = exact_search(corpus[probes].cpu().numpy(), probe_ids, corpus[val_rows].cpu().numpy(),
+    nearest = exact_search(space[probes].cpu().numpy(), probe_ids, space[val_rows].cpu().numpy(),
                            [doc_ids[i] for i in val_rows.tolist()], k=NEIGHBOURS_JUDGED)
     val_qrels = {p: dict.fromkeys(trec_order(nearest[p])[:NEIGHBOURS_JUDGED], 1)
                  for p in probe_ids}
     dim = corpus.shape[1]
     return TrainingData(corpus, list(doc_ids), corpus.new_zeros(0, dim), [], [],
                         corpus[probes].cpu().numpy(), probe_ids, val_qrels, val_rows,
-                        train_docs=train_docs, val_metric=f"recall_at_{NEIGHBOURS_JUDGED}")
+                        train_docs=train_docs, val_metric=f"recall_at_{NEIGHBOURS_JUDGED}",
+                        teacher=judge)
 
 
 def sample_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
