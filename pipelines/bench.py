@@ -25,6 +25,7 @@ from smec.compare import (
 from smec.compressors import load_compressor
 from smec.config import Config, TrainConfig, updated
 from smec.data import BeirPaths, load_qrels
+from smec.pseudo import with_rewritten
 from smec.report import gradient_variance, publish
 from smec.runfolder import RunFolder
 from smec.store import read_embeddings
@@ -132,8 +133,15 @@ class Progress(Reporter):
         elapsed = time.perf_counter() - self.begun
         share = (self.done + self.stages / self.stages_per_unit) / self.units
         left = elapsed * (1 - share) / share
+        held = ""   # the hold-out at the stage's start and its best: a saturated one shows
+        if self.history:
+            last = self.history[-1]
+            best = max([last["val_start"]] + [h["val_score"] for h in self.history
+                                              if h["stage"] == last["stage"]])
+            held = (f", hold-out {last['val_metric']} {last['val_start']:.4f} at the start "
+                    f"-> {best:.4f}")
         self.echo(f"  {self.name}: level {compressor.dims[-1]} d trained "
-                  f"({self.done + 1}/{self.units}), {elapsed / 60:.1f} min in, "
+                  f"({self.done + 1}/{self.units}){held}, {elapsed / 60:.1f} min in, "
                   f"~{left / 60:.0f} min left")
 
     def unit_done(self) -> None:
@@ -153,7 +161,8 @@ def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg:
     from smec.pipelines.supervision import pseudo_queries
     pseudo = pseudo_queries(paths, out, cfg, tcfg.seed)
     pseudo_ids, pseudo_vecs, _ = read_embeddings(pseudo.embeddings)   # pseudo's own store
-    return prepare_data(doc_ids, doc_vecs, pseudo_ids, pseudo_vecs, load_qrels(pseudo.qrels),
+    rewritten = with_rewritten(doc_ids, doc_vecs, *read_embeddings(pseudo.document_embeddings)[:2])
+    return prepare_data(doc_ids, rewritten, pseudo_ids, pseudo_vecs, load_qrels(pseudo.qrels),
                         tcfg, teacher=teacher)
 
 

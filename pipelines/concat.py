@@ -18,9 +18,10 @@ import numpy as np
 from smec import console
 from smec.compare import compare, score_vectors
 from smec.compressors import PCA, ConcatCompressor
-from smec.config import Config
-from smec.data import BeirPaths
+from smec.config import Config, TrainConfig
+from smec.data import BeirPaths, load_qrels
 from smec.errors import SmecError
+from smec.pseudo import with_rewritten
 from smec.quantize import compression_factor
 from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
@@ -28,7 +29,7 @@ from smec.runfolder import RunFolder
 from smec.store import has_columns, read_columns
 from smec.teacher import column
 from smec.training.engine import Reporter, train_method
-from smec.training.prepare import prepare_data
+from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled_data
 
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 
@@ -58,6 +59,32 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
         ids, columns, _ = read_columns(emb / kind, wanted)
         loaded[kind] = (ids, {m: columns[column(m)] for m in models})
     return loaded
+
+
+def decoder_data(paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
+                 concatenation: ConcatCompressor, doc_ids: list[str], cat_docs: np.ndarray,
+                 query_ids: list[str], cat_queries: np.ndarray, echo) -> TrainingData:
+    """The decoder's training data under ``concat.supervision``: the training qrels; pseudo
+    pairs (mined as `smec train` mines them, into OUT/pseudo/seedK, each query and its
+    document without it embedded with every model); or the concatenation alone."""
+    supervision = cfg.concat.supervision
+    if supervision == "qrels":
+        return prepare_data(doc_ids, cat_docs, query_ids, cat_queries, paths.read_train_qrels(),
+                            tcfg)
+    if supervision == "none":
+        return prepare_unlabelled_data(doc_ids, cat_docs, tcfg)
+    from smec.pipelines.supervision import pseudo_queries
+    models = [m["name"] for m in concatenation.models]
+    echo(f"      mining pseudo queries from {paths.corpus}, embedding them with every model")
+    pseudo = pseudo_queries(paths, out, cfg, models=models)
+    loaded = {}
+    for kind in ("corpus", "queries"):
+        ids, columns, _ = read_columns(Path(pseudo.embeddings) / kind,
+                                       [column(m) for m in models])
+        loaded[kind] = (ids, concatenation.concatenate(
+            {m: columns[column(m)] for m in models}))
+    return prepare_data(doc_ids, with_rewritten(doc_ids, cat_docs, *loaded["corpus"]),
+                        *loaded["queries"], load_qrels(pseudo.qrels), tcfg)
 
 
 def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
@@ -126,17 +153,19 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     timings["fit_concat_pca"] = time.perf_counter() - start
     echo(f"[3/4] train the decoder {d_cat} -> {levels} ({ccfg.decoder}, "
          f"{', '.join(ccfg.schedules)}; {cfg.train.max_epochs_per_stage} epochs per level)")
-    train_qrels = paths.read_train_qrels()
     tcfg = cfg.train.model_copy(update={
         "adapter": ccfg.decoder, "output_dim": ccfg.d_max, "stages": list(ccfg.levels),
         "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.alpha,
-        "adapter_hidden": ccfg.hidden or 2 * ccfg.d_max})
-    training = prepare_data(doc_ids, cat_docs, query_ids, cat_queries, train_qrels, tcfg)
+        "adapter_hidden": ccfg.hidden or 2 * ccfg.d_max, "supervision": ccfg.supervision})
+    training = decoder_data(paths, out, cfg, tcfg, concatenation, doc_ids, cat_docs, query_ids,
+                            cat_queries, echo)
     for schedule in ccfg.schedules:
         start = time.perf_counter()
         decoder = train_method(training, tcfg, SCHEDULE_METHOD[schedule],
                                EpochEcho(schedule, echo))
         name = "concat_decoder" if schedule == "mrl" else f"concat_decoder_{schedule}"
+        if ccfg.supervision != "qrels":   # rows say what the decoder learnt from
+            name += f":{ccfg.supervision}"
         compressors[name] = ConcatCompressor(d_cat, levels, specs, decoder)
         timings[f"train_{name}"] = time.perf_counter() - start
         echo(f"      {name}: {timings[f'train_{name}']:.0f} s")

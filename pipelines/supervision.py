@@ -20,7 +20,7 @@ from smec.config import Config, TrainConfig
 from smec.corpus import Source
 from smec.data import BeirPaths, Qrels, load_qrels
 from smec.errors import SmecError
-from smec.pseudo import PseudoQueries, mine_pseudo_queries
+from smec.pseudo import PseudoQueries, mine_pseudo_queries, with_rewritten
 from smec.runfolder import PseudoSet, RunFolder
 from smec.store import read_embeddings
 from smec.teacher import read_teacher, teacher_models
@@ -41,6 +41,7 @@ class TrainingInputs:
     qrels: Qrels | None          # their judgements
     teacher: Path | None = None  # train.teacher's corpus store (None: the model itself)
     teacher_models: tuple[str, ...] = ()   # its columns, concatenated in this order
+    rewritten: Path | None = None   # pseudo: the store of its documents without their queries
 
 
 def teacher_store(paths: BeirPaths | None, out: Path, cfg: Config,
@@ -93,16 +94,19 @@ def mined_pseudo_queries(paths: BeirPaths, cfg: Config, seed: int) -> PseudoQuer
     return mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries, seed)
 
 
-def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config,
-                   seed: int | None = None) -> PseudoSet:
+def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = None,
+                   models: list[str] | None = None) -> PseudoSet:
     """Mine and embed the pseudo queries of ``seed`` (default ``train.seed``) into
-    ``out/pseudo/seedK`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, and
-    ``pseudo.json`` last, which marks the folder complete)."""
+    ``out/pseudo/seedK`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, their documents
+    without them and those documents' store ``documents/``, and ``pseudo.json`` last, which
+    marks the folder complete). With ``models`` (``smec concat``): both embedded with every
+    model in one pipeline instead, into ``embeddings/{corpus,queries}`` (a column per model;
+    corpus: the rewritten documents)."""
     from smec.pipelines.embed import run_embed_corpus
     seed = cfg.train.seed if seed is None else seed
     pseudo = RunFolder(out).pseudo_set(seed)
     made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
-                 "model": cfg.model.name, "seed": seed}
+                 "model": models or cfg.model.name, "seed": seed, "targets": "query taken out"}
     if pseudo.info.is_file() and json.loads(pseudo.info.read_text()).get("made_from") == made_from:
         return pseudo
     shutil.rmtree(pseudo.root, ignore_errors=True)
@@ -111,8 +115,15 @@ def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config,
         raise SmecError(f"{paths.corpus}: found {len(mined.queries)} usable titles or sentences "
                         "to mine pseudo queries from; use supervision none")
     mined.write(pseudo.root)
-    run_embed_corpus(Source(pseudo.queries, title_field=None), pseudo.embeddings, cfg,
-                     kind="queries")
+    if models:
+        from smec.pipelines.concat import embed_models
+        pairs = BeirPaths(Path(pseudo.root), pseudo.documents, pseudo.queries, pseudo.qrels,
+                          pseudo.qrels)
+        embed_models(pairs, Path(pseudo.root), cfg, models, echo=lambda _: None)
+    else:
+        run_embed_corpus(Source(pseudo.queries, title_field=None), pseudo.embeddings, cfg,
+                         kind="queries")
+        run_embed_corpus(Source(pseudo.documents), pseudo.document_embeddings, cfg)
     pseudo.info.write_text(json.dumps({"source": mined.source, "queries": len(mined.queries),
                                        "made_from": made_from}, indent=1))
     return pseudo
@@ -129,7 +140,8 @@ def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
         queries, qrels = RunFolder(out).queries, paths.read_train_qrels()
     elif supervision == "pseudo":
         pseudo = pseudo_queries(paths, out, cfg)
-        queries, qrels = pseudo.embeddings, load_qrels(pseudo.qrels)
+        return TrainingInputs(supervision, corpus, pseudo.embeddings, load_qrels(pseudo.qrels),
+                              teacher, teacher_of, pseudo.document_embeddings.resolve())
     else:
         queries, qrels = None, None
     return TrainingInputs(supervision, corpus, queries, qrels, teacher, teacher_of)
@@ -139,6 +151,8 @@ def training_data(inputs: TrainingInputs, cfg: TrainConfig,
                   device: str | torch.device = "cpu") -> TrainingData:
     """The tensors of :mod:`smec.training` for ``inputs``, on ``device``."""
     doc_ids, doc_vecs, _ = read_embeddings(inputs.corpus)
+    if inputs.rewritten is not None:
+        doc_vecs = with_rewritten(doc_ids, doc_vecs, *read_embeddings(inputs.rewritten)[:2])
     teacher = None if inputs.teacher is None \
         else read_teacher(inputs.teacher, list(inputs.teacher_models), doc_ids)
     if inputs.queries is None:

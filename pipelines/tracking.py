@@ -23,7 +23,7 @@ from pathlib import Path
 
 from smec.runfolder import Checkpoint, RunFolder
 
-EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_score", "val_score_target", "tau",
+EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_score", "val_score_target", "val_start", "tau",
                  "lr", "ads_overlap_truncation", "memory_fill", "step_time_s", "grad_var",
                  "grad_norm_rank", "grad_norm_unsup", "stage", "epoch")
 

@@ -345,6 +345,11 @@ class ConcatConfig(_Section):
     loss: Literal["infonce", "rank"] = "infonce"
     alpha: float = Field(1.0, ge=0, description="weight of the S-XBM similarity term "
                          "(train.alpha of the decoder's training)")
+    supervision: Literal["qrels", "pseudo", "none"] = Field(
+        "qrels", description="what the decoder trains on: the training qrels; pseudo pairs "
+        "mined from the corpus (each query and its document without it embedded with every "
+        "model); or none, the concatenation's own similarities alone (distilled over the "
+        "S-XBM memory's neighbours and the batch)")
     precisions: list[PrecisionName] = ["float32", "int8", "binary"]
     rescore_multiplier: int = Field(4, ge=0, description="binary: rescore the top k·r with "
                                     "the float query (0: no rescored rows)")

@@ -98,13 +98,13 @@ class RunFolder:
         return self.root / "tune_summary.json"
 
     @property
-    def default_trial(self) -> "RunFolder":
+    def default_trial(self) -> RunFolder:
         """``smec tune``: the default config's compressor and test results (its embeddings are
         the parent's)."""
         return RunFolder(self.root / "default")
 
     @property
-    def teacher(self) -> "RunFolder":
+    def teacher(self) -> RunFolder:
         """The teacher's embeddings (``train.teacher``): a run folder of its own, one column per
         model, which ``smec concat --out OUT/teacher`` reuses."""
         return RunFolder(self.root / "teacher")
@@ -163,7 +163,9 @@ class RunFolder:
 @dataclass(frozen=True)
 class PseudoSet:
     """``pseudo/seedK/``: mined queries (``queries.jsonl``), their judgements (``qrels.tsv``),
-    their embedding store (``embeddings/``) and ``pseudo.json``, written last."""
+    their embedding store (``embeddings/``), their documents with the query taken out
+    (``documents.jsonl``) and those documents' store (``documents/``), and ``pseudo.json``,
+    written last."""
     root: Path
 
     @property
@@ -177,6 +179,14 @@ class PseudoSet:
     @property
     def embeddings(self) -> Path:
         return Path(self.root) / "embeddings"
+
+    @property
+    def documents(self) -> Path:
+        return Path(self.root) / "documents.jsonl"
+
+    @property
+    def document_embeddings(self) -> Path:
+        return Path(self.root) / "documents"
 
     @property
     def info(self) -> Path:

@@ -75,3 +75,37 @@ def test_second_run_reuses_the_embeddings(concat_run):
     data = load_or_embed(None, out, cfg, MODELS, said.append)   # never reaches the ETL
     assert any("reusing" in line for line in said)
     assert set(data["corpus"][1]) == set(MODELS)
+
+
+@pytest.mark.parametrize("supervision", ["none", "pseudo"])
+def test_the_decoder_trains_without_labels(concat_run, mini_cut, tmp_path, supervision):
+    """`smec concat --supervision none|pseudo`: the decoder learns from the concatenation's
+    own similarities (pseudo: and mined pairs, each embedded with every model); its rows say
+    so, at every precision, beside the same PCA baseline. The embeddings are reused."""
+    import shutil
+    import subprocess
+    import sys
+    out, _, _ = concat_run
+    run = tmp_path / "run"
+    shutil.copytree(out / "embeddings", run / "embeddings")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(json.dumps({
+        "model": {"max_seq_length": 128}, "embed": {"num_cpus_per_actor": 0.5},
+        "train": {"max_epochs_per_stage": 2, "patience": 2, "pseudo_queries": 100},
+        "concat": {"models": MODELS, "single_models": [], "d_max": 64, "levels": [32, 16],
+                   "schedules": ["mrl"]}}))
+    done = subprocess.run([sys.executable, "-m", "smec.cli", "concat", "--data-dir",
+                           str(mini_cut), "--out", str(run), "--config", str(config),
+                           "--supervision", supervision],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    label = f"concat_decoder:{supervision}"
+    keys = {(r["method"], r["dims"], r["precision"], r.get("rescore", 0)) for r in rows}
+    for dims in (64, 32, 16):
+        for precision, rescore in (("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)):
+            assert (label, dims, precision, rescore) in keys
+    assert not any(r["method"] == "concat_decoder" for r in rows)
+    if supervision == "pseudo":
+        info = json.loads((run / "pseudo" / "seed0" / "pseudo.json").read_text())
+        assert info["made_from"]["model"] == MODELS and info["queries"] > 50

@@ -184,6 +184,10 @@ def test_a_folder_without_training_qrels_trains_label_free(mini_cut, mini_cut_em
     if LABEL_FREE_DEFAULT == "pseudo":
         pseudo = json.loads((out / "pseudo" / "seed0" / "pseudo.json").read_text())
         assert pseudo["source"] == "title" and pseudo["queries"] > 100
+        # each target embedded again without its title: a store of exactly those documents
+        from smec.store import read_embeddings
+        rewritten, _, _ = read_embeddings(out / "pseudo" / "seed0" / "documents")
+        assert len(rewritten) == pseudo["queries"]
     done = smec("evaluate", "--data-dir", root, "--out", out, "--config", config)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((out / "results.json").read_text())["rows"]

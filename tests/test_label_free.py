@@ -31,6 +31,8 @@ def test_titles_become_queries_when_the_corpus_has_its_own(tmp_path):
     for qid, query in mined.queries.items():
         (doc,) = mined.qrels[qid]
         assert query == f"title number {doc[1:]}" and mined.qrels[qid][doc] == 1
+        # the target is the body alone: a title is not embedded with its own document
+        assert mined.documents[doc] == {"title": "", "text": f"Body {doc[1:]}. More text."}
     again = mine_pseudo_queries(write_corpus(tmp_path / "shuffled.jsonl", docs[::-1]), 30)
     assert again.queries == mined.queries   # hashed by id: the file order does not matter
 
@@ -47,6 +49,10 @@ def test_shared_titles_fall_back_to_a_sentence_of_the_document(tmp_path):
         (doc,) = mined.qrels[qid]
         text = next(d["text"] for d in docs if d["_id"] == doc)
         assert query in sentences(text) and len(query.split()) >= 5
+        # inverse cloze: the sentence is taken out of the document it must find, the rest kept
+        target = mined.documents[doc]
+        assert query not in target["text"] and target["title"] == "one shared topic"
+        assert set(target["text"].split()) == set(text.split()) - set(query.split())
 
 
 def synthetic_corpus(n: int = 300, dim: int = 16, seed: int = 0):
@@ -180,3 +186,13 @@ def test_label_free_training_finds_more_neighbours_than_its_start_at_the_smalles
     train_method(prepare_unlabelled_data(ids, docs, cfg), cfg, "smec", reporter)
     smallest = [h for h in reporter.history if h["dims"] == [4]]
     assert smallest and smallest[-1]["best_epoch"] >= 0, smallest
+
+
+def test_training_reads_a_pseudo_targets_rewritten_row_and_leaves_the_others():
+    from smec.pseudo import with_rewritten
+    ids, docs = synthetic_corpus(n=10)
+    new = np.full((2, docs.shape[1]), 0.25, np.float32)
+    out = with_rewritten(ids, docs, ["d7", "d2"], new)
+    assert np.array_equal(out[[7, 2]], new) and np.array_equal(np.delete(out, [2, 7], 0),
+                                                                np.delete(docs, [2, 7], 0))
+    assert not np.array_equal(docs[[7, 2]], new)   # the corpus itself is not touched

@@ -63,7 +63,7 @@ def test_the_similarity_term_distils_the_teachers_cosines_within_the_batch_too()
     """Student = the model itself (identity, full width): nothing to learn from its own
     cosines; the batch's pairs under a teacher with other neighbours do push (the memory's
     neighbours come with the teacher's cosines already, see the test above)."""
-    ids, docs, teacher = corpus_and_teacher()
+    _, docs, teacher = corpus_and_teacher()
     e = torch.from_numpy(docs[:32])
     objective = CompressionObjective(RankLoss(), "sxbm", 1.0, "distill")
     head = PrefixHead(torch.arange(16), 16)
@@ -91,11 +91,12 @@ def test_the_teacher_is_embedded_once_per_corpus_and_read_row_for_row(mini_cut, 
     """`train.teacher` on a run folder: the first run embeds the corpus with the teacher into
     OUT/teacher (Ray Data, the real model); every later run, seed or `smec concat --out
     OUT/teacher` reuses it. Counted at the embedding job itself."""
-    import smec.pipelines.embed as embed
-    from smec.config import load_config
-    from smec.data import resolve_beir_dir
+    from smec.pipelines import embed
     from smec.pipelines.concat import load_or_embed
     from smec.pipelines.supervision import teacher_store
+
+    from smec.config import load_config
+    from smec.data import resolve_beir_dir
     from smec.teacher import read_teacher
     calls = []
     real = embed.run_embed_models

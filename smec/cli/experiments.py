@@ -42,6 +42,11 @@ def add_parsers(sub) -> None:
     common_options(concat_cmd)
     concat_cmd.add_argument("--models", nargs="+", default=None, metavar="NAME",
                             help="models to concatenate (default: concat.models of the config)")
+    concat_cmd.add_argument("--supervision", choices=SUPERVISION, default=None,
+                            help="what the decoder trains on: qrels (the training qrels), "
+                                 "pseudo (pairs mined from the corpus) or none (the "
+                                 "concatenation's own similarities; default: "
+                                 "concat.supervision)")
     concat_cmd.add_argument("--single-models", nargs="*", default=None, metavar="NAME",
                             help="models scored alone only (default: concat.single_models)")
     _bench_parser(sub)
@@ -101,7 +106,8 @@ def _concat(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) 
     from smec.report import concat_table
     from smec.runfolder import RunFolder
     set_options(cfg, "concat", {"models": ("--models", args.models),
-                             "single_models": ("--single-models", args.single_models)})
+                             "single_models": ("--single-models", args.single_models),
+                             "supervision": ("--supervision", args.supervision)})
     results = run_concat(paths, out, cfg)
     echo()
     echo(concat_table(results))

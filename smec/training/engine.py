@@ -194,6 +194,8 @@ class StageState:
     epoch_time: float = 0.0
     balance: tuple[float, float] = (float("nan"), float("nan"))   # gradient_balance, per epoch
     alpha: float | None = None            # alpha_mode share: the weight calibrated last
+    start_score: float = float("nan")     # the hold-out score before any step (a saturated
+    #                                       hold-out, e.g. trivial pseudo pairs, shows there)
 
     def start_epoch(self, epoch: int) -> None:
         """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
@@ -221,7 +223,8 @@ class StageState:
             "step": self.step, "best": self.best, "bad_epochs": self.bad_epochs,
             "grad_sum": self.grad_sum, "grad_sq": self.grad_sq,
             "epoch_steps": self.epoch_steps, "epoch_time": self.epoch_time,
-            "balance": self.balance, "alpha": self.alpha, "adapter": self.adapter.state_dict(),
+            "balance": self.balance, "alpha": self.alpha, "start_score": self.start_score,
+            "adapter": self.adapter.state_dict(),
             "heads": [h.state_dict() for h in self.heads], "opt": self.opt.state_dict(),
             "gen": self.gen.get_state(),
             "memory": self.memory.state_dict() if self.memory is not None else None})
@@ -242,6 +245,7 @@ class StageState:
         self.grad_sq = [g.to(d) for g, d in zip(self.grad_sq, devices)]
         self.balance = state.get("balance", self.balance)
         self.alpha = state.get("alpha")
+        self.start_score = state.get("start_score", self.start_score)
         if resumed_seed is None:
             self.gen.set_state(state["gen"])
         else:
@@ -392,6 +396,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     if partial is None:
         state.best = StageResult.of(validate(data, adapter, heads, served=objective.served), -1,
                                     adapter, heads)
+        state.start_score = state.best.score
     loss_rank = loss_unsup = data.corpus.new_zeros(())
     lr, tau = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
         anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
@@ -426,6 +431,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                       "step": state.step, "loss_rank": float(loss_rank.detach()),
                       "loss_unsup": float(loss_unsup.detach()), "tau": tau, "lr": lr,
                       "val_score": val, "val_score_target": val_target,
+                      "val_start": state.start_score,
                       "val_metric": data.val_metric, "target_dim": target_dim,
                       "grad_var": state.gradient_variance(),
                       "grad_norm_rank": state.balance[0], "grad_norm_unsup": state.balance[1],
