@@ -252,11 +252,14 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=console.echo,
                           supervision: list[str] = ("qrels",),
-                          transfer_from: Path | None = None) -> dict:
+                          transfer_from: Path | None = None,
+                          teachers: list[str] | None = None) -> dict:
     """Train ``methods`` under each ``supervision`` for ``seeds`` seeds; score every level on
     test (and the untrained baselines, and raw); hold-out rows on the hold-out of the training
     qrels where the dataset has them (label-free runs never saw those queries either). Every
-    trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``."""
+    trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``.
+    ``teachers`` (default ``[train.teacher]``): each trains every method in turn, side by side,
+    its rows labelled ``LABEL+TEACHER`` (self: unlabelled)."""
     from smec.pipelines.embed import embedded
     from smec.pipelines.supervision import teacher_store
     run = RunFolder(out)
@@ -278,26 +281,29 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     extra: dict = {}
     seed0: dict = {}
     histories: dict[str, list[dict]] = {}
-    units = seeds * sum(len(trainable(methods, sup)) for sup in supervision)
-    teacher = None   # embedded once (OUT/teacher), read once, shared by every seed
-    found = teacher_store(paths, out, cfg, echo)
-    if found is not None:
-        teacher = read_teacher(found[0], list(found[1]), doc_ids)
+    teachers = teachers or [cfg.train.teacher]
+    units = seeds * len(teachers) * sum(len(trainable(methods, sup)) for sup in supervision)
+    teacher_rows = {}   # each embedded once (OUT/teacher), read once, shared by every seed
+    for name in teachers:
+        found = teacher_store(paths, out, updated(cfg, train=updated(cfg.train, teacher=name)),
+                              echo)
+        teacher_rows[name] = None if found is None else read_teacher(found[0], list(found[1]),
+                                                                     doc_ids)
     clock = Progress(units, len(dims) + 1, echo)
     for seed in range(seeds):
         tcfg = updated(base, seed=seed)
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, tcfg) \
             if paths.has_train_qrels else None
         trained: dict = {}
-        for sup in supervision:
-            scfg = updated(tcfg, supervision=sup)
-            data = bench_data(sup, paths, out, cfg, scfg, embeddings, teacher)
-            if sup == "qrels":
+        for sup, teacher in ((s, t) for s in supervision for t in teachers):
+            scfg = updated(tcfg, supervision=sup, teacher=teacher)
+            data = bench_data(sup, paths, out, cfg, scfg, embeddings, teacher_rows[teacher])
+            if sup == "qrels" and teacher == teachers[0]:
                 qrels_data = data
                 extra.setdefault("holdout_overlap", {})[seed] = holdout_overlap(
                     paths.read_train_qrels(), doc_ids, query_ids, tcfg)
             for method in trainable(methods, sup):
-                label = bench_label(method, sup, cfg.train.teacher)
+                label = bench_label(method, sup, teacher)
                 start = time.perf_counter()
                 clock.start(f"seed {seed} {label}")
                 compressor = train_method(data, scfg.for_method(method, sup), method, clock)

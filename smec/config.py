@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -194,6 +195,16 @@ class TrainConfig(_Section):
                     "trains on qrels, they replace the shared keys the config leaves at their "
                     "defaults")
 
+    @field_validator("teacher")
+    @classmethod
+    def _known_teacher(cls, teacher: str) -> str:
+        from smec.encoders import MODEL_SPECS
+        if teacher not in ("self", "concat", *MODEL_SPECS) \
+                and not Path(teacher).expanduser().is_dir():
+            raise ValueError(f"{teacher!r} is not self, concat, a registry model "
+                             f"({', '.join(MODEL_SPECS)}) or an existing folder")
+        return teacher
+
     def stage_dims(self, input_dim: int) -> list[int]:
         """The levels a method trains, largest first: ``input_dim`` too with
         ``full_dim_stage``."""
@@ -216,11 +227,6 @@ class TrainConfig(_Section):
             raise ValueError(f"stages must be positive dims, got {self.stages}")
         if any(a <= b for a, b in zip(self.stages, self.stages[1:])):
             raise ValueError(f"stages must strictly decrease, got {self.stages}")
-        if self.teacher not in ("self", "concat"):
-            from smec.encoders import MODEL_SPECS
-            if self.teacher not in MODEL_SPECS and not Path(self.teacher).expanduser().is_dir():
-                raise ValueError(f"teacher: {self.teacher!r} is not self, concat, a registry "
-                                 f"model ({', '.join(MODEL_SPECS)}) or an existing folder")
         if self.teacher != "self" and self.sxbm_teacher == "previous":
             raise ValueError("teacher: an outside teacher needs sxbm_teacher: raw (previous "
                              "distils the stage's own start, not the teacher)")

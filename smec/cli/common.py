@@ -86,8 +86,11 @@ def validated(update, section, changes: dict, options: dict[str, str]):
         return update(section, **changes)
     except ValidationError as exc:
         error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:   # a check across keys: its message names them
+            raise SmecError(message) from None
         key = str(error["loc"][0])
-        raise SmecError(f"{options.get(key, key)}: {error['msg']}") from None
+        raise SmecError(f"{options.get(key, key)}: {message}") from None
 
 
 def set_options(cfg, section: str, given: dict[str, tuple[str, object]]) -> None:

@@ -80,7 +80,10 @@ def _bench_parser(sub) -> None:
                              default=["qrels"],
                              help="what the methods train on, each in turn (default qrels); "
                                   "none trains only the methods with an unsupervised term")
-    compression.add_argument("--teacher", default=None, metavar="TEACHER", help=TEACHER_HELP)
+    compression.add_argument("--teachers", nargs="+", default=None, metavar="TEACHER",
+                             help="train every method with each of these teachers in turn, "
+                                  "rows labelled METHOD+TEACHER (default: train.teacher). A "
+                                  "teacher: " + TEACHER_HELP)
     compression.add_argument("--transfer-from", type=Path, default=None, metavar="RUN",
                              help="also score the compressors a bench on another dataset saved "
                                   "(RUN/compressors/), on this dataset's test queries")
@@ -126,8 +129,11 @@ def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
     )
     from smec.runfolder import RunFolder
     set_options(cfg, "model", {"name": ("--model", args.model)})
-    set_options(cfg, "train", {"max_epochs_per_stage": ("--quick", 3 if args.quick else None),
-                               "teacher": ("--teacher", args.teacher)})
+    set_options(cfg, "train", {"max_epochs_per_stage": ("--quick", 3 if args.quick else None)})
+    default_teacher = cfg.train.teacher
+    for teacher in args.teachers or []:   # each validated as train.teacher is
+        set_options(cfg, "train", {"teacher": ("--teachers", teacher)})
+    set_options(cfg, "train", {"teacher": ("--teachers", default_teacher)})
     seeds, memory = (1, []) if args.quick else (args.seeds, args.memory_sizes)
     if seeds < 1:
         raise SmecError(f"--seeds must be >= 1, got {seeds}")
@@ -138,7 +144,7 @@ def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
                         "bench compression` on the source dataset first")
     results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
                                     memory, supervision=args.supervision,
-                                    transfer_from=transfer)
+                                    transfer_from=transfer, teachers=args.teachers)
     print_results(results, out)
     return 0
 
