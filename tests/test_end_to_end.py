@@ -212,6 +212,29 @@ def test_a_corpus_store_alone_trains_with_supervision_none(mini_cut_embeddings, 
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_a_label_free_run_learns_from_another_models_neighbours(mini_cut, mini_cut_embeddings,
+                                                               tmp_path):
+    """`smec train --supervision none --teacher MODEL` through Ray Train with the S-XBM memory
+    in a Ray actor: the corpus is embedded with the teacher into OUT/teacher (the student's
+    queries are not), the actor holds the teacher's width, and the probes are judged by the
+    teacher's neighbours, so the untouched full-dim level no longer finds them all."""
+    pytest.importorskip("model2vec")
+    out = tmp_path / "run"
+    shutil.copytree(mini_cut_embeddings / "embeddings", out / "embeddings")
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL + "  memory_backend: actor\n")
+    done = smec("train", "--data-dir", mini_cut, "--out", out, "--config", config,
+                "--supervision", "none", "--teacher", "tokenlearn-static-64d")
+    assert done.returncode == 0, done.stderr[-3000:]
+    from smec.store import read_columns, read_embeddings
+    ids, columns, _ = read_columns(out / "teacher" / "embeddings" / "corpus")
+    assert list(columns) == ["embedding:tokenlearn-static-64d"]
+    assert sorted(ids) == sorted(read_embeddings(out / "embeddings" / "corpus")[0])
+    history = json.loads((out / "compressor" / "history.json").read_text())
+    start = [h["val_start"] for h in history if h["dims"] == [384]]
+    assert start and start[0] < 0.9   # the model itself misses some of the teacher's neighbours
+
+
 def test_a_compressor_scores_on_another_dataset(demo_run, mini_cut, tmp_path):
     """`smec evaluate --compressor OTHER_RUN/compressor`: rows say where it was trained and
     where scored; a compressor of another base model is refused in one line."""
