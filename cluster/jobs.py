@@ -4,11 +4,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import time
 from pathlib import Path
 
 from smec.cluster.head import ray_env, read_state
 
 from smec.errors import SmecError
+
+#: how long `smec submit` waits for a starting head's job agent
+AGENT_WAIT_S = 120.0
 
 
 def dashboard_address(address: str | None) -> str:
@@ -56,7 +60,7 @@ def submit(entrypoint: list[str], address: str | None = None, wait: bool = True,
     working_dir = working_dir or project_root()
     if working_dir is not None:
         runtime_env["working_dir"] = str(working_dir)
-    job_id = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env)
+    job_id = _submit_when_ready(client, shlex.join(entrypoint), runtime_env)
     print(f"submitted job {job_id} to {dashboard_address(address)}", flush=True)
     if not wait:
         return 0
@@ -69,6 +73,21 @@ def submit(entrypoint: list[str], address: str | None = None, wait: bool = True,
     status = client.get_job_status(job_id)
     print(f"job {job_id}: {status.value}", flush=True)
     return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _submit_when_ready(client, entrypoint: str, runtime_env: dict,
+                       wait_s: float = AGENT_WAIT_S) -> str:
+    """``client.submit_job``, retried while the head's job agent is still starting: right
+    after `smec cluster up` (or on a loaded head) the dashboard answers before its agent does,
+    with "No available agent to submit job, please try again later"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def list_jobs(address: str | None = None) -> list[dict]:

@@ -166,12 +166,6 @@ def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg:
                         tcfg, teacher=teacher)
 
 
-def bench_label(method: str, supervision: str, teacher: str) -> str:
-    """A trained row's label: ``smec``, ``smec:none``, ``smec:none+concat`` (teacher concat)."""
-    label = method if supervision == "qrels" else f"{method}:{supervision}"
-    return label if teacher == "self" else f"{label}+{teacher}"
-
-
 def trainable(methods: list[str], supervision: str) -> list[str]:
     """The methods that can train under ``supervision`` (none: those with an unsupervised
     term)."""
@@ -261,6 +255,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     ``teachers`` (default ``[train.teacher]``): each trains every method in turn, side by side,
     its rows labelled ``LABEL+TEACHER`` (self: unlabelled)."""
     from smec.pipelines.embed import embedded
+    from smec.pipelines.evaluate import method_label
     from smec.pipelines.supervision import teacher_store
     run = RunFolder(out)
     loaded, embed_s = embedded(paths, run, cfg, echo)
@@ -283,7 +278,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     histories: dict[str, list[dict]] = {}
     teachers = teachers or [cfg.train.teacher]
     units = seeds * len(teachers) * sum(len(trainable(methods, sup)) for sup in supervision)
-    teacher_rows = {}   # each embedded once (OUT/teacher), read once, shared by every seed
+    teacher_rows = {}   # each embedded once (OUT/teacher/T), read once, shared by every seed
     for name in teachers:
         found = teacher_store(paths, out, updated(cfg, train=updated(cfg.train, teacher=name)),
                               echo)
@@ -298,12 +293,12 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         for sup, teacher in ((s, t) for s in supervision for t in teachers):
             scfg = updated(tcfg, supervision=sup, teacher=teacher)
             data = bench_data(sup, paths, out, cfg, scfg, embeddings, teacher_rows[teacher])
-            if sup == "qrels" and teacher == teachers[0]:
+            if sup == "qrels" and teacher == "self":   # the data of the checks on "smec"
                 qrels_data = data
                 extra.setdefault("holdout_overlap", {})[seed] = holdout_overlap(
                     paths.read_train_qrels(), doc_ids, query_ids, tcfg)
             for method in trainable(methods, sup):
-                label = bench_label(method, sup, teacher)
+                label = method_label(method, sup, teacher)
                 start = time.perf_counter()
                 clock.start(f"seed {seed} {label}")
                 compressor = train_method(data, scfg.for_method(method, sup), method, clock)
@@ -311,7 +306,8 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 history = clock.history
                 train_s.setdefault(label, []).append(time.perf_counter() - start)
                 epochs.setdefault(label, []).append(len(history))
-                compressor.trained_on = {"dataset": paths.name, "supervision": sup}
+                compressor.trained_on = {"dataset": paths.name, "supervision": sup,
+                                         **({} if teacher == "self" else {"teacher": teacher})}
                 compressor.save(run.compressors / label / f"seed{seed}")
                 if seed == 0:
                     histories[label], seed0[label] = history, compressor
@@ -330,7 +326,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
             extra["continued_training"] = continued_training_check(
                 qrels_data, tcfg.for_method("smec"), dims)
             echo(f"continued training: {extra['continued_training']}")
-        if seed == 0 and memory and "qrels" in supervision:
+        if seed == 0 and memory and "qrels" in supervision and "self" in teachers:
             extra["sxbm_memory"] = memory_sizes(qrels_data, tcfg.for_method("smec"), memory,
                                                 doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)

@@ -26,7 +26,7 @@ from smec.quantize import compression_factor
 from smec.report import concat_table, plot_retained_vs_cf, publish
 from smec.results import ResultRow
 from smec.runfolder import RunFolder
-from smec.store import has_columns, read_columns
+from smec.store import has_columns, is_complete, read_columns
 from smec.teacher import column
 from smec.training.engine import Reporter, train_method
 from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled_data
@@ -40,7 +40,8 @@ def embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
     a store there already has them all."""
     emb = RunFolder(out).embeddings
     wanted = [column(m) for m in models]
-    if all(has_columns(emb / kind, wanted) for kind in ("corpus", "queries")):
+    if all(has_columns(emb / kind, wanted) and is_complete(emb / kind)
+           for kind in ("corpus", "queries")):
         echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
         return
     from smec.pipelines.embed import run_embed_models

@@ -33,12 +33,21 @@ def record_timing(out: Path, phase: str, seconds: float) -> dict:
     return timings
 
 
+def method_label(method: str, supervision: str = "qrels", teacher: str = "self") -> str:
+    """A trained row's label: ``smec``, ``smec:none`` label-free, ``smec:none+concat`` with
+    another teacher than the model itself (``train.teacher``, by its slug)."""
+    from smec.teacher import teacher_slug
+    label = method if supervision == "qrels" else f"{method}:{supervision}"
+    return label if teacher == "self" else f"{label}+{teacher_slug(teacher)}"
+
+
 def trained_label(compressor, evaluated_on: str) -> tuple[str, dict]:
     """A trained compressor's row label and the provenance every one of its rows records:
-    ``smec`` in its own domain, ``smec:pseudo`` label-free, ``smec:from-scifact`` elsewhere."""
+    ``smec`` in its own domain, ``smec:pseudo`` label-free, ``smec:none+concat`` distilled from
+    the concat teacher, ``smec:from-scifact`` elsewhere."""
     trained_on = compressor.trained_on or {}
     dataset, supervision = trained_on.get("dataset"), trained_on.get("supervision", "qrels")
-    label = compressor.method if supervision == "qrels" else f"{compressor.method}:{supervision}"
+    label = method_label(compressor.method, supervision, trained_on.get("teacher", "self"))
     if dataset is not None and dataset != evaluated_on:
         label += f":from-{dataset}"
     return label, {"trained_on": dataset, "supervision": supervision,

@@ -23,7 +23,7 @@ from smec.errors import SmecError
 from smec.pseudo import PseudoQueries, mine_pseudo_queries, with_rewritten
 from smec.runfolder import PseudoSet, RunFolder
 from smec.store import read_embeddings
-from smec.teacher import read_teacher, teacher_models
+from smec.teacher import read_teacher, teacher_models, teacher_slug
 from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled_data
 
 #: What ``supervision: auto`` trains with on a folder without training qrels: the label-free
@@ -47,16 +47,17 @@ class TrainingInputs:
 def teacher_store(paths: BeirPaths | None, out: Path, cfg: Config,
                   echo=console.echo) -> tuple[Path, tuple[str, ...]] | None:
     """``train.teacher``'s corpus store and models, embedded (Ray Data, every model in one
-    pipeline) into ``OUT/teacher`` unless it is there already: once per corpus, then reused by
-    every run, every bench seed and ``smec concat --out OUT/teacher``. None for ``self``."""
+    pipeline) into ``OUT/teacher/<teacher>`` unless it is there already: once per corpus and
+    teacher, then reused by every run, every bench seed and ``smec concat --out
+    OUT/teacher/concat``. None for ``self`` (or the deployed model named as its own teacher)."""
     models = teacher_models(cfg.train.teacher, cfg.concat.models)
-    if not models:
+    if not models or models == [cfg.model.name]:
         return None
     if paths is None:
         raise SmecError(f"train.teacher {cfg.train.teacher} embeds the corpus texts: pass "
                         "--data-dir (an embedding store alone trains with teacher self)")
     from smec.pipelines.concat import embed_models
-    run = RunFolder(out).teacher
+    run = RunFolder(out).teacher(teacher_slug(cfg.train.teacher))
     echo(f"teacher {cfg.train.teacher}: {', '.join(models)} on {paths.corpus}")
     embed_models(paths, run.root, cfg, models, echo)
     return run.corpus.resolve(), tuple(models)

@@ -283,7 +283,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
         raise SmecError("training finished without a checkpoint; no stage completed")
     with result.checkpoint.as_directory() as ckpt_dir:
         compressor, history, _ = Checkpoint(Path(ckpt_dir)).read()
-        compressor.trained_on = {"dataset": dataset, "supervision": inputs.supervision}
+        compressor.trained_on = {"dataset": dataset, "supervision": inputs.supervision,
+                                 **({} if inputs.teacher is None
+                                    else {"teacher": cfg.train.teacher})}
         compressor.save(run.compressor)
         run.history.write_text(json.dumps(history))
     seconds = round(time.perf_counter() - start, 2)

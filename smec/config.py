@@ -89,9 +89,9 @@ class TrainConfig(_Section):
         "self", description="whose similarities the unsupervised term distils and whose "
         "neighbours the label-free probes must find again: self (the model being compressed), "
         "concat (the concatenation of concat.models, each L2-normalised and weighted 1/sqrt(n), "
-        "as `smec concat` builds it) or a registry model name / local model folder. Only the "
-        "corpus is embedded with the teacher (once, into OUT/teacher): queries still cost "
-        "model.name alone")
+        "as `smec concat` builds it) or a registry model name / local model folder. The data "
+        "folder is embedded with the teacher once, into OUT/teacher/<teacher>; a deployed "
+        "compressor's queries still cost model.name alone")
     probe_docs: int = Field(500, gt=1, description="none: held-out documents whose full-dim "
                             "top-10 neighbours the compressed levels must find again (the "
                             "early-stopping signal without labels)")
@@ -203,7 +203,9 @@ class TrainConfig(_Section):
                 and not Path(teacher).expanduser().is_dir():
             raise ValueError(f"{teacher!r} is not self, concat, a registry model "
                              f"({', '.join(MODEL_SPECS)}) or an existing folder")
-        return teacher
+        if teacher in ("self", "concat", *MODEL_SPECS):
+            return teacher
+        return str(Path(teacher).expanduser().resolve())   # the same folder in every worker
 
     def stage_dims(self, input_dim: int) -> list[int]:
         """The levels a method trains, largest first: ``input_dim`` too with

@@ -114,5 +114,6 @@ def with_rewritten(doc_ids: list[str], doc_vecs: np.ndarray, rewritten_ids: list
     pairs' documents without their queries); the corpus itself is left as it is."""
     row = {d: i for i, d in enumerate(doc_ids)}
     out = np.array(doc_vecs, dtype=np.float32, copy=True)
-    out[[row[d] for d in rewritten_ids]] = rewritten
+    kept = [i for i, d in enumerate(rewritten_ids) if d in row]   # a document the store lacks
+    out[[row[rewritten_ids[i]] for i in kept]] = np.asarray(rewritten)[kept]   # trains no pair
     return out

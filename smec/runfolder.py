@@ -103,11 +103,11 @@ class RunFolder:
         the parent's)."""
         return RunFolder(self.root / "default")
 
-    @property
-    def teacher(self) -> RunFolder:
-        """The teacher's embeddings (``train.teacher``): a run folder of its own, one column per
-        model, which ``smec concat --out OUT/teacher`` reuses."""
-        return RunFolder(self.root / "teacher")
+    def teacher(self, slug: str) -> RunFolder:
+        """One teacher's embeddings (``train.teacher``, named by ``smec.teacher.teacher_slug``):
+        a run folder of its own, one column per model, which ``smec concat --out
+        OUT/teacher/concat`` reuses."""
+        return RunFolder(self.root / "teacher" / slug)
 
     @property
     def pseudo(self) -> Path:

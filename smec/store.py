@@ -87,6 +87,12 @@ def columns_table(ids: list[str], columns: dict[str, np.ndarray], metadata: dict
     return table.replace_schema_metadata({META_KEY: json.dumps(metadata).encode()})
 
 
+def is_complete(directory: Path) -> bool:
+    """Whether the run that wrote ``directory`` finished (a store without a manifest: yes)."""
+    manifest = Path(directory) / MANIFEST
+    return not manifest.is_file() or bool(json.loads(manifest.read_text()).get("complete"))
+
+
 def check_complete(directory: Path, command: str = "smec embed") -> None:
     """Refuse a folder whose writing run (``command``) was interrupted (its manifest says so)."""
     manifest = directory / MANIFEST

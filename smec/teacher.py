@@ -27,6 +27,12 @@ def teacher_models(teacher: str, concat_models: list[str]) -> list[str]:
     return list(concat_models) if teacher == "concat" else [teacher]
 
 
+def teacher_slug(teacher: str) -> str:
+    """A teacher's name in folders and row labels: ``concat``, a registry name, or a local
+    model folder's own name."""
+    return teacher if teacher in ("self", "concat") or "/" not in teacher else Path(teacher).name
+
+
 def column(model: str) -> str:
     """A model's column in a multi-model store (``smec concat``'s naming)."""
     return f"embedding:{model}"

@@ -50,3 +50,32 @@ def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
     assert down.returncode == 0, down.stderr
     assert raylets_of(state["temp_dir"]) == []
     assert not (tmp_path / "home" / "cluster.json").exists()
+
+
+def test_submit_waits_for_a_head_whose_job_agent_is_still_starting():
+    """Right after `smec cluster up`, or on a loaded head, the Jobs API answers 500 "No
+    available agent to submit job, please try again later": submit retries that, and only
+    that, until its deadline."""
+    from smec.cluster.jobs import _submit_when_ready
+
+    class StartingHead:
+        def __init__(self, refusals: int, error: str) -> None:
+            self.refusals, self.error, self.calls = refusals, error, 0
+
+        def submit_job(self, entrypoint: str, runtime_env: dict) -> str:
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise RuntimeError(self.error)
+            return "raysubmit_1"
+
+    busy = ("Request failed with status code 500: No available agent to submit job, please "
+            "try again later.")
+    head = StartingHead(2, busy)
+    assert _submit_when_ready(head, "smec demo", {}, wait_s=30) == "raysubmit_1"
+    assert head.calls == 3
+    other = StartingHead(1, "Request failed with status code 400: bad runtime_env")
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        _submit_when_ready(other, "smec demo", {}, wait_s=30)
+    assert other.calls == 1
+    with pytest.raises(RuntimeError, match="No available agent"):
+        _submit_when_ready(StartingHead(99, busy), "smec demo", {}, wait_s=0)

@@ -215,7 +215,7 @@ def test_a_corpus_store_alone_trains_with_supervision_none(mini_cut_embeddings, 
 def test_a_label_free_run_learns_from_another_models_neighbours(mini_cut, mini_cut_embeddings,
                                                                tmp_path):
     """`smec train --supervision none --teacher MODEL` through Ray Train with the S-XBM memory
-    in a Ray actor: the corpus is embedded with the teacher into OUT/teacher (the student's
+    in a Ray actor: the corpus is embedded with the teacher into OUT/teacher/T (the student's
     queries are not), the actor holds the teacher's width, and the probes are judged by the
     teacher's neighbours, so the untouched full-dim level no longer finds them all."""
     pytest.importorskip("model2vec")
@@ -227,7 +227,8 @@ def test_a_label_free_run_learns_from_another_models_neighbours(mini_cut, mini_c
                 "--supervision", "none", "--teacher", "tokenlearn-static-64d")
     assert done.returncode == 0, done.stderr[-3000:]
     from smec.store import read_columns, read_embeddings
-    ids, columns, _ = read_columns(out / "teacher" / "embeddings" / "corpus")
+    ids, columns, _ = read_columns(out / "teacher" / "tokenlearn-static-64d" / "embeddings"
+                                   / "corpus")
     assert list(columns) == ["embedding:tokenlearn-static-64d"]
     assert sorted(ids) == sorted(read_embeddings(out / "embeddings" / "corpus")[0])
     history = json.loads((out / "compressor" / "history.json").read_text())

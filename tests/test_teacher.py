@@ -79,7 +79,7 @@ def test_the_similarity_term_distils_the_teachers_cosines_within_the_batch_too()
 
 def test_a_teacher_setting_names_what_it_accepts(tmp_path):
     assert TrainConfig(teacher="concat").teacher == "concat"
-    assert TrainConfig(teacher=str(tmp_path)).teacher == str(tmp_path)   # a local folder
+    assert TrainConfig(teacher=str(tmp_path)).teacher == str(tmp_path.resolve())   # a folder
     with pytest.raises(ValidationError, match="teacher\n.*'bert' is not self, concat, a registry"):
         TrainConfig(teacher="bert")
     with pytest.raises(ValidationError, match="needs sxbm_teacher: raw"):
@@ -89,8 +89,8 @@ def test_a_teacher_setting_names_what_it_accepts(tmp_path):
 def test_the_teacher_is_embedded_once_per_corpus_and_read_row_for_row(mini_cut, tmp_path,
                                                                       monkeypatch):
     """`train.teacher` on a run folder: the first run embeds the corpus with the teacher into
-    OUT/teacher (Ray Data, the real model); every later run, seed or `smec concat --out
-    OUT/teacher` reuses it. Counted at the embedding job itself."""
+    OUT/teacher/<teacher> (Ray Data, the real model); every later run, seed or `smec concat
+    --out OUT/teacher/<teacher>` reuses it. Counted at the embedding job itself."""
     from smec.pipelines import embed
     from smec.pipelines.concat import load_or_embed
     from smec.pipelines.supervision import teacher_store
@@ -107,10 +107,11 @@ def test_the_teacher_is_embedded_once_per_corpus_and_read_row_for_row(mini_cut, 
     paths = resolve_beir_dir(mini_cut)
     out = tmp_path / "run"
     store, models = teacher_store(paths, out, cfg, echo=lambda _: None)
-    assert calls == [["tokenlearn-static-64d"]] and store == (out / "teacher" / "embeddings"
-                                                             / "corpus").resolve()
+    teacher_run = out / "teacher" / "tokenlearn-static-64d"
+    assert calls == [["tokenlearn-static-64d"]]
+    assert store == (teacher_run / "embeddings" / "corpus").resolve()
     again = teacher_store(paths, out, cfg, echo=lambda _: None)
-    loaded = load_or_embed(paths, out / "teacher", cfg, list(models), echo=lambda _: None)
+    loaded = load_or_embed(paths, teacher_run, cfg, list(models), echo=lambda _: None)
     assert again == (store, models) and len(calls) == 1   # reused, by training and by concat
     doc_ids = loaded["corpus"][0][::-1]                     # any order: rows follow the ids
     vectors = read_teacher(store, list(models), doc_ids)

@@ -161,6 +161,10 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     from smec.pipelines.runtime import init_ray
     from smec.pipelines.tracking import log_results, tracking_uri
 
+    if cfg.train.teacher != "self":   # its trials train on in-memory data without the store
+        raise SmecError(f"train.teacher {cfg.train.teacher}: smec tune searches with the model "
+                        "as its own teacher; set train.teacher: self (or tune by hand with "
+                        "`smec bench compression --teachers`)")
     start = time.perf_counter()
     run = RunFolder(out)
     # the method's own defaults are the base every trial's sampled keys replace

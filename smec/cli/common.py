@@ -13,7 +13,7 @@ from smec.errors import SmecError
 SUPERVISION = ("qrels", "pseudo", "none")
 TEACHER_HELP = ("whose similarities the unsupervised term distils: self, concat (the "
                 "concatenation of concat.models; the corpus is embedded with them once, into "
-                "OUT/teacher) or a registry model / local model folder (default: train.teacher)")
+                "OUT/teacher/concat) or a registry model / local model folder (default: train.teacher)")
 
 
 def common_options(parser: argparse.ArgumentParser) -> None:
