@@ -4,8 +4,9 @@ faiss's product quantisers included, chosen on the hold-out and scored once on t
 It re-scores the compressors a ``smec bench compression`` run saved (``RUN/compressors/LABEL/
 seedK``), so the trained levels are exactly those of the compression tables. Every compressor
 — raw, truncation, PCA centred and not, each trained level — is scored at every precision of
-:data:`GRID` that its level can take: float32, int8, binary, binary + rescore ×4, and faiss
-``PQ M`` for M in 24, 48, 96 (M must divide the dims); raw also at ``OPQ M,PQ M``. Quantisers and
+:data:`GRID` that its level can take: float32, int8, binary (thresholds at zero, at the
+median, and centred + ITQ or random rotation), each also + rescore ×4, and faiss ``PQ M``
+for M in 24, 48, 96 (M must divide the dims); raw also at ``OPQ M,PQ M``. Quantisers and
 codebooks are fitted on the corpus vectors only, once per (compressor, level, precision), and
 the same fitted quantiser scores the hold-out and test.
 
@@ -16,8 +17,18 @@ once per configuration and seed and never compared before the picks are made
 (``test_qrels_read: 1``). Units (compressor × seed) append to ``OUT/rows.jsonl`` as they
 finish, so an interrupted run continues.
 
+``--precisions`` scores only some of the grid, and ``--rows-from`` adds an earlier run's rows
+to the picks (a configuration scored here replaces its earlier row): new precisions join a
+table without re-scoring the old ones. Only join rows of the same compressors: a compressor
+retrained since makes its earlier rows stale (raw, truncation and PCA are refitted the same).
+Each configuration's test score is still read once.
+
     python benchmarks/bytes.py --run runs/arguana --data-dir ../shared/data/arguana \\
         --config examples/arguana-split-test.yaml --out benchmarks/results/bytes-arguana-minilm
+    python benchmarks/bytes.py --run runs/scifact --data-dir ../shared/data/scifact --methods \\
+        --precisions binary-median binary-rotated binary-itq \\
+        --rows-from benchmarks/results/bytes-scifact-minilm \\
+        --out benchmarks/results/bytes-binary-scifact-minilm
 """
 from __future__ import annotations
 
@@ -56,18 +67,26 @@ BUDGETS = (24, 48, 96)
 METHODS = ["smec", "mrl", "search_adaptor", "matryoshka_adaptor"]
 
 
+def config_key(row: dict) -> tuple:
+    return (row["method"], row["dims"], row["precision"], int(row.get("rescore") or 0),
+            row["seed"], row["split"])
+
+
 def label(row: dict) -> str:
     rescore = f"+rescore x{row['rescore']}" if row.get("rescore") else ""
     return f"{row['method']} {row['dims']} d {row['precision']}{rescore}"
 
 
-def score_unit(name, compressor, seed, embeddings, holdout, test) -> list[dict]:
+def score_unit(name, compressor, seed, embeddings, holdout, test, keep=None) -> list[dict]:
+    """Every row of one compressor and seed, on the hold-out and on test, at the grid's
+    precisions (those named in ``keep`` when given)."""
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
+    grid = [p for p in (RAW_PRECISIONS if name == "raw" else GRID) if keep is None
+            or p[0] in keep]
     rows: list[ResultRow] = []
     for split, qrels in (("holdout", holdout), ("test", test)):
         new = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, {name: compressor},
-                      include_raw=name == "raw", seed=seed,
-                      precisions=RAW_PRECISIONS if name == "raw" else GRID)
+                      include_raw=name == "raw", seed=seed, precisions=grid)
         for row in new:
             row.extra["split"] = split
         rows += new
@@ -153,9 +172,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS,
+                        help="trained compressors to score (none: the untrained ones only)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=None,
+                        help="score only these precisions of the grid")
+    parser.add_argument("--rows-from", type=Path, nargs="*", default=[],
+                        help="earlier outs whose rows.jsonl rows join the picks (only from "
+                             "the same compressors: a retrained one makes them stale)")
     args = parser.parse_args()
+    if args.precisions:
+        unknown = set(args.precisions) - {p for p, _ in RAW_PRECISIONS + GRID}
+        if unknown:
+            parser.error(f"--precisions {sorted(unknown)}: not in the grid {RAW_PRECISIONS}")
     cfg = load_config(args.config)
     paths = resolve_beir_dir(args.data_dir, cfg.data.train_split, cfg.data.test_split,
                              cfg.data.split_test_frac)
@@ -183,7 +212,8 @@ def main() -> None:
             if isinstance(compressor, Path):
                 compressor = load_compressor(compressor)
             start = time.perf_counter()
-            rows = score_unit(name, compressor, seed, embeddings, holdout, test)
+            rows = score_unit(name, compressor, seed, embeddings, holdout, test,
+                              args.precisions)
             with log.open("a") as f:
                 f.write(json.dumps({"unit": unit, "seconds": time.perf_counter() - start,
                                     "rows": rows}) + "\n")
@@ -191,8 +221,12 @@ def main() -> None:
                   f"({(time.perf_counter() - started) / 60:.1f} min in)", flush=True)
     units = [json.loads(line) for line in log.read_text().splitlines()]
     rows = [r for u in units for r in u["rows"]]
-    families = {"untrained": list(UNTRAINED), "trained": args.methods,
-                **{m: [m] for m in args.methods}}
+    earlier = [json.loads(line) for d in args.rows_from
+               for line in (d / "rows.jsonl").read_text().splitlines()]
+    scored = {config_key(r) for r in rows}      # a configuration scored here replaces the old
+    rows += [r for u in earlier for r in u["rows"] if config_key(r) not in scored]
+    trained = sorted({r["method"] for r in rows} - set(UNTRAINED))
+    families = {"untrained": list(UNTRAINED), "trained": trained, **{m: [m] for m in trained}}
     chosen = picks(rows, families)
     raw_float = float(np.mean([r["ndcg_at_10"] for r in rows if r["method"] == "raw"
                                and r["precision"] == "float32" and r["split"] == "test"]))
@@ -207,15 +241,22 @@ def main() -> None:
                    for r in rows]
     write_results(args.out / "results.json", paths.name, loaded.meta.get("model", "?"),
                   paths.split_label, result_rows,
-                  {"score_s": sum(u["seconds"] for u in units)},
+                  {"score_s": sum(u["seconds"] for u in units),
+                   "earlier_score_s": sum(u["seconds"] for u in earlier)},
                   picks={str(b): v for b, v in chosen.items()}, targets=targets,
                   raw_float32_ndcg_at_10=round(raw_float, 4), grid=[list(p) for p in GRID],
                   raw_grid=[list(p) for p in RAW_PRECISIONS],
                   source_run=str(args.run), test_qrels_read=1,
+                  precisions_scored_here=args.precisions or "all",
+                  rows_from=[str(d) for d in args.rows_from],
                   protocol="picked on the mean hold-out nDCG@10 over seeds; test read after")
     md = table(chosen, raw_float)
+    scope = (f"precisions scored here: {', '.join(args.precisions or ['the whole grid'])}"
+             + (f"; rows joined from {', '.join(map(str, args.rows_from))}"
+                if args.rows_from else ""))
     (args.out / "results.md").write_text(
-        f"# Equal bytes on {paths.name} ({paths.split_label}), {args.seeds} seeds\n\n{md}\n")
+        f"# Equal bytes on {paths.name} ({paths.split_label}), {args.seeds} seeds\n\n"
+        f"{scope}\n\n{md}\n")
     plot(chosen, raw_float, args.out / "ndcg_at_budget.png",
          f"{paths.name}: best configuration within each budget (hold-out pick)")
     print(md)

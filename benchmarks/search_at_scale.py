@@ -1,23 +1,33 @@
-"""Search at >= 1M vectors: index bytes, build time, queries/s, recall@10 and nDCG@10 per index.
+"""Search at 1M vectors on a corpus with structure: bytes in memory, build time, queries/s at
+1, 16 and 256 queries per call, the memory-bandwidth bound, recall@10 (issue 23).
 
     python benchmarks/search_at_scale.py --run runs/scifact --data-dir ../shared/data/scifact \\
-        --compressor runs/demo-mini/compressor --size 1000000
+        --fit-on runs/arguana --size 1000000 --out benchmarks/results/search-structured-scifact
 
-The corpus is the real corpus vectors of ``--run`` (its ``embeddings/``), padded to ``--size``
-with synthetic vectors drawn from a Gaussian with the real corpus's mean and covariance
-(L2-normalised, as the real ones are); the queries are the real test queries. Every index goes
-through smec's own path: codes folder (as `smec compress` writes it) -> ``build_index`` ->
-``Searcher.search_vectors`` (R·k candidates, rescored against the dequantised codes).
+The corpus: the real corpus vectors of ``--run``, then synthetic ones drawn from a Gaussian
+mixture fitted to real vectors (those of ``--run`` and of every ``--fit-on`` run, all of one
+model): faiss k-means gives ``--components`` centres; component ``c`` has weight ∝ its members
+and its own covariance, its members' scatter ``Dᵀ D / n_c`` plus an isotropic floor (a tenth
+of the mean within-component variance, so a component of one member still has a spread);
+draws are L2-normalised, as the real vectors are. Unlike isotropic padding, most synthetic
+documents then sit in dense clusters around real ones, so recall measures ranking among near
+neighbours, not tie-breaking in noise. The queries are the real test queries.
 
-* recall@10: of the exact float32 top 10 of the *same* vectors (the raw ones for raw rows,
-  the level's float vectors for SMEC rows), and of the raw float32 top 10 (``recall_vs_raw``);
-* nDCG@10: test qrels, on the index's top 100 with the synthetic documents dropped, so over
-  real documents only (a sanity row, not a result: the synthetic documents have no judgements,
-  but they can push real ones out of the top 100);
-* queries/s: one query per call, as a server answers them, at 1 and 2 faiss threads.
-Binary indexes take R·k candidates by Hamming distance and rescore them against int8 codes of
-the same vectors kept on disk (memory-mapped; `smec index --rescore-codes`): the index in
-memory is the bits alone.
+Every index goes through smec's own path: codes folder (as ``smec compress`` writes it, its
+quantiser fitted on a corpus sample) -> ``build_index`` -> ``Searcher.search_vectors`` (R·k
+candidates, rescored against int8 codes of the same vectors kept on disk, memory-mapped).
+
+* recall@10: of the exact float32 top 10 over all vectors, and apart for the real and for the
+  synthetic documents in it (``recall_real_at_10``, ``recall_synthetic_at_10``); nDCG@10 of
+  the top 100 with the synthetic documents dropped (test qrels: a sanity row, nothing is
+  chosen on it);
+* bytes in memory: the faiss index file (codes, ids, lists, graph links); the int8 rescoring
+  codes stay on disk and are read for R·k candidates per query only;
+* queries/s at 1, 16 and 256 queries per call (2 faiss threads), and one thread at 1 (the
+  targets compare each configuration's best thread count at 1 query per call);
+* the bandwidth bound: this run measures a streaming read of a large array (numpy sum, one
+  thread), and a flat scan that must read every byte of the index per call can answer at most
+  ``bandwidth / index bytes`` calls/s; each flat row reports its 1-query QPS as a fraction.
 Writes results.json, results.md and search.png under --out.
 """
 from __future__ import annotations
@@ -37,43 +47,72 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CONFIGS = [  # name, source, dims, precision, kind, rescore
-    ("raw float32 flat", "raw", 384, "float32", "flat", 1),
-    ("raw float32 HNSW", "raw", 384, "float32", "hnsw", 1),
-    ("SMEC 48-d float32 flat", "smec", 48, "float32", "flat", 1),
-    ("SMEC 48-d int8 flat", "smec", 48, "int8", "flat", 4),
-    ("SMEC 384-d binary + rescore", "smec", 384, "binary", "flat", 40),
-    ("raw binary + rescore", "raw", 384, "binary", "flat", 40),
+#: name, precision, kind, rescore Rs, nlist (IVF) or HNSW M, probes: nprobe (IVF) / efSearch.
+#: Every configuration but the float32 reference holds 48 B/vector of codes in memory.
+CONFIGS = [
+    ("float32 flat (exact)", "float32", "flat", [1], None, [None]),
+    ("binary flat + rescore", "binary", "flat", [40, 100], None, [None]),
+    ("binary-itq flat + rescore", "binary-itq", "flat", [40, 100], None, [None]),
+    ("binary-itq IVF + rescore", "binary-itq", "ivf", [40], 1024, [16, 64, 256]),
+    ("binary-itq HNSW + rescore", "binary-itq", "hnsw", [40], 32, [64, 256]),
+    ("PQ48 flat + rescore", "pq48", "flat", [10, 40], None, [None]),
+    ("PQ48 IVF + rescore", "pq48", "ivf", [40], 1024, [16, 64, 256]),
 ]
-RESCORE_WITH = {"binary": "int8"}   # binary indexes rescore against int8 codes kept on disk
+RESCORE_WITH = "int8"      # every compressed index rescores against int8 codes on disk
+CALIBRATION = 50_000       # corpus rows the quantisers (and PQ codebooks) are fitted on
+BATCHES = (1, 16, 256)
 
 
-def padded_corpus(real: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """The real vectors, then Gaussian ones of the same mean and covariance, L2-normalised."""
-    mean = real.mean(axis=0)
-    chol = np.linalg.cholesky(np.cov(real, rowvar=False) + 1e-6 * np.eye(real.shape[1]))
+def mixture_corpus(real: np.ndarray, fit_on: np.ndarray, size: int, components: int,
+                   seed: int = 0) -> tuple[np.ndarray, dict]:
+    """``real``, then ``size − len(real)`` draws of the Gaussian mixture fitted on ``fit_on``
+    (module docstring), L2-normalised; and a description of the fit."""
+    import faiss
+    dim = fit_on.shape[1]
+    kmeans = faiss.Kmeans(dim, components, niter=20, seed=seed, spherical=True,
+                          min_points_per_centroid=1, max_points_per_centroid=10_000)
+    kmeans.train(np.ascontiguousarray(fit_on, np.float32))
+    _, assign = kmeans.index.search(np.ascontiguousarray(fit_on, np.float32), 1)
+    assign = assign[:, 0]
+    members = [fit_on[assign == c] for c in range(components)]
+    sizes = np.array([len(m) for m in members])
+    centres = np.stack([m.mean(0) if len(m) else kmeans.centroids[c]
+                        for c, m in enumerate(members)])
+    within = np.mean([((m - m.mean(0)) ** 2).mean() for m in members if len(m) > 1])
+    floor = np.sqrt(0.1 * within)
     rng = np.random.default_rng(seed)
-    out = np.empty((size, real.shape[1]), np.float32)
+    out = np.empty((size, dim), np.float32)
     out[:len(real)] = real
-    for start in range(len(real), size, 100_000):
-        n = min(100_000, size - start)
-        draw = rng.standard_normal((n, len(mean))) @ chol.T + mean
+    todo = size - len(real)
+    picks = rng.choice(components, todo, p=sizes / sizes.sum())
+    start = len(real)
+    for c in np.flatnonzero(sizes):
+        n = int((picks == c).sum())
+        if not n:
+            continue
+        scatter = members[c] - centres[c]
+        draw = centres[c] + rng.standard_normal((n, len(scatter))) @ scatter / \
+            np.sqrt(len(scatter)) + floor * rng.standard_normal((n, dim))
         out[start:start + n] = draw / np.linalg.norm(draw, axis=1, keepdims=True)
-    return out
+        start += n
+    rng.shuffle(out[len(real):])
+    return out, {"components": components, "fitted_on_vectors": len(fit_on),
+                 "members_median": int(np.median(sizes)), "isotropic_floor_std": float(floor)}
 
 
 def write_codes(vectors: np.ndarray, ids: list[str], precision: str, out: Path) -> None:
-    """A codes folder as `smec compress` writes it (int8 calibrated on a corpus sample)."""
+    """A codes folder as ``smec compress`` writes it (quantiser fitted on a corpus sample)."""
     from smec.codes import codes_table
     from smec.io import write_json
     from smec.quantize import Quantizer
     from smec.store import write_part
-    if precision == "int8":
-        sample = vectors[np.random.default_rng(0).choice(len(vectors), 10_000, replace=False)]
-        quantizer = Quantizer.fit("int8", sample)
-        quantizer.save(out / "quantizer.npz")
-    else:
+    if precision in ("float32", "binary"):
         quantizer = Quantizer.uncalibrated(precision, vectors.shape[1])
+    else:
+        rows = np.random.default_rng(0).choice(len(vectors), min(CALIBRATION, len(vectors)),
+                                               replace=False)
+        quantizer = Quantizer.fit(precision, vectors[np.sort(rows)])
+        quantizer.save(out / "quantizer.npz")
     meta = {"precision": precision, "dim": vectors.shape[1], "compressor": "benchmark",
             "compressor_path": "", "models": []}
     parts = 0
@@ -90,23 +129,36 @@ def exact_top(queries: np.ndarray, docs: np.ndarray, k: int = 10) -> np.ndarray:
     return index.search(queries, k)[1]
 
 
-def recall(got: list[list[str]], truth: np.ndarray, ids: list[str]) -> float:
-    """Mean share of each query's exact top 10 (rows of ``truth``) that ``got`` found."""
-    return round(float(np.mean([len(set(g) & {ids[j] for j in t}) / len(t)
-                                for g, t in zip(got, truth)])), 4)
+def recall(got: list[list[str]], truth: np.ndarray, ids: list[str],
+           keep=lambda j: True) -> float:
+    """Share of the exact top 10s (rows of ``truth``; only the rows ``keep`` passes) that
+    ``got`` found, pooled over queries."""
+    wanted = [{ids[j] for j in t if keep(j)} for t in truth]
+    found = sum(len(set(g) & w) for g, w in zip(got, wanted))
+    return round(found / max(1, sum(map(len, wanted))), 4)
 
 
-def timed_qps(searcher, queries: np.ndarray, rescore: int, threads: int,
-              budget_s: float = 8.0) -> float:
+def bandwidth_gbs(array: np.ndarray, repeats: int = 3) -> float:
+    """Streaming read bandwidth, one thread: the best of ``repeats`` sums over ``array``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        array.sum()
+        best = min(best, time.perf_counter() - start)
+    return array.nbytes / best / 1e9
+
+
+def timed_qps(searcher, queries: np.ndarray, rescore: int, batch: int, threads: int,
+              budget_s: float = 4.0) -> float:
+    """Queries answered per second, ``batch`` queries per call, for about ``budget_s``."""
     import faiss
     faiss.omp_set_num_threads(threads)
-    searcher.search_vectors(queries[:2], 10, rescore)          # warm caches
-    start, done = time.perf_counter(), 0
-    for q in queries:
-        searcher.search_vectors(q[None], 10, rescore)
-        done += 1
-        if time.perf_counter() - start > budget_s:
-            break
+    searcher.search_vectors(queries[:batch], 10, rescore)          # warm caches
+    start, done, at = time.perf_counter(), 0, 0
+    while time.perf_counter() - start < budget_s:
+        chunk = np.take(queries, range(at, at + batch), axis=0, mode="wrap")
+        searcher.search_vectors(chunk, 10, rescore)
+        done, at = done + batch, (at + batch) % len(queries)
     return done / (time.perf_counter() - start)
 
 
@@ -115,114 +167,142 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="run folder with embeddings/")
     parser.add_argument("--data-dir", type=Path, required=True, help="its BEIR folder (qrels)")
-    parser.add_argument("--compressor", type=Path, required=True)
+    parser.add_argument("--fit-on", type=Path, nargs="*", default=[],
+                        help="more run folders (same model) whose corpus vectors the mixture "
+                             "is fitted on too")
     parser.add_argument("--size", type=int, default=1_000_000)
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 256],
-                        help="HNSW: measure each efSearch on the one built index")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
-                        "search-scifact-minilm")
-    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--components", type=int, default=1000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (codes, indexes)")
     args = parser.parse_args()
-    from smec.compressors.base import load_compressor
+    import faiss
     from smec.config import Config
     from smec.data import resolve_beir_dir
     from smec.eval import evaluate_run
     from smec.index import Searcher, build_index
     from smec.store import read_embeddings
 
-    doc_ids, real, _ = read_embeddings(args.run / "embeddings" / "corpus")
+    doc_ids, real, meta = read_embeddings(args.run / "embeddings" / "corpus")
     query_ids, query_vecs, _ = read_embeddings(args.run / "embeddings" / "queries")
     data = Config().data
     qrels = resolve_beir_dir(args.data_dir, data.train_split, data.test_split,
                              data.split_test_frac).read_test_qrels()
     judged = [i for i, q in enumerate(query_ids) if q in qrels]
-    qids, queries = [query_ids[i] for i in judged], query_vecs[judged]
-    corpus = padded_corpus(real, args.size)
+    qids, queries = [query_ids[i] for i in judged], np.ascontiguousarray(query_vecs[judged])
+    fit_on = np.concatenate([real] + [read_embeddings(r / "embeddings" / "corpus")[1]
+                                      for r in args.fit_on])
+    started = time.perf_counter()
+    corpus, mixture = mixture_corpus(real, fit_on, args.size, args.components)
+    mixture["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"corpus: {args.size} vectors, mixture {mixture}", file=sys.stderr, flush=True)
     ids = doc_ids + [f"synthetic-{i}" for i in range(len(doc_ids), args.size)]
-    compressor = load_compressor(args.compressor)
-    levels = {("raw", 384): (corpus, queries)}
-    for dims in sorted({c[2] for c in CONFIGS if c[1] == "smec"}):
-        levels[("smec", dims)] = (compressor.encode(corpus, dims), compressor.encode(queries, dims))
-    exact = {key: exact_top(q, d) for key, (d, q) in levels.items()}
+    bandwidth = bandwidth_gbs(corpus)
+    faiss.omp_set_num_threads(2)
+    exact = exact_top(queries, corpus)
+    n_real = len(real)
     rows = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        for name, source, dims, precision, kind, rescore in CONFIGS:
-            docs, qv = levels[(source, dims)]
-            work = Path(tmp)
-            write_codes(docs, ids, precision, work / "codes")
-            rescore_codes = None
-            if precision in RESCORE_WITH:
-                rescore_codes = work / "rescore-codes"
-                write_codes(docs, ids, RESCORE_WITH[precision], rescore_codes)
+        work = Path(tmp)
+        write_codes(corpus, ids, RESCORE_WITH, work / "rescore-codes")
+        for name, precision, kind, rescores, size_arg, probes in CONFIGS:
+            write_codes(corpus, ids, precision, work / "codes")
+            compressed = precision != "float32"
             start = time.perf_counter()
-            manifest = build_index(work / "codes", work / "index", kind, args.hnsw_m,
-                                   rescore_codes=rescore_codes)
+            manifest = build_index(work / "codes", work / "index", kind,
+                                   hnsw_m=size_arg or 32, nlist=size_arg if kind == "ivf" else None,
+                                   rescore_codes=work / "rescore-codes" if compressed else None)
             build_s = time.perf_counter() - start
-            searcher = Searcher(work / "index")   # vector queries: its text encoder never loads
-            for ef in args.ef_search if kind == "hnsw" else [None]:   # one build, each ef
-                if ef is not None:
-                    searcher.index.hnsw.efSearch = ef
-                hits = searcher.search_vectors(qv, 10, rescore)
-                got = [[d for d, _ in h] for h in hits]
+            for probe, rescore in ((p, r) for p in probes for r in rescores):
+                searcher = Searcher(work / "index", ef_search=probe or 64, nprobe=probe or 16)
+                label = name + (f" (nprobe {probe})" if kind == "ivf" else
+                                f" (efSearch {probe})" if kind == "hnsw" else "") + \
+                    (f" R {rescore}" if compressed else "")
+                faiss.omp_set_num_threads(2)
+                got = [[d for d, _ in h] for h in searcher.search_vectors(queries, 10, rescore)]
+                deep = searcher.search_vectors(queries, 100, rescore)
                 run = {q: {d: s for d, s in h if not d.startswith("synthetic-")}
-                       for q, h in zip(qids, searcher.search_vectors(qv, 100, rescore))}
-                row = {"config": name + (f" (efSearch {ef})" if ef else ""),
-                       "vectors": args.size, "dims": dims, "precision": precision,
-                       "kind": kind, "rescore": rescore, "ef_search": ef,
-                       "index_bytes": manifest["index_bytes"],
-                       "rescore_codes": manifest["rescore_precision"],
-                       "rescore_bytes_on_disk": manifest["rescore_bytes"],
-                       "bytes_per_vector": round(manifest["index_bytes"] / args.size, 1),
-                       "build_s": round(build_s, 1),
-                       "qps_1_thread": round(timed_qps(searcher, qv, rescore, 1), 1),
-                       "qps_2_threads": round(timed_qps(searcher, qv, rescore, 2), 1),
-                       "recall_at_10": recall(got, exact[(source, dims)], ids),
-                       "recall_vs_raw": recall(got, exact[("raw", 384)], ids),
-                       "ndcg_at_10_real_docs": round(evaluate_run(run, qrels)["ndcg_at_10"],
-                                                     4)}
+                       for q, h in zip(qids, deep)}
+                qps = {f"qps_batch_{b}": round(timed_qps(searcher, queries, rescore, b, 2), 1)
+                       for b in BATCHES}
+                qps["qps_batch_1_one_thread"] = round(timed_qps(searcher, queries, rescore, 1,
+                                                                1), 1)
+                qps["qps_batch_1_best"] = max(qps["qps_batch_1"], qps["qps_batch_1_one_thread"])
+                index_bytes = manifest["index_bytes"]
+                row = {"config": label, "precision": precision, "kind": kind,
+                       "rescore": rescore, "probe": probe, "vectors": args.size,
+                       "index_bytes": index_bytes,
+                       "bytes_per_vector_in_memory": round(index_bytes / args.size, 1),
+                       "rescore_codes_on_disk": manifest["rescore_precision"],
+                       "build_s": round(build_s, 1), **qps,
+                       "recall_at_10": recall(got, exact, ids),
+                       "recall_real_at_10": recall(got, exact, ids, lambda j: j < n_real),
+                       "recall_synthetic_at_10": recall(got, exact, ids,
+                                                        lambda j: j >= n_real),
+                       "ndcg_at_10_real_docs": round(evaluate_run(run, qrels)["ndcg_at_10"], 4)}
+                if kind == "flat":   # every call reads the whole index at least once
+                    bound = bandwidth * 1e9 / index_bytes
+                    row["bandwidth_bound_qps_batch_1"] = round(bound, 1)
+                    row["fraction_of_bound_batch_1"] = round(row["qps_batch_1_best"] / bound, 3)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-            for folder in ("codes", "rescore-codes", "index"):
+            for folder in ("codes", "index"):
                 shutil.rmtree(work / folder, ignore_errors=True)
-    load_after = os.getloadavg()
-    report(rows, args, load_before, load_after)
+    report(rows, args, mixture, bandwidth, (load_before, os.getloadavg()))
 
 
-def report(rows: list[dict], args: argparse.Namespace, load_before, load_after) -> None:
-    by = {r["config"]: r for r in rows}
-    flat, binary = by["raw float32 flat"], by["raw binary + rescore"]
-    smec_binary = by["SMEC 384-d binary + rescore"]
-    targets = {
-        "binary + rescore index >= 32x smaller than raw float32 flat": {
-            "ratio": round(flat["index_bytes"] / binary["index_bytes"], 2),   # faiss headers:
-            "holds": round(flat["index_bytes"] / binary["index_bytes"], 2) >= 32},  # 45 vs 33 B
-        "recall@10 >= 0.95 against exact (binary + rescore)": {
-            "raw": binary["recall_at_10"], "smec": smec_binary["recall_at_10"],
-            "holds": min(binary["recall_at_10"], smec_binary["recall_at_10"]) >= 0.95},
-        ">= 5x the queries/s of float32 flat (binary + rescore, 2 threads)": {
-            "ratio": round(binary["qps_2_threads"] / flat["qps_2_threads"], 1),
-            "holds": binary["qps_2_threads"] / flat["qps_2_threads"] >= 5}}
-    results = {"benchmark": "search", "rows": rows, "targets": targets,
-               "corpus": (f"the real corpus vectors of {args.run}, padded to {args.size} with "
-                          "Gaussian vectors of its mean and covariance (L2-normalised)"),
-               "queries": "the real test queries", "compressor": str(args.compressor),
+def targets_of(rows: list[dict]) -> dict:
+    """Issue 23's 1M targets for the row that holds ≤ 48 B/vector in memory (the codes; an
+    IVF's 8-byte ids put it above) with the best recall, the fastest of those ≥ 0.95."""
+    flat = next(r for r in rows if r["precision"] == "float32")
+    small = [r for r in rows if r["bytes_per_vector_in_memory"] <= 48.5]
+    fits = [r for r in small if r["recall_at_10"] >= 0.95]
+    best = max(fits, key=lambda r: r["qps_batch_1_best"]) if fits else \
+        max(small, key=lambda r: (r["recall_at_10"], r["qps_batch_1_best"]))
+    speedup = best["qps_batch_1_best"] / flat["qps_batch_1_best"]
+    flats = [r for r in rows if "fraction_of_bound_batch_1" in r]
+    return {"best_small_config": best["config"],
+            "recall_at_10 >= 0.95": {"value": best["recall_at_10"],
+                                     "holds": best["recall_at_10"] >= 0.95},
+            ">= 20x float32 flat queries/s (1 query per call, best thread count each)": {
+                "ratio": round(speedup, 1), "holds": speedup >= 20},
+            "<= 48 B/vector in memory": {"value": best["bytes_per_vector_in_memory"],
+                                         "holds": best["bytes_per_vector_in_memory"] <= 48.5},
+            "flat scans >= 50% of the bandwidth bound": {
+                "fractions": {r["config"]: r["fraction_of_bound_batch_1"] for r in flats},
+                "holds": all(r["fraction_of_bound_batch_1"] >= 0.5 for r in flats)}}
+
+
+def report(rows: list[dict], args: argparse.Namespace, mixture: dict, bandwidth: float,
+           loads) -> None:
+    targets = targets_of(rows)
+    results = {"benchmark": "search-structured", "rows": rows, "targets": targets,
+               "corpus": (f"the real corpus vectors of {args.run}, then a Gaussian mixture "
+                          f"fitted on the corpus vectors of {[str(args.run)] + [str(r) for r in args.fit_on]} "
+                          f"(per-component covariance), to {args.size} vectors"),
+               "mixture": mixture, "bandwidth_gb_s_one_thread": round(bandwidth, 2),
+               "queries": "the real test queries (recall) and the same cycled (queries/s)",
                "command": "python benchmarks/search_at_scale.py " + " ".join(sys.argv[1:]),
                "test_looked_at": "once, here: nDCG@10 is a sanity row; nothing was chosen on it",
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                           "loadavg_before": [round(x, 2) for x in load_before],
-                           "loadavg_after": [round(x, 2) for x in load_after]}}
+                           "loadavg_before": [round(x, 2) for x in loads[0]],
+                           "loadavg_after": [round(x, 2) for x in loads[1]]}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    cols = ["config", "bytes_per_vector", "index_bytes", "rescore_codes", "build_s", "qps_1_thread",
-            "qps_2_threads", "recall_at_10", "recall_vs_raw", "ndcg_at_10_real_docs"]
-    lines = [f"{args.size} vectors ({results['corpus']}); {os.cpu_count()} CPUs", "",
+    cols = ["config", "bytes_per_vector_in_memory", "build_s", "qps_batch_1_one_thread",
+            "qps_batch_1", "qps_batch_16", "qps_batch_256",
+            "fraction_of_bound_batch_1", "recall_at_10", "recall_real_at_10",
+            "recall_synthetic_at_10", "ndcg_at_10_real_docs"]
+    lines = [f"{args.size} vectors ({results['corpus']}); {os.cpu_count()} CPUs; streaming "
+             f"read {bandwidth:.1f} GB/s (one thread)", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     for name, target in targets.items():
-        detail = {k: v for k, v in target.items() if k != "holds"}
-        lines.append(f"\ntarget {name}: {'holds' if target['holds'] else 'MISSED'} ({detail})")
+        if isinstance(target, dict):
+            detail = {k: v for k, v in target.items() if k != "holds"}
+            lines.append(f"\ntarget {name}: {'holds' if target['holds'] else 'MISSED'} "
+                         f"({detail})")
+    lines.append(f"\nbest configuration at <= 48 B: {targets['best_small_config']}")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out / "search.png")
     print((args.out / "results.md").read_text())
@@ -232,17 +312,15 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in rows:
-        a.scatter(r["bytes_per_vector"], r["recall_at_10"], s=30)
-        a.annotate(r["config"], (r["bytes_per_vector"], r["recall_at_10"]), fontsize=7)
-        b.scatter(r["bytes_per_vector"], r["qps_2_threads"], s=30)
-        b.annotate(r["config"], (r["bytes_per_vector"], r["qps_2_threads"]), fontsize=7)
-    for ax, label in ((a, "recall@10 vs exact float32"), (b, "queries/s (2 threads)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("index bytes per vector")
-        ax.set_ylabel(label)
-    b.set_yscale("log")
+        ax.scatter(r["qps_batch_1_best"], r["recall_at_10"], s=30)
+        ax.annotate(f"{r['config']} ({r['bytes_per_vector_in_memory']:.0f} B)",
+                    (r["qps_batch_1_best"], r["recall_at_10"]), fontsize=7)
+    ax.axhline(0.95, color="#888", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries/s, one query per call (best of 1 and 2 threads)")
+    ax.set_ylabel("recall@10 vs exact float32")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

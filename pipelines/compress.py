@@ -53,7 +53,7 @@ from smec.corpus import Source, read_shard
 from smec.encoders import resolve_model
 from smec.errors import SmecError
 from smec.quantize import Quantizer, level_problem
-from smec.results import PRECISION_HELP
+from smec.results import PRECISION_HELP, is_binary
 from smec.store import check_complete, part_index, sorted_parts
 
 
@@ -131,7 +131,7 @@ def _check_level(compressor: Compressor, path: Path, dim: int, precision: str) -
     if problem:
         raise SmecError(f"--precision {precision} --dims {dim}: {problem}; pick an M that "
                         "divides the dims")
-    if precision == "binary" and dim % 8:
+    if is_binary(precision) and dim % 8:
         raise SmecError(f"--dims {dim}: binary codes need a multiple of 8 dims")
 
 

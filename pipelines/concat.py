@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from smec import console
-from smec.compare import compare, score_vectors
+from smec.compare import compare, precisions_of, score_vectors
 from smec.compressors import PCA, ConcatCompressor
 from smec.config import Config, TrainConfig
 from smec.data import BeirPaths, load_qrels
@@ -88,14 +88,6 @@ def decoder_data(paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
                         *loaded["queries"], load_qrels(pseudo.qrels), tcfg)
 
 
-def _precision_grid(cfg: Config) -> list[tuple[str, int]]:
-    """(precision, rescore multiplier) pairs to score at every level."""
-    grid = [(p, 0) for p in cfg.concat.precisions]
-    if "binary" in cfg.concat.precisions and cfg.concat.rescore_multiplier:
-        grid.append(("binary", cfg.concat.rescore_multiplier))
-    return grid
-
-
 class EpochEcho(Reporter):
     """One line per epoch of the decoder: schedule, stage, dims and hold-out nDCG@10."""
 
@@ -123,7 +115,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     query_ids, query_cols = data["queries"]
     test_qrels = paths.read_test_qrels()
     quant_options = {"ranges": ccfg.int8_ranges, "threshold": ccfg.binary_threshold}
-    grid = _precision_grid(cfg)
+    grid = precisions_of(ccfg.precisions, ccfg.rescore_multiplier)
 
     def score(method: str, queries: np.ndarray, docs: np.ndarray, precision) -> None:
         rows.append(score_vectors(method, queries, query_ids, docs, doc_ids, test_qrels,

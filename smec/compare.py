@@ -7,7 +7,7 @@ from smec.compressors import PCA, Compressor, Truncation
 from smec.data import Qrels
 from smec.eval import evaluate_run, evaluate_vectors
 from smec.quantize import CODEWORDS, Quantizer, level_problem, quantized_search
-from smec.results import ResultRow, product_quantizer
+from smec.results import BINARY_FITS, ResultRow, is_binary, product_quantizer
 
 DEPTH = 100   # retrieval depth: recall@100, and the rescoring pool is DEPTH × multiplier
 
@@ -15,11 +15,11 @@ Precision = tuple[str, int]   # (float32 | int8 | binary | pqM | opqM, rescore m
 
 
 def precisions_of(names: list[str], rescore_multiplier: int) -> list[Precision]:
-    """The precisions an ``eval`` section asks for; binary also rescored when the multiplier
-    is > 0."""
+    """The precisions an ``eval`` section asks for; each binary one also rescored when the
+    multiplier is > 0."""
     out = [(name, 0) for name in names]
-    if "binary" in names and rescore_multiplier:
-        out.append(("binary", rescore_multiplier))
+    if rescore_multiplier:
+        out += [(name, rescore_multiplier) for name in names if is_binary(name)]
     return out
 
 
@@ -93,8 +93,12 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
     return rows
 
 
-#: The recipes a user already has, at every byte size: float, int8, binary and binary + rescore.
-RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0), ("binary", 0), ("binary", 4)]
+#: Binary codes at the zero threshold and at every fitted threshold / rotation.
+BINARY_PRECISIONS = ("binary", *(f"binary-{fit}" for fit in BINARY_FITS))
+#: The recipes a user already has, at every byte size: float, int8, and binary with and without
+#: rescoring, its threshold at zero or fitted (ITQ and a random rotation included).
+RECIPE_PRECISIONS: list[Precision] = [("float32", 0), ("int8", 0)] + \
+    [(name, rescore) for name in BINARY_PRECISIONS for rescore in (0, 4)]
 #: What a faiss user has for the raw vectors too: PQ (and OPQ) at 24, 48 and 96 B per vector.
 PRODUCT_BYTES = (24, 48, 96)
 RAW_PRODUCTS = [f"pq{m}" for m in PRODUCT_BYTES]

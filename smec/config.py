@@ -388,8 +388,8 @@ class CompressConfig(_Section):
     num_cpus_per_actor: float = Field(1.0, gt=0)
     num_gpus_per_actor: float = Field(0.0, ge=0, description="> 0 runs the compressor on cuda")
     batch_size: int = Field(8192, gt=0, description="vectors per compressor call")
-    calibration_rows: int = Field(10000, gt=0, description="int8: corpus vectors sampled to "
-                                  "calibrate the ranges (queries never enter)")
+    calibration_rows: int = Field(10000, gt=0, description="int8, pqM, binary-<fit>: corpus "
+                                  "vectors sampled to calibrate (queries never enter)")
     seed: int = Field(0, description="which calibration rows are sampled")
 
 

@@ -47,6 +47,7 @@ from smec.codes import (
 from smec.errors import SmecError
 from smec.io import atomic_dir
 from smec.quantize import Quantizer, code_layout
+from smec.results import is_binary
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"
@@ -106,7 +107,7 @@ def _ivf_index(precision: str, dim: int, nlist: int, quantizer: Quantizer, sampl
     """An empty, trained IVF index whose lists hold exactly the codes smec wrote."""
     import faiss
     ip = faiss.METRIC_INNER_PRODUCT
-    if precision == "binary":
+    if is_binary(precision):
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(dim), dim, nlist)
         index.train(np.ascontiguousarray(sample))
         return index
@@ -148,7 +149,7 @@ def _new_index(precision: str, dim: int, kind: str, hnsw_m: int, quantizer: Quan
             raise SmecError(f"--kind {kind}: {precision} codes are searched with --kind flat "
                             "(IndexPQ) or --kind ivf (IndexIVFPQ)")
         return _product_index(quantizer, kind)
-    if precision == "binary":
+    if is_binary(precision):
         return faiss.IndexBinaryFlat(dim) if kind == "flat" else faiss.IndexBinaryHNSW(dim, hnsw_m)
     if precision == "float32":
         return faiss.IndexFlatIP(dim) if kind == "flat" else faiss.IndexHNSWFlat(dim, hnsw_m, ip)
@@ -168,7 +169,7 @@ def _new_index(precision: str, dim: int, kind: str, hnsw_m: int, quantizer: Quan
 
 def _addable(codes: np.ndarray, precision: str, quantizer: Quantizer) -> np.ndarray:
     """What faiss's ``add`` takes for these codes (it re-encodes floats to the same bytes)."""
-    if precision == "binary":
+    if is_binary(precision):
         return np.ascontiguousarray(codes)
     if precision == "int8":   # a quarter step up, so faiss's floor lands on the same byte
         step = (quantizer.params["hi"] - quantizer.params["lo"]) / 255
@@ -239,7 +240,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
         del stored
         if count != rows:
             raise SmecError(f"--rescore-codes {rescore_dir}: fewer rows than {codes_dir}")
-        if precision == "binary":
+        if is_binary(precision):
             faiss.write_index_binary(index, str(tmp / INDEX_FILE))
         else:
             faiss.write_index(_rotated(index, quantizer) if quantizer.asymmetric else index,
@@ -335,7 +336,7 @@ class Searcher:
         if self.manifest["count"] == 0:
             raise SmecError(f"{self.dir}: the index is empty")
         self.precision, self.dim = self.manifest["precision"], int(self.manifest["dim"])
-        read = faiss.read_index_binary if self.precision == "binary" else faiss.read_index
+        read = faiss.read_index_binary if is_binary(self.precision) else faiss.read_index
         self.index = read(str(self.dir / INDEX_FILE))
         self.ids = (self.dir / IDS_FILE).read_text(encoding="utf-8").splitlines()
         self.codes = np.load(self.dir / CODES_FILE, mmap_mode="r")
@@ -349,10 +350,10 @@ class Searcher:
         if self.manifest["kind"] == "hnsw":
             self.index.hnsw.efSearch = ef_search    # HNSW: candidates kept while searching
         elif self.manifest["kind"] == "ivf":        # IVF: lists scanned per query
-            ivf = self.index if self.precision == "binary" else faiss.extract_index_ivf(
+            ivf = self.index if is_binary(self.precision) else faiss.extract_index_ivf(
                 self.index)
             ivf.nprobe = min(nprobe, int(self.manifest["nlist"]))
-        elif not self.quantizer.asymmetric and self.precision != "binary" \
+        elif not self.quantizer.asymmetric and not is_binary(self.precision) \
                 and hasattr(faiss, "StandardGpuResources") \
                 and faiss.get_num_gpus() > 0:    # the `gpu` extra and a GPU: flat on the GPU
             self._gpu = faiss.StandardGpuResources()
@@ -368,7 +369,7 @@ class Searcher:
         if k < 1 or rescore < 1:
             raise SmecError(f"-k {k} --rescore {rescore}: both must be >= 1")
         first = min(len(self.ids), k * rescore)
-        probe = self.quantizer.encode(queries) if self.precision == "binary" else queries
+        probe = self.quantizer.encode(queries) if is_binary(self.precision) else queries
         _, cand = self.index.search(np.ascontiguousarray(probe), first)
         results = []
         for row, query in zip(cand, queries):

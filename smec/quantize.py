@@ -6,8 +6,14 @@
   or the min/max (what sentence-transformers' ``quantize_embeddings`` does with
   ``calibration_embeddings``).
 * ``float16``: a cast; nothing to calibrate.
-* ``binary``: ``bit = x > t`` with ``t = 0`` (sentence-transformers' convention) or the
-  per-dimension calibration median; bits are packed with ``np.packbits`` (``d/8`` bytes).
+* ``binary``: ``bit = x > t`` with ``t = 0`` (sentence-transformers' convention); bits are
+  packed with ``np.packbits`` (``d/8`` bytes). The fitted variants place the threshold from
+  the calibration vectors: ``binary-median`` at each dimension's median; ``binary-itq`` and
+  ``binary-rotated`` centre on the mean ``μ`` and rotate, ``bit = R (x − μ) > 0``, by ITQ's
+  rotation (Gong & Lazebnik, 2011: alternate ``B = sign(Z Rᵀ)`` and the orthogonal
+  Procrustes ``R`` minimising ``‖B − Z Rᵀ‖``, 50 rounds from a seeded random rotation) or by
+  that seeded random rotation alone. They decode to ``x̂ = μ + Rᵀ(s ⊙ b)``, ``b = ±1`` and
+  ``s`` the mean ``|R(x − μ)|`` per rotated dim, so rescoring sees each dim's scale.
 * ``pqM`` / ``opqM``: faiss's product quantiser (Jégou et al., 2011): the vector is cut into
   M sub-vectors and each is replaced by the index of its nearest of 256 codewords, k-means
   centroids of the calibration sub-vectors — M bytes per vector, whatever the dims. ``opqM``
@@ -35,7 +41,9 @@ from smec.io import atomic_path
 from smec.results import (
     PRECISION_BITS,
     bytes_per_vector,
+    binary_fit,
     check_precision,
+    is_binary,
     product_quantizer,
 )
 
@@ -43,6 +51,7 @@ PRECISIONS = tuple(PRECISION_BITS)   # and the product quantisers pqM / opqM of 
 MIN_CALIBRATION = 100
 CODEWORDS = 256                      # per PQ sub-vector: one byte
 ENCODE_BLOCK = 65536                 # rows per block when assigning PQ codewords
+ITQ_ROUNDS = 50                      # the ITQ paper's count; the loss has flattened by then
 
 
 def level_problem(precision: str, dim: int) -> str | None:
@@ -61,7 +70,7 @@ def code_layout(precision: str, dim: int) -> tuple[np.dtype, int, bool]:
     product = product_quantizer(check_precision(precision))
     if product is not None:
         return np.dtype(np.uint8), product[1], True
-    if precision == "binary":
+    if is_binary(precision):
         return np.dtype(np.uint8), (dim + 7) // 8, True
     return np.dtype({"float32": np.float32, "float16": np.float16, "int8": np.int8}[precision]), \
         dim, False
@@ -99,6 +108,32 @@ def _fit_product(kind: str, m: int, x: np.ndarray) -> dict[str, np.ndarray]:
     return params
 
 
+def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
+    """A seeded orthogonal ``[dim, dim]`` matrix, uniform (Haar) over rotations: QR of a
+    Gaussian matrix with the signs of R's diagonal moved into Q."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+    return (q * np.sign(np.diag(r))).astype(np.float32)
+
+
+def _fit_binary(fit: str, x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """``threshold`` (the centre), ``scale`` and, for itq/rotated, ``rotation`` of
+    ``binary-<fit>`` (module docstring)."""
+    if fit == "median":
+        centre = np.median(x, axis=0)
+        return {"threshold": centre.astype(np.float32),
+                "scale": np.abs(x - centre).mean(0).astype(np.float32)}
+    centre = x.mean(0)
+    z = (x - centre).astype(np.float64)
+    rotation = random_rotation(x.shape[1], seed).astype(np.float64)
+    if fit == "itq":
+        for _ in range(ITQ_ROUNDS):
+            bits = np.where(z @ rotation.T > 0, 1.0, -1.0)
+            u, _, wt = np.linalg.svd(z.T @ bits)     # Procrustes: Rᵀ = U Wᵀ of Zᵀ B
+            rotation = (u @ wt).T
+    return {"threshold": centre.astype(np.float32), "rotation": rotation.astype(np.float32),
+            "scale": np.abs(z @ rotation.T).mean(0).astype(np.float32)}
+
+
 def compression_factor(ref_dim: int, dim: int, precision: str) -> float:
     """CF = bytes(float32 reference of ``ref_dim``) / bytes(compressed), METHOD.md §5.4."""
     return bytes_per_vector(ref_dim, "float32") / bytes_per_vector(dim, precision)
@@ -116,7 +151,8 @@ def _check_float(x: np.ndarray, what: str) -> np.ndarray:
 
 @dataclass
 class Quantizer:
-    """A fitted quantiser: ``params`` holds ``lo``/``hi`` (int8), ``threshold`` (binary), or
+    """A fitted quantiser: ``params`` holds ``lo``/``hi`` (int8), ``threshold`` (binary; the
+    fitted variants add ``scale`` and, rotated, ``rotation`` ``[dim, dim]``), or
     ``codebooks`` ``[M, 256, dim/M]`` and, for OPQ, ``rotation`` ``[dim, dim]`` (PQ)."""
 
     precision: str
@@ -127,17 +163,21 @@ class Quantizer:
     def fit(cls, precision: str, calibration: np.ndarray, ranges: str = "percentile",
             percentile: float = 0.1, threshold: str = "zero") -> Quantizer:
         """Calibrate on corpus embeddings (``ranges``: percentile|minmax, ``threshold``:
-        zero|median; pqM/opqM train their codebooks with faiss); float32 is the identity,
-        float16 a cast."""
+        zero|median of plain binary; pqM/opqM train their codebooks with faiss, binary-<fit>
+        its threshold and rotation); float32 is the identity, float16 a cast."""
         calibration = _check_float(calibration, "calibration embeddings")
         product = product_quantizer(check_precision(precision))
         if product is not None:
             return cls(precision, calibration.shape[1], _fit_product(*product, calibration))
-        calibrated = precision == "int8" or (precision == "binary" and threshold == "median")
+        fit = binary_fit(precision)
+        calibrated = precision == "int8" or fit not in (None, "zero") or \
+            (fit == "zero" and threshold == "median")
         if calibrated and len(calibration) < MIN_CALIBRATION:
             warnings.warn(f"calibrating {precision} on {len(calibration)} vectors (< "
                           f"{MIN_CALIBRATION}); ranges will be noisy", stacklevel=2)
         dim = calibration.shape[1]
+        if fit not in (None, "zero"):
+            return cls(precision, dim, _fit_binary(fit, calibration))
         if precision == "int8":
             if ranges == "percentile":
                 lo, hi = np.percentile(calibration, [percentile, 100 - percentile], axis=0)
@@ -186,8 +226,11 @@ class Quantizer:
             lo, hi = self.params["lo"], self.params["hi"]
             codes = np.rint((x - lo) / (hi - lo) * 255.0) - 128.0
             return np.clip(codes, -128, 127).astype(np.int8)
-        if self.precision == "binary":
-            return np.packbits(x > self.params["threshold"], axis=1)
+        if is_binary(self.precision):
+            centred = x - self.params["threshold"]
+            if "rotation" in self.params:
+                centred = centred @ self.params["rotation"].T
+            return np.packbits(centred > 0, axis=1)
         if self.precision == "float16":
             return x.astype(np.float16)
         if self.asymmetric:
@@ -211,15 +254,20 @@ class Quantizer:
         return codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Codes → float32 ``[n, dim]``: dequantised values (int8), ``±1`` (binary), the
-        codewords (PQ, rotated back for OPQ)."""
+        """Codes → float32 ``[n, dim]``: dequantised values (int8), ``±1`` (binary; the fitted
+        variants ``μ + Rᵀ(s ⊙ ±1)``), the codewords (PQ, rotated back for OPQ)."""
         if self.precision == "int8":
             lo, hi = self.params["lo"], self.params["hi"]
             return ((codes.astype(np.float32) + 128.0) / 255.0 * (hi - lo) + lo).astype(
                 np.float32)
-        if self.precision == "binary":
-            bits = np.unpackbits(codes, axis=1, count=self.dim)
-            return bits.astype(np.float32) * 2.0 - 1.0
+        if is_binary(self.precision):
+            signs = np.unpackbits(codes, axis=1, count=self.dim).astype(np.float32) * 2.0 - 1.0
+            if "scale" not in self.params:
+                return signs
+            x = signs * self.params["scale"]
+            if "rotation" in self.params:
+                x = x @ self.params["rotation"]
+            return x + self.params["threshold"]
         if self.asymmetric:
             books = self.params["codebooks"]
             x = books[np.arange(len(books)), codes].reshape(len(codes), self.dim)
@@ -240,12 +288,13 @@ class Quantizer:
 
 
 def _hamming(query_bits: np.ndarray, doc_bits: np.ndarray) -> np.ndarray:
-    """Hamming distances ``[nq, nd]`` between packed bit arrays."""
-    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
-    out = np.empty((len(query_bits), len(doc_bits)), np.int32)
-    for i, q in enumerate(query_bits):
-        out[i] = table[np.bitwise_xor(doc_bits, q)].sum(1)
-    return out
+    """Hamming distances ``[nq, nd]`` between packed bit arrays, as ``(bits − s·t) / 2`` of
+    their ±1 forms: one float matrix product (exact: the sums are small integers), where a
+    per-query popcount loop in numpy is ~100× slower."""
+    signs = [np.unpackbits(b, axis=1).astype(np.float32) * 2.0 - 1.0
+             for b in (query_bits, doc_bits)]
+    agreement = signs[0] @ signs[1].T
+    return np.rint((signs[0].shape[1] - agreement) / 2).astype(np.int32)
 
 
 def quantized_scores(quantizer: Quantizer, queries: np.ndarray,
@@ -253,7 +302,7 @@ def quantized_scores(quantizer: Quantizer, queries: np.ndarray,
     """First-pass similarity of float ``queries`` on the quantised index alone (higher is
     better): Hamming for binary, the float query against the decoded codes for PQ (faiss's
     asymmetric distance), the quantised query against the decoded codes otherwise."""
-    if quantizer.precision == "binary":
+    if is_binary(quantizer.precision):
         return -_hamming(quantizer.encode(queries), doc_codes).astype(np.float32)
     if quantizer.asymmetric:
         return queries @ quantizer.decode(doc_codes).T

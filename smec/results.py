@@ -23,8 +23,11 @@ ROW_KEYS = ("method", "dims", "precision", "bytes_per_vector", "ndcg_at_10", "re
             "seed")
 PRECISION_BITS = {"float32": 32, "float16": 16, "int8": 8, "binary": 1}
 PRODUCT_KINDS = ("pq", "opq")
-PRECISION_HELP = ("float32, float16, int8, binary, or a product quantiser of M bytes: pqM "
-                  "(faiss PQ, M sub-vectors of 8 bits) or opqM (rotated first)")
+BINARY_FITS = ("median", "itq", "rotated")   # binary-<fit>: a fitted threshold / rotation
+PRECISION_HELP = ("float32, float16, int8, binary (sign at 0), binary-median (threshold at "
+                  "each dim's median), binary-itq or binary-rotated (centred, then an ITQ or "
+                  "a seeded random rotation), or a product quantiser of M bytes: pqM (faiss "
+                  "PQ, M sub-vectors of 8 bits) or opqM (rotated first)")
 
 
 def product_quantizer(precision: str) -> tuple[str, int] | None:
@@ -34,8 +37,24 @@ def product_quantizer(precision: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
+def binary_fit(precision: str) -> str | None:
+    """How a binary precision places its threshold: ``zero`` (``binary``, the sign, as
+    sentence-transformers does) or the fit of ``binary-median`` / ``binary-itq`` /
+    ``binary-rotated``; None for a precision that is not binary."""
+    if precision == "binary":
+        return "zero"
+    fit = precision.removeprefix("binary-")
+    return fit if fit != precision and fit in BINARY_FITS else None
+
+
+def is_binary(precision: str) -> bool:
+    """One bit per dim, searched by Hamming distance (and rescored with the float query)."""
+    return binary_fit(precision) is not None
+
+
 def check_precision(precision: str) -> str:
-    if precision not in PRECISION_BITS and product_quantizer(precision) is None:
+    if precision not in PRECISION_BITS and product_quantizer(precision) is None \
+            and not is_binary(precision):
         raise ValueError(f"precision must be {PRECISION_HELP}; got {precision!r}")
     return precision
 
@@ -44,7 +63,7 @@ def bytes_per_vector(dims: int, precision: str = "float32") -> int:
     product = product_quantizer(check_precision(precision))
     if product is not None:
         return product[1]
-    return math.ceil(dims * PRECISION_BITS[precision] / 8)
+    return math.ceil(dims * PRECISION_BITS["binary" if is_binary(precision) else precision] / 8)
 
 
 @dataclass

@@ -198,7 +198,7 @@ def test_compress_float16_binary_and_pq_equal_encode(tmp_path):
     pca.inputs = INPUTS
     pca.save(tmp_path / "pca")
     want = pca.encode(vectors, 48)
-    for precision in ("float16", "binary", "opq6"):
+    for precision in ("float16", "binary", "binary-itq", "opq6"):
         out = tmp_path / precision
         result = subprocess.run(_compress_cmd(store, tmp_path / "pca", out, 48, precision),
                                 cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -207,9 +207,10 @@ def test_compress_float16_binary_and_pq_equal_encode(tmp_path):
         assert got_ids == ids
         if precision == "float16":
             assert np.abs(codes.astype(np.float32) - want).max() < 1e-3
-        elif precision == "opq6":   # codebooks fitted on the corpus, saved beside the codes
+        elif precision in ("opq6", "binary-itq"):   # fitted on the corpus, saved beside
             quantizer = Quantizer.load(out / "quantizer.npz")
             assert codes.shape == (300, 6) and quantizer.bytes_per_vector() == 6
+            assert quantizer.precision == precision
             np.testing.assert_array_equal(codes, quantizer.encode(want))
         else:
             np.testing.assert_array_equal(codes, np.packbits(want > 0, axis=1))

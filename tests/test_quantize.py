@@ -51,6 +51,75 @@ def test_median_threshold_splits_each_dim_in_half():
     np.testing.assert_allclose(bits.mean(0), 0.5, atol=0.01)
 
 
+# --- binary codes with a fitted threshold and rotation --------------------------------------
+
+def _offset(n=2000, d=64, seed=0):
+    """Unbalanced dims around a common offset, as a trained level's output often is."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, d)) * np.linspace(3.0, 0.2, d) + 0.7).astype(np.float32)
+
+
+def test_binary_fits_are_named_and_cost_one_bit_per_dim():
+    from smec.results import binary_fit, check_precision
+    assert [binary_fit(p) for p in ("binary", "binary-median", "binary-itq", "binary-rotated",
+                                    "int8", "binary-pca")] == \
+        ["zero", "median", "itq", "rotated", None, None]
+    assert bytes_per_vector(384, "binary-itq") == 48 == bytes_per_vector(384, "binary")
+    with pytest.raises(ValueError, match="binary-median"):
+        check_precision("binary-pca")
+
+
+@pytest.mark.parametrize("precision", ["binary-median", "binary-rotated", "binary-itq"])
+def test_a_fitted_binary_code_is_the_sign_of_the_centred_rotated_vector(precision, tmp_path):
+    x = _offset()
+    q = Quantizer.fit(precision, x)
+    rotation = q.params.get("rotation", np.eye(64, dtype=np.float32))
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(64), atol=1e-4)
+    projected = (x - q.params["threshold"]) @ rotation.T
+    codes = q.encode(x)
+    assert codes.shape == (2000, 8)
+    np.testing.assert_array_equal(np.unpackbits(codes, axis=1), projected > 0)
+    balance = np.unpackbits(codes, axis=1).mean(0)   # centred: no bit is mostly one sign
+    assert np.abs(balance - 0.5).max() < (0.01 if precision == "binary-median" else 0.1)
+    # decoded: the centre plus each rotated dim's mean magnitude, signed, rotated back
+    want = (np.where(projected > 0, 1.0, -1.0) * q.params["scale"]) @ rotation + \
+        q.params["threshold"]
+    np.testing.assert_allclose(q.decode(codes), want, atol=1e-4)
+    q.save(tmp_path / "q.npz")
+    back = Quantizer.load(tmp_path / "q.npz")
+    np.testing.assert_array_equal(back.encode(x), codes)
+    np.testing.assert_array_equal(back.decode(codes), q.decode(codes))
+
+
+def test_itq_lowers_the_quantisation_error_of_its_random_start():
+    x = _offset()
+    error = {}
+    for precision in ("binary-rotated", "binary-itq"):
+        q = Quantizer.fit(precision, x)
+        z = (x - q.params["threshold"]) @ q.params["rotation"].T
+        error[precision] = np.mean((np.sign(z) - z / np.abs(z).mean()) ** 2)
+    assert error["binary-itq"] < 0.9 * error["binary-rotated"], error
+
+
+def test_a_rotation_spreads_unbalanced_dims_over_every_bit():
+    # Hamming weighs every bit alike; with a few dims holding most of the variance, a rotation
+    # gives each bit a share of it and finds more of the exact top 10, ITQ most of all.
+    docs = _offset(2000, 64, 1)
+    queries = docs[:50] + 0.3 * np.random.default_rng(2).normal(size=(50, 64)).astype(np.float32)
+    ids, qids = [str(i) for i in range(len(docs))], [f"q{i}" for i in range(50)]
+    exact = exact_search(queries, qids, docs, ids, k=10)
+
+    def overlap(precision):
+        quant = Quantizer.fit(precision, docs)
+        run = quantized_search(quant, queries, qids, quant.encode(docs), ids, k=10,
+                               ignore_identical_ids=False)
+        return np.mean([len(set(run[q]) & set(exact[q])) / 10 for q in qids])
+    found = {p: overlap(p) for p in ("binary", "binary-median", "binary-rotated", "binary-itq")}
+    assert min(found["binary-rotated"], found["binary-itq"]) > \
+        max(found["binary"], found["binary-median"]) + 0.05, found
+    assert found["binary-itq"] >= found["binary-rotated"], found
+
+
 def test_guardrails():
     with pytest.raises(ValueError, match="already quantised"):
         Quantizer.fit("int8", np.ones((200, 8), np.int8))
@@ -105,7 +174,8 @@ def test_rescoring_recovers_most_of_float_search():
     assert rescored > plain
 
 
-@pytest.mark.parametrize("precision, rescore", [("int8", 0), ("binary", 0), ("binary", 4)])
+@pytest.mark.parametrize("precision, rescore", [("int8", 0), ("binary", 0), ("binary", 4),
+                                               ("binary-itq", 4)])
 def test_a_doc_with_the_query_id_is_never_returned(precision, rescore):
     # ArguAna-style: every query is also a corpus document with the same id, and is its own
     # nearest neighbour; BEIR drops it (ignore_identical_ids), as exact_search does.
@@ -148,6 +218,14 @@ def test_compare_scores_every_precision_and_keeps_calibration():
     binary = next(r for r in rows if r.method == "pca" and r.dims == 16 and r.precision == "binary"
                   and not r.extra)
     assert binary.bytes_per_vector == 2
+
+
+def test_every_binary_precision_is_also_rescored():
+    from smec.compare import precisions_of
+    assert precisions_of(["float32", "binary", "binary-itq", "pq48"], 4) == [
+        ("float32", 0), ("binary", 0), ("binary-itq", 0), ("pq48", 0), ("binary", 4),
+        ("binary-itq", 4)]
+    assert precisions_of(["binary-median"], 0) == [("binary-median", 0)]
 
 
 # --- product quantisers (faiss PQ / OPQ) ---------------------------------------------------

@@ -45,8 +45,10 @@ def _compress_parser(sub) -> None:
                          help="compressor folder (RUN/compressor) or its run folder")
     command.add_argument("--dims", type=int, required=True, help="the level to keep")
     command.add_argument("--precision", default="float32", type=precision_arg,
-                         help="float32, float16, int8, binary, or pqM / opqM: a faiss product "
-                              "quantiser of M bytes per vector (M must divide --dims)")
+                         help="float32, float16, int8, binary (or binary-median / -itq / "
+                              "-rotated: a fitted threshold and rotation), or pqM / opqM: a "
+                              "faiss product quantiser of M bytes per vector (M must divide "
+                              "--dims)")
     command.add_argument("--out", type=Path, required=True, help="codes folder to write")
     command.add_argument("--model", default=None, help="--corpus: the base model (default: "
                          "the one the compressor was trained on; another one is refused)")
@@ -57,7 +59,7 @@ def _compress_parser(sub) -> None:
     command.add_argument("--num-actors", type=int, default=None,
                          help="compressor actors (overrides compress.num_actors)")
     command.add_argument("--calibration-rows", type=int, default=None,
-                         help="int8: corpus vectors sampled for the ranges "
+                         help="int8, pqM, binary-<fit>: corpus vectors sampled to calibrate "
                               "(overrides compress.calibration_rows)")
     command.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                          help="skip the parts an earlier (killed) run finished (default: on)")
