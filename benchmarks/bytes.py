@@ -206,7 +206,8 @@ def main() -> None:
         units = [(name, compressor) for name, compressor in recipes.items()]
         units += [(m, args.run / "compressors" / m / f"seed{seed}") for m in args.methods]
         for name, compressor in units:
-            unit = f"{name}/seed{seed}"
+            unit = f"{name}/seed{seed}" + (f"@{','.join(args.precisions)}"
+                                           if args.precisions else "")   # resume: same grid
             if unit in done:
                 continue
             if isinstance(compressor, Path):
@@ -223,8 +224,10 @@ def main() -> None:
     rows = [r for u in units for r in u["rows"]]
     earlier = [json.loads(line) for d in args.rows_from
                for line in (d / "rows.jsonl").read_text().splitlines()]
-    scored = {config_key(r) for r in rows}      # a configuration scored here replaces the old
-    rows += [r for u in earlier for r in u["rows"] if config_key(r) not in scored]
+    joined = {config_key(r): r for u in earlier for r in u["rows"]}   # a later folder wins
+    for r in rows:                               # a configuration scored here replaces the old
+        joined.pop(config_key(r), None)
+    rows += list(joined.values())
     trained = sorted({r["method"] for r in rows} - set(UNTRAINED))
     families = {"untrained": list(UNTRAINED), "trained": trained, **{m: [m] for m in trained}}
     chosen = picks(rows, families)
@@ -233,7 +236,8 @@ def main() -> None:
     targets = {b: {"trained_minus_untrained": round(
         chosen[b]["trained"]["ndcg_at_10"] - chosen[b]["untrained"]["ndcg_at_10"], 4),
         "met_plus_1_point": chosen[b]["trained"]["ndcg_at_10"]
-        >= chosen[b]["untrained"]["ndcg_at_10"] + 0.01} for b in BUDGETS}
+        >= chosen[b]["untrained"]["ndcg_at_10"] + 0.01} for b in BUDGETS
+        if {"trained", "untrained"} <= set(chosen[b])}
     result_rows = [ResultRow(r["method"], r["dims"], r["ndcg_at_10"], r["recall_at_100"],
                              r["precision"], r["seed"], r["bytes_per_vector"],
                              {k: r[k] for k in ("rescore",) if r.get(k)} |

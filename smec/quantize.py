@@ -52,6 +52,8 @@ MIN_CALIBRATION = 100
 CODEWORDS = 256                      # per PQ sub-vector: one byte
 ENCODE_BLOCK = 65536                 # rows per block when assigning PQ codewords
 ITQ_ROUNDS = 50                      # the ITQ paper's count; the loss has flattened by then
+ITQ_SAMPLE = 50_000                  # rows ITQ fits on: 50 rounds of n·d² each
+HAMMING_BLOCK = 65536                # documents unpacked at a time when counting bits
 
 
 def level_problem(precision: str, dim: int) -> str | None:
@@ -123,14 +125,17 @@ def _fit_binary(fit: str, x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]
         return {"threshold": centre.astype(np.float32),
                 "scale": np.abs(x - centre).mean(0).astype(np.float32)}
     centre = x.mean(0)
-    z = (x - centre).astype(np.float64)
-    rotation = random_rotation(x.shape[1], seed).astype(np.float64)
+    z = x - centre
+    rotation = random_rotation(x.shape[1], seed)
     if fit == "itq":
+        rng = np.random.default_rng(seed)
+        sample = z[np.sort(rng.choice(len(z), ITQ_SAMPLE, replace=False))] \
+            if len(z) > ITQ_SAMPLE else z
         for _ in range(ITQ_ROUNDS):
-            bits = np.where(z @ rotation.T > 0, 1.0, -1.0)
-            u, _, wt = np.linalg.svd(z.T @ bits)     # Procrustes: Rᵀ = U Wᵀ of Zᵀ B
-            rotation = (u @ wt).T
-    return {"threshold": centre.astype(np.float32), "rotation": rotation.astype(np.float32),
+            bits = np.where(sample @ rotation.T > 0, 1.0, -1.0).astype(np.float32)
+            u, _, wt = np.linalg.svd((sample.T @ bits).astype(np.float64))   # Procrustes:
+            rotation = (u @ wt).T.astype(np.float32)                         # Rᵀ = U Wᵀ
+    return {"threshold": centre.astype(np.float32), "rotation": rotation,
             "scale": np.abs(z @ rotation.T).mean(0).astype(np.float32)}
 
 
@@ -289,12 +294,20 @@ class Quantizer:
 
 def _hamming(query_bits: np.ndarray, doc_bits: np.ndarray) -> np.ndarray:
     """Hamming distances ``[nq, nd]`` between packed bit arrays, as ``(bits − s·t) / 2`` of
-    their ±1 forms: one float matrix product (exact: the sums are small integers), where a
-    per-query popcount loop in numpy is ~100× slower."""
-    signs = [np.unpackbits(b, axis=1).astype(np.float32) * 2.0 - 1.0
-             for b in (query_bits, doc_bits)]
-    agreement = signs[0] @ signs[1].T
-    return np.rint((signs[0].shape[1] - agreement) / 2).astype(np.int32)
+    their ±1 forms: float matrix products (exact: the sums are small integers), where a
+    per-query popcount loop in numpy is ~100× slower; the documents are unpacked
+    ``HAMMING_BLOCK`` at a time, so memory stays bounded on a large corpus."""
+    def signs(bits: np.ndarray) -> np.ndarray:
+        out = np.unpackbits(bits, axis=1).astype(np.float32)
+        out *= 2.0
+        out -= 1.0
+        return out
+    queries = signs(query_bits)
+    out = np.empty((len(query_bits), len(doc_bits)), np.int32)
+    for start in range(0, len(doc_bits), HAMMING_BLOCK):
+        agreement = queries @ signs(doc_bits[start:start + HAMMING_BLOCK]).T
+        out[:, start:start + HAMMING_BLOCK] = np.rint((queries.shape[1] - agreement) / 2)
+    return out
 
 
 def quantized_scores(quantizer: Quantizer, queries: np.ndarray,

@@ -91,6 +91,27 @@ def test_a_fitted_binary_code_is_the_sign_of_the_centred_rotated_vector(precisio
     np.testing.assert_array_equal(back.decode(codes), q.decode(codes))
 
 
+def test_hamming_by_blocks_counts_the_bits_that_differ(monkeypatch):
+    import smec.quantize as quantize
+    rng = np.random.default_rng(0)
+    queries = rng.integers(0, 256, (30, 5), dtype=np.uint8)   # 40 bits: padding of 9 dims too
+    docs = rng.integers(0, 256, (1000, 5), dtype=np.uint8)
+    popcount = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+    want = np.stack([popcount[np.bitwise_xor(docs, q)].sum(1) for q in queries])
+    monkeypatch.setattr(quantize, "HAMMING_BLOCK", 300)          # four blocks, the last short
+    np.testing.assert_array_equal(quantize._hamming(queries, docs), want)
+
+
+def test_itq_fits_on_a_sample_of_a_large_corpus(monkeypatch):
+    import smec.quantize as quantize
+    monkeypatch.setattr(quantize, "ITQ_SAMPLE", 500)
+    q = Quantizer.fit("binary-itq", _offset(2000))
+    rotation = q.params["rotation"]
+    assert rotation.dtype == np.float32
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(64), atol=1e-4)
+    np.testing.assert_allclose(q.params["threshold"], _offset(2000).mean(0), atol=1e-5)
+
+
 def test_itq_lowers_the_quantisation_error_of_its_random_start():
     x = _offset()
     error = {}
