@@ -90,6 +90,30 @@ def test_ivf_index_scanning_every_list_finds_what_the_flat_index_finds(tmp_path,
         build_index(codes, tmp_path / "bad", "ivf", nlist=601)
 
 
+@pytest.mark.parametrize("block", [1 << 24, 1])
+def test_batched_rescoring_ranks_as_one_query_at_a_time(tmp_path, monkeypatch, block):
+    """Every query's candidates decoded and scored exactly as alone, missing candidates (-1:
+    IVF scanning one short list) dropped, ties to the lower row; in blocks of any size."""
+    import smec.index
+    monkeypatch.setattr(smec.index, "RESCORE_BLOCK", block)
+    docs = _vectors(300, 32)
+    docs[7] = docs[5]                                    # a tie the order must break the same way
+    queries = docs[:25] + 0.05 * _vectors(25, 32, seed=1)
+    build_index(_codes_folder(tmp_path, docs, "int8"), tmp_path / "ivf", "ivf", nlist=30)
+    searcher = Searcher(tmp_path / "ivf", nprobe=1)
+    hits = searcher.search_vectors(queries, k=10, rescore=4)
+    probe = np.ascontiguousarray(queries, dtype=np.float32)
+    _, cand = searcher.index.search(probe, 40)
+    assert (cand < 0).any()                              # some lists hold fewer than 40
+    for query, row, got in zip(probe, cand, hits):
+        rows = np.sort(row[row >= 0])
+        scores = searcher.rescorer.decode(np.asarray(searcher.codes[rows])) @ query
+        best = np.argsort(-scores, kind="stable")[:10]
+        want = [(searcher.ids[rows[i]], float(scores[i])) for i in best]
+        assert [d for d, _ in got] == [d for d, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+
+
 def test_int8_index_stores_exactly_our_codes(tmp_path):
     import faiss
     docs = _vectors(300, 32)
