@@ -27,18 +27,19 @@ from smec.pipelines.train import run_train
 
 from smec.config import load_config
 from smec.data import resolve_beir_dir
+from smec.runfolder import RunFolder
 
 
 def run_one(paths, run: Path, cfg, workers: int, backend: str, seed: int) -> dict:
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers, cfg.train.memory_backend, cfg.train.seed = workers, backend, seed
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        (out / "embeddings").symlink_to((run / "embeddings").resolve(), target_is_directory=True)
+        out = RunFolder(tmp)
+        out.embeddings.symlink_to(RunFolder(run).embeddings, target_is_directory=True)
         start = time.perf_counter()
         summary = run_train(paths, out, cfg, track=False)
         wall = time.perf_counter() - start
-        history = json.loads((out / "compressor" / "history.json").read_text())
+        history = json.loads(out.history.read_text())
         results = run_evaluate(paths, out, cfg)
     epochs = [h for h in history if "step_time_s" in h]
     steps = sum(1 for _ in epochs)

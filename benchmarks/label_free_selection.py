@@ -25,7 +25,7 @@ import numpy as np
 from smec.compare import baselines, compare
 from smec.config import Config, TrainConfig
 from smec.data import resolve_beir_dir
-from smec.store import read_embeddings
+from smec.runfolder import RunFolder
 from smec.training.engine import Reporter, train_method
 from smec.training.prepare import holdout_qrels
 
@@ -51,10 +51,9 @@ def run_dataset(spec: str, settings: list[str], dims: list[int], log: Path) -> N
     from smec.teacher import read_teacher
     data_dir, run, *split = spec.split(":")
     paths = resolve_beir_dir(data_dir, split[0] if split else "train")
-    run = Path(run)
-    doc_ids, doc_vecs, _ = read_embeddings(run / "embeddings" / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(run / "embeddings" / "queries")
-    embeddings = (doc_ids, doc_vecs, query_ids, query_vecs)
+    run = RunFolder(run)
+    embeddings = run.load_embeddings().as_tuple()
+    doc_ids, doc_vecs, query_ids, query_vecs = embeddings
     done = {(e["setting"], e["dataset"]) for e in map(json.loads, log.open())} \
         if log.is_file() else set()
     holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids, TrainConfig())

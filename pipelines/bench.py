@@ -63,13 +63,14 @@ def continued_training_check(data, cfg: TrainConfig, dims: list[int]) -> dict:
             "max_abs_change_of_kept_level": max(change.values())}
 
 
-def mteb_crosscheck(paths: BeirPaths, out: Path, embeddings: tuple, rows: list,
+def mteb_crosscheck(paths: BeirPaths, run: RunFolder, embeddings: tuple, rows: list,
                     compressors: dict) -> dict:
-    """MTEB's nDCG@10 for raw and every seed-0 level, next to ours; MTEB's JSON under out/mteb."""
+    """MTEB's nDCG@10 for raw and every seed-0 level, next to ours; MTEB's JSON under
+    ``run.mteb``."""
     from smec.pipelines.mteb_check import mteb_scores
     encoders = [("raw", None, embeddings[1].shape[1])]
     encoders += [(name, c, dim) for name, c in compressors.items() for dim in c.dims]
-    scores = mteb_scores(paths, *embeddings, encoders, out / "mteb")
+    scores = mteb_scores(paths, *embeddings, encoders, run.mteb)
     ours = {f"{r.method}@{r.dims}": r.ndcg_at_10 for r in rows
             if r.seed == 0 and r.precision == "float32" and "split" not in r.extra}
     table = {key: {"mteb": value, "ours": round(ours[key], 6),
@@ -148,8 +149,9 @@ class Progress(Reporter):
         self.done += 1
 
 
-def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
-               embeddings: tuple, teacher: np.ndarray | None = None) -> TrainingData:
+def bench_data(supervision: str, paths: BeirPaths, run: RunFolder, cfg: Config,
+               tcfg: TrainConfig, embeddings: tuple,
+               teacher: np.ndarray | None = None) -> TrainingData:
     """One seed's training data under ``supervision`` (qrels, pseudo or none), distilling
     ``teacher``'s similarities (``train.teacher``'s corpus vectors; None: the model's own)."""
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
@@ -159,7 +161,7 @@ def bench_data(supervision: str, paths: BeirPaths, out: Path, cfg: Config, tcfg:
     if supervision == "none":
         return prepare_unlabelled_data(doc_ids, doc_vecs, tcfg, teacher=teacher)
     from smec.pipelines.supervision import pseudo_queries
-    pseudo = pseudo_queries(paths, out, cfg, tcfg.seed)
+    pseudo = pseudo_queries(paths, run, cfg, tcfg.seed)
     pseudo_ids, pseudo_vecs, _ = read_embeddings(pseudo.embeddings)   # pseudo's own store
     rewritten = with_rewritten(doc_ids, doc_vecs, *read_embeddings(pseudo.document_embeddings)[:2])
     return prepare_data(doc_ids, rewritten, pseudo_ids, pseudo_vecs, load_qrels(pseudo.qrels),
@@ -172,27 +174,27 @@ def trainable(methods: list[str], supervision: str) -> list[str]:
     return [m for m in methods if supervision != "none" or METHODS[m].unsup != "none"]
 
 
-def transferred_rows(source: Path, paths: BeirPaths, out: Path, embeddings: tuple, qrels,
-                     precisions, echo) -> list:
-    """Every compressor a bench on another dataset saved (``source/compressors/LABEL/seedK``),
+def transferred_rows(source: RunFolder, paths: BeirPaths, run: RunFolder, embeddings: tuple,
+                     qrels, precisions, echo) -> list:
+    """Every compressor a bench on another dataset saved (``source.bench_compressors()``),
     scored here; rows labelled ``LABEL:from-DATASET`` with both datasets recorded."""
     from smec.pipelines.evaluate import load_transferred, trained_label
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
     rows = []
-    for folder in sorted(RunFolder(source).compressors.glob("*/seed*")):
-        compressor = load_transferred(folder, RunFolder(out).corpus)
+    for seed, folder in source.bench_compressors():
+        compressor = load_transferred(folder, run.corpus)
         label, provenance = trained_label(compressor, paths.name)
         new = compare(doc_ids, doc_vecs, query_ids, query_vecs, qrels, {label: compressor},
-                      include_raw=False, seed=int(folder.name[4:]), precisions=precisions)
+                      include_raw=False, seed=seed, precisions=precisions)
         for row in new:
             row.extra.update(provenance)
         rows += new
-        echo(f"{label} seed {folder.name[4:]}: " + "  ".join(
+        echo(f"{label} seed {seed}: " + "  ".join(
             f"{r.dims}d {r.ndcg_at_10:.4f}" for r in new if r.precision == "float32"))
     return rows
 
 
-def history_checks(histories: dict[str, list[dict]], out: Path, echo) -> dict:
+def history_checks(histories: dict[str, list[dict]], run: RunFolder, echo) -> dict:
     """From seed 0's training histories: how far ADS moved from truncation (the last epoch of
     each SMEC stage), the adapter-gradient variance of MRL against SMRL (with its plot), and
     how hard each term of the objective pushes at the start of every stage (‖∇L_rank‖,
@@ -207,7 +209,7 @@ def history_checks(histories: dict[str, list[dict]], out: Path, echo) -> dict:
             str(h["dims"][0]): round(h["ads_overlap_truncation"], 4) for h in histories["smec"]}
     compared = {m: h for m, h in histories.items() if m in ("mrl", "mrl+smrl")}
     if compared:
-        extra["gradient_variance"] = gradient_variance(compared, out / "gradient_variance.png")
+        extra["gradient_variance"] = gradient_variance(compared, run.gradient_variance_plot)
         echo("gradient variance: " + ", ".join(
             f"{k} {v:.4g}" for k, v in extra["gradient_variance"].items() if k != "per_epoch"))
     return extra
@@ -242,22 +244,21 @@ def training_costs(train_s: dict[str, list[float]],
     return timings, extra
 
 
-def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: list[str],
+def run_compression_bench(paths: BeirPaths, run: RunFolder, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=console.echo,
                           supervision: list[str] = ("qrels",),
-                          transfer_from: Path | None = None,
+                          transfer_from: RunFolder | None = None,
                           teachers: list[str] | None = None) -> dict:
     """Train ``methods`` under each ``supervision`` for ``seeds`` seeds; score every level on
     test (and the untrained baselines, and raw); hold-out rows on the hold-out of the training
     qrels where the dataset has them (label-free runs never saw those queries either). Every
-    trained compressor is kept under ``out/compressors/LABEL/seedK`` for ``transfer_from``.
+    trained compressor is kept as ``run.bench_compressor(LABEL, seed)`` for ``transfer_from``.
     ``teachers`` (default ``[train.teacher]``): each trains every method in turn, side by side,
     its rows labelled ``LABEL+TEACHER`` (self: unlabelled)."""
     from smec.pipelines.embed import embedded
     from smec.pipelines.evaluate import method_label
     from smec.pipelines.supervision import teacher_store
-    run = RunFolder(out)
     loaded, embed_s = embedded(paths, run, cfg, echo)
     embeddings = loaded.as_tuple()
     doc_ids, doc_vecs, query_ids, query_vecs = embeddings
@@ -278,9 +279,9 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     histories: dict[str, list[dict]] = {}
     teachers = teachers or [cfg.train.teacher]
     units = seeds * len(teachers) * sum(len(trainable(methods, sup)) for sup in supervision)
-    teacher_rows = {}   # each embedded once (OUT/teacher/T), read once, shared by every seed
+    teacher_rows = {}   # each embedded once (run.teacher(T)), read once, shared by every seed
     for name in teachers:
-        found = teacher_store(paths, out, updated(cfg, train=updated(cfg.train, teacher=name)),
+        found = teacher_store(paths, run, updated(cfg, train=updated(cfg.train, teacher=name)),
                               echo)
         teacher_rows[name] = None if found is None else read_teacher(found[0], list(found[1]),
                                                                      doc_ids)
@@ -292,7 +293,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
         trained: dict = {}
         for sup, teacher in ((s, t) for s in supervision for t in teachers):
             scfg = updated(tcfg, supervision=sup, teacher=teacher)
-            data = bench_data(sup, paths, out, cfg, scfg, embeddings, teacher_rows[teacher])
+            data = bench_data(sup, paths, run, cfg, scfg, embeddings, teacher_rows[teacher])
             if sup == "qrels" and teacher == "self":   # the data of the checks on "smec"
                 qrels_data = data
                 extra.setdefault("holdout_overlap", {})[seed] = holdout_overlap(
@@ -308,7 +309,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                 epochs.setdefault(label, []).append(len(history))
                 compressor.trained_on = {"dataset": paths.name, "supervision": sup,
                                          **({} if teacher == "self" else {"teacher": teacher})}
-                compressor.save(run.compressors / label / f"seed{seed}")
+                compressor.save(run.bench_compressor(label, seed))
                 if seed == 0:
                     histories[label], seed0[label] = history, compressor
                 new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,
@@ -331,13 +332,13 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
                                                 doc_ids, doc_vecs,
                                                 query_ids, query_vecs, test_qrels, echo)
     if transfer_from is not None:
-        rows += transferred_rows(transfer_from, paths, out, embeddings, test_qrels, precisions,
+        rows += transferred_rows(transfer_from, paths, run, embeddings, test_qrels, precisions,
                                  echo)
-    extra |= history_checks(histories, out, echo)
+    extra |= history_checks(histories, run, echo)
     if mteb:
         start = time.perf_counter()
         extra["mteb_crosscheck"] = mteb_crosscheck(
-            paths, out, (doc_ids, doc_vecs, query_ids, query_vecs), rows,
+            paths, run, (doc_ids, doc_vecs, query_ids, query_vecs), rows,
             {**{k: v for k, v in fixed.items() if k != "raw"}, **seed0})
         echo(f"MTEB cross-check: max |MTEB - ours| nDCG@10 = "
              f"{extra['mteb_crosscheck']['max_abs_diff']} "
@@ -347,7 +348,7 @@ def run_compression_bench(paths: BeirPaths, out: Path, cfg: Config, methods: lis
     timings, costs = training_costs(train_s, epochs)
     if embed_s is not None:
         timings["embed"] = embed_s
-    return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
+    return publish(run, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
                    seeds=seeds, **extra, **costs)
 
 

@@ -11,7 +11,6 @@ concatenation and against the best single model.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -34,27 +33,27 @@ from smec.training.prepare import TrainingData, prepare_data, prepare_unlabelled
 SCHEDULE_METHOD = {"mrl": "mrl+sxbm", "smec": "smec"}   # the engine's name for each schedule
 
 
-def embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
+def embed_models(paths: BeirPaths, run: RunFolder, cfg: Config, models: list[str],
                  echo=console.echo) -> None:
-    """``out/embeddings/{corpus,queries}`` with a column per model, embedded (Ray Data) unless
+    """``run.embeddings/{corpus,queries}`` with a column per model, embedded (Ray Data) unless
     a store there already has them all."""
-    emb = RunFolder(out).embeddings
+    emb = run.embeddings
     wanted = [column(m) for m in models]
     if all(has_columns(emb / kind, wanted) and is_complete(emb / kind)
            for kind in ("corpus", "queries")):
         echo(f"      reusing the embeddings in {emb} (delete it to re-embed)")
         return
     from smec.pipelines.embed import run_embed_models
-    summary = run_embed_models(paths, out, cfg, models, progress=True)
+    summary = run_embed_models(paths, run, cfg, models, progress=True)
     echo(f"      corpus {summary['corpus']['rows']} docs at "
          f"{summary['corpus']['rows_per_s']} docs/s with {len(models)} models")
 
 
-def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
+def load_or_embed(paths: BeirPaths, run: RunFolder, cfg: Config, models: list[str],
                   echo=console.echo) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
     """``{"corpus"|"queries": (ids, {model: vectors})}``, embedding only what is missing."""
-    embed_models(paths, out, cfg, models, echo)
-    emb, wanted = RunFolder(out).embeddings, [column(m) for m in models]
+    embed_models(paths, run, cfg, models, echo)
+    emb, wanted = run.embeddings, [column(m) for m in models]
     loaded = {}
     for kind in ("corpus", "queries"):
         ids, columns, _ = read_columns(emb / kind, wanted)
@@ -62,11 +61,11 @@ def load_or_embed(paths: BeirPaths, out: Path, cfg: Config, models: list[str],
     return loaded
 
 
-def decoder_data(paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
+def decoder_data(paths: BeirPaths, run: RunFolder, cfg: Config, tcfg: TrainConfig,
                  concatenation: ConcatCompressor, doc_ids: list[str], cat_docs: np.ndarray,
                  query_ids: list[str], cat_queries: np.ndarray, echo) -> TrainingData:
     """The decoder's training data under ``concat.supervision``: the training qrels; pseudo
-    pairs (mined as `smec train` mines them, into OUT/pseudo/seedK, each query and its
+    pairs (mined as `smec train` mines them, into the run folder's pseudo/seedK, each query and its
     document without it embedded with every model); or the concatenation alone."""
     supervision = cfg.concat.supervision
     if supervision == "qrels":
@@ -77,10 +76,10 @@ def decoder_data(paths: BeirPaths, out: Path, cfg: Config, tcfg: TrainConfig,
     from smec.pipelines.supervision import pseudo_queries
     models = [m["name"] for m in concatenation.models]
     echo(f"      mining pseudo queries from {paths.corpus}, embedding them with every model")
-    pseudo = pseudo_queries(paths, out, cfg, models=models)
+    pseudo = pseudo_queries(paths, run, cfg, models=models)
     loaded = {}
     for kind in ("corpus", "queries"):
-        ids, columns, _ = read_columns(Path(pseudo.embeddings) / kind,
+        ids, columns, _ = read_columns(pseudo.as_run_folder().embeddings / kind,
                                        [column(m) for m in models])
         loaded[kind] = (ids, concatenation.concatenate(
             {m: columns[column(m)] for m in models}))
@@ -101,7 +100,7 @@ class EpochEcho(Reporter):
                   f"hold-out nDCG@10 {m['val_score']:.4f}")
 
 
-def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> dict:
+def run_concat(paths: BeirPaths, run: RunFolder, cfg: Config, echo=console.echo) -> dict:
     """The whole concat job; writes OUT/results.json, results.md, retained_vs_cf.png and the
     trained compressors under OUT/compressors/."""
     ccfg = cfg.concat
@@ -109,7 +108,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     models = list(dict.fromkeys([*ccfg.models, *ccfg.single_models]))
     start = time.perf_counter()
     echo(f"[1/4] embed {paths.root} with {len(models)} models (Ray Data): {', '.join(models)}")
-    data = load_or_embed(paths, out, cfg, models, echo)
+    data = load_or_embed(paths, run, cfg, models, echo)
     timings["embed"] = time.perf_counter() - start
     doc_ids, doc_cols = data["corpus"]
     query_ids, query_cols = data["queries"]
@@ -150,7 +149,7 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
         "adapter": ccfg.decoder, "output_dim": ccfg.d_max, "stages": list(ccfg.levels),
         "full_dim_stage": True, "loss": ccfg.loss, "alpha": ccfg.alpha,
         "adapter_hidden": ccfg.hidden or 2 * ccfg.d_max, "supervision": ccfg.supervision})
-    training = decoder_data(paths, out, cfg, tcfg, concatenation, doc_ids, cat_docs, query_ids,
+    training = decoder_data(paths, run, cfg, tcfg, concatenation, doc_ids, cat_docs, query_ids,
                             cat_queries, echo)
     for schedule in ccfg.schedules:
         start = time.perf_counter()
@@ -167,9 +166,9 @@ def run_concat(paths: BeirPaths, out: Path, cfg: Config, echo=console.echo) -> d
     rows += compare(doc_ids, cat_docs, query_ids, cat_queries, test_qrels, compressors,
                     include_raw=False, precisions=grid, **quant_options)
     for name, compressor in compressors.items():   # with their calibrated quantisers
-        compressor.save(RunFolder(out).compressors / name)
+        compressor.save(run.compressors / name)
 
-    return _write(out, paths, cfg, rows, timings, d_cat, models)
+    return _write(run, paths, cfg, rows, timings, d_cat, models)
 
 
 def _annotate(rows: list[ResultRow], d_cat: int, models: list[str]) -> tuple[dict, dict]:
@@ -231,11 +230,11 @@ def _targets(rows: list[ResultRow], concat: ResultRow, models: list[str]) -> dic
     return out
 
 
-def _write(out: Path, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
+def _write(run: RunFolder, paths: BeirPaths, cfg: Config, rows: list[ResultRow],
            timings: dict[str, float], d_cat: int, models: list[str]) -> dict:
     refs, targets = _annotate(rows, d_cat, cfg.concat.models)
-    return publish(out, paths.name, "+".join(cfg.concat.models), paths.split_label, rows,
+    return publish(run, paths.name, "+".join(cfg.concat.models), paths.split_label, rows,
                    timings, table=concat_table, plot=plot_retained_vs_cf,
-                   plot_path=RunFolder(out).concat_plot, models=models,
+                   plot_path=run.concat_plot, models=models,
                    concat_models=cfg.concat.models, references=refs, targets=targets,
                    config=cfg.concat.model_dump())

@@ -283,17 +283,17 @@ def embedded(paths: BeirPaths, run: RunFolder, cfg: Config,
     if not run.has_embeddings():
         start = time.perf_counter()
         echo(f"embedding {paths.root} with {cfg.model.name} (Ray Data)")
-        run_embed(paths, run.root, cfg)
+        run_embed(paths, run, cfg)
         seconds = time.perf_counter() - start
     return run.load_embeddings(), seconds
 
 
-def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
+def run_embed(paths: BeirPaths, run: RunFolder, cfg: Config, *, resume: bool = True,
               on_bad_row: OnBadRow = "stop", progress: bool = False) -> dict:
-    """Embed the corpus and all queries of a BEIR folder into ``out/embeddings``."""
+    """Embed the corpus and all queries of a BEIR folder into ``run.embeddings``."""
     model_path = str(resolve_model(cfg.model.name))
     doc_prompt, query_prompt = _prompts(cfg)
-    emb_dir = RunFolder(out).embeddings
+    emb_dir = run.embeddings
     metadata = {"model": cfg.model.name, "model_path": model_path,
                 "dataset": paths.name, "data_dir": str(paths.root)}
     jobs = []   # both files are validated before anything is embedded or written
@@ -307,19 +307,19 @@ def run_embed(paths: BeirPaths, out: Path, cfg: Config, *, resume: bool = True,
     corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     summary = {"model": cfg.model.name, "data_dir": str(paths.root),
                "corpus": corpus, "queries": queries}
-    write_json(RunFolder(out).embed_summary, summary)
+    write_json(run.embed_summary, summary)
     return summary
 
 
-def run_embed_corpus(source: Source, out: Path, cfg: Config, *, resume: bool = True,
+def run_embed_corpus(source: Source, store: Path, cfg: Config, *, resume: bool = True,
                      on_bad_row: OnBadRow = "stop", progress: bool = False,
                      kind: str = "corpus") -> dict:
-    """Embed one JSONL/Parquet file into the store folder ``out``, with the documents' prompt
+    """Embed one JSONL/Parquet file into the store folder ``store``, with the documents' prompt
     (``kind="queries"``: the queries' prompt)."""
     model_path = str(resolve_model(cfg.model.name))
     doc_prompt, query_prompt = _prompts(cfg)
     prompt = query_prompt if kind == "queries" else doc_prompt
-    job = plan_job(source, out, cfg,
+    job = plan_job(source, store, cfg,
                    [EncoderSpec(cfg.model.name, model_path, prompt, "embedding")],
                    {"model": cfg.model.name, "model_path": model_path, "kind": kind,
                     "input": str(source.path.resolve()), "prompt": prompt},
@@ -327,11 +327,11 @@ def run_embed_corpus(source: Source, out: Path, cfg: Config, *, resume: bool = T
     return run_jobs([job], resume=resume, progress=progress)[0]
 
 
-def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str], *,
+def run_embed_models(paths: BeirPaths, run: RunFolder, cfg: Config, models: list[str], *,
                      resume: bool = True, on_bad_row: OnBadRow = "stop",
                      progress: bool = False) -> dict:
     """Embed a BEIR folder with several models in one Ray Data pipeline (one actor pool per
-    model, chained), into ``out/embeddings/{corpus,queries}`` with one column per model,
+    model, chained), into ``run.embeddings/{corpus,queries}`` with one column per model,
     ``embedding:<model>``, and the models (name, column, dim, prompts) in the schema metadata.
     """
     if not models:
@@ -342,7 +342,7 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
     described = [{"name": name, "column": f"embedding:{name}", "dim": spec.dim,
                   "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt}
                  for name, spec, _ in specs]
-    emb_dir = RunFolder(out).embeddings
+    emb_dir = run.embeddings
     jobs = []
     for kind, source in (("corpus", Source(paths.corpus)),
                          ("queries", Source(paths.queries, title_field=None))):
@@ -356,6 +356,6 @@ def run_embed_models(paths: BeirPaths, out: Path, cfg: Config, models: list[str]
     corpus, queries = run_jobs(jobs, resume=resume, progress=progress)
     summary = {"models": models, "data_dir": str(paths.root), "corpus": corpus,
                "queries": queries}
-    write_json(RunFolder(out).embed_summary, summary)
+    write_json(run.embed_summary, summary)
     return summary
 

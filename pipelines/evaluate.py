@@ -24,9 +24,9 @@ from smec.runfolder import RunFolder
 from smec.training.prepare import holdout_qrels
 
 
-def record_timing(out: Path, phase: str, seconds: float) -> dict:
-    """Keep each phase's wall time in ``out/timings.json`` so results.json can report all."""
-    path = RunFolder(out).timings
+def record_timing(run: RunFolder, phase: str, seconds: float) -> dict:
+    """Keep each phase's wall time in ``run.timings`` so results.json can report all."""
+    path = run.timings
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[phase] = round(seconds, 2)
     write_json(path, timings)
@@ -69,14 +69,13 @@ def load_transferred(path: Path, store: Path):
     return compressor
 
 
-def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
+def run_evaluate(paths: BeirPaths, run: RunFolder, cfg: Config,
                  compressor_dir: Path | None = None,
                  embeddings: RunFolder | None = None) -> dict:
     """Score raw, the untrained baselines and the trained compressor (``compressor_dir``: one
     trained on another dataset, scored on this one's embeddings) on the test qrels, into
-    ``out``; the embeddings are ``out``'s, or those of the run folder ``embeddings``."""
+    ``run``; the embeddings are ``run``'s, or those of the run folder ``embeddings``."""
     start = time.perf_counter()
-    run = RunFolder(out)
     source = embeddings or run
     loaded = source.load_embeddings()
     doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
@@ -91,7 +90,7 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
     if compressor_dir is not None:
         trained = load_transferred(compressor_dir, source.corpus)
     else:
-        trained = load_trained(out) if "trained" in methods else None
+        trained = load_trained(run) if "trained" in methods else None
     dims = [d for d in (trained.dims if trained else cfg.train.stage_dims(input_dim))
             if d < input_dim]
     recipes = baselines(input_dim, dims, doc_vecs, RECIPES)
@@ -115,6 +114,6 @@ def run_evaluate(paths: BeirPaths, out: Path, cfg: Config,
             row.extra.update(provenance)
     if trained is not None and trained.quantizers and compressor_dir is None:
         trained.save(run.compressor)   # keep the calibration with the model
-    timings = record_timing(out, "evaluate", time.perf_counter() - start)
-    return publish(out, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
+    timings = record_timing(run, "evaluate", time.perf_counter() - start)
+    return publish(run, paths.name, meta.get("model", "?"), paths.split_label, rows, timings,
                    **extra)

@@ -3,8 +3,8 @@ the corpus alone (``train.supervision``).
 
 :func:`training_inputs` resolves the setting on the driver (``auto``: the folder's train or dev
 qrels when it has them, else :data:`LABEL_FREE_DEFAULT`), mines and embeds the pseudo queries
-when asked (Ray Data, into ``OUT/pseudo/seedK``, once per seed: a later run reuses them), and returns what
-every training worker reads; :func:`training_data` turns that into tensors.
+when asked (Ray Data, into the run folder's ``pseudo/seedK``, once per seed: a later run reuses
+them), and returns what every training worker reads; :func:`training_data` turns that into tensors.
 """
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ class TrainingInputs:
     rewritten: Path | None = None   # pseudo: the store of its documents without their queries
 
 
-def teacher_store(paths: BeirPaths | None, out: Path, cfg: Config,
+def teacher_store(paths: BeirPaths | None, run: RunFolder, cfg: Config,
                   echo=console.echo) -> tuple[Path, tuple[str, ...]] | None:
     """``train.teacher``'s corpus store and models, embedded (Ray Data, every model in one
-    pipeline) into ``OUT/teacher/<teacher>`` unless it is there already: once per corpus and
+    pipeline) into ``run.teacher(<teacher>)`` unless it is there already: once per corpus and
     teacher, then reused by every run, every bench seed and ``smec concat --out
     OUT/teacher/concat``. None for ``self`` (or the deployed model named as its own teacher)."""
     models = teacher_models(cfg.train.teacher, cfg.concat.models)
@@ -57,10 +57,10 @@ def teacher_store(paths: BeirPaths | None, out: Path, cfg: Config,
         raise SmecError(f"train.teacher {cfg.train.teacher} embeds the corpus texts: pass "
                         "--data-dir (an embedding store alone trains with teacher self)")
     from smec.pipelines.concat import embed_models
-    run = RunFolder(out).teacher(teacher_slug(cfg.train.teacher))
+    teacher = run.teacher(teacher_slug(cfg.train.teacher))
     echo(f"teacher {cfg.train.teacher}: {', '.join(models)} on {paths.corpus}")
-    embed_models(paths, run.root, cfg, models, echo)
-    return run.corpus.resolve(), tuple(models)
+    embed_models(paths, teacher, cfg, models, echo)
+    return teacher.corpus, tuple(models)
 
 
 def resolve_supervision(cfg: TrainConfig, paths: BeirPaths | None) -> str:
@@ -95,17 +95,17 @@ def mined_pseudo_queries(paths: BeirPaths, cfg: Config, seed: int) -> PseudoQuer
     return mine_pseudo_queries(paths.corpus, cfg.train.pseudo_queries, seed)
 
 
-def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = None,
+def pseudo_queries(paths: BeirPaths, run: RunFolder, cfg: Config, seed: int | None = None,
                    models: list[str] | None = None) -> PseudoSet:
     """Mine and embed the pseudo queries of ``seed`` (default ``train.seed``) into
-    ``out/pseudo/seedK`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, their documents
+    ``run.pseudo_set(seed)`` (queries.jsonl, qrels.tsv, the store ``embeddings/``, their documents
     without them and those documents' store ``documents/``, and ``pseudo.json`` last, which
     marks the folder complete). With ``models`` (``smec concat``): both embedded with every
     model in one pipeline instead, into ``embeddings/{corpus,queries}`` (a column per model;
     corpus: the rewritten documents)."""
     from smec.pipelines.embed import run_embed_corpus
     seed = cfg.train.seed if seed is None else seed
-    pseudo = RunFolder(out).pseudo_set(seed)
+    pseudo = run.pseudo_set(seed)
     made_from = {"corpus": str(paths.corpus), "max_queries": cfg.train.pseudo_queries,
                  "model": models or cfg.model.name, "seed": seed, "targets": "query taken out"}
     if pseudo.info.is_file() and json.loads(pseudo.info.read_text()).get("made_from") == made_from:
@@ -120,7 +120,7 @@ def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = 
         from smec.pipelines.concat import embed_models
         pairs = BeirPaths(Path(pseudo.root), pseudo.documents, pseudo.queries, pseudo.qrels,
                           pseudo.qrels)
-        embed_models(pairs, Path(pseudo.root), cfg, models, echo=lambda _: None)
+        embed_models(pairs, pseudo.as_run_folder(), cfg, models, echo=lambda _: None)
     else:
         run_embed_corpus(Source(pseudo.queries, title_field=None), pseudo.embeddings, cfg,
                          kind="queries")
@@ -130,17 +130,17 @@ def pseudo_queries(paths: BeirPaths, out: Path, cfg: Config, seed: int | None = 
     return pseudo
 
 
-def training_inputs(paths: BeirPaths | None, out: Path, cfg: Config,
+def training_inputs(paths: BeirPaths | None, run: RunFolder, cfg: Config,
                     store: Path | None = None) -> TrainingInputs:
     """The resolved supervision and the stores and judgements it trains on (``store``: the
-    corpus store when it is not ``out/embeddings/corpus``), and the teacher's store."""
+    corpus store when it is not ``run.corpus``), and the teacher's store."""
     supervision = resolve_supervision(cfg.train, paths)
-    corpus = store or RunFolder(out).corpus
-    teacher, teacher_of = teacher_store(paths, out, cfg) or (None, ())
+    corpus = store or run.corpus
+    teacher, teacher_of = teacher_store(paths, run, cfg) or (None, ())
     if supervision == "qrels":
-        queries, qrels = RunFolder(out).queries, paths.read_train_qrels()
+        queries, qrels = run.queries, paths.read_train_qrels()
     elif supervision == "pseudo":
-        pseudo = pseudo_queries(paths, out, cfg)
+        pseudo = pseudo_queries(paths, run, cfg)
         return TrainingInputs(supervision, corpus, pseudo.embeddings, load_qrels(pseudo.qrels),
                               teacher, teacher_of, pseudo.document_embeddings.resolve())
     else:

@@ -28,14 +28,14 @@ EPOCH_METRICS = ("loss_rank", "loss_unsup", "val_score", "val_score_target", "va
                  "grad_norm_rank", "grad_norm_unsup", "stage", "epoch")
 
 
-def tracking_uri(out: Path, uri: str | None = None) -> str:
-    """``uri`` when given, else the SQLite store ``<out>/mlflow.db`` (an absolute path)."""
-    return uri or f"sqlite:///{RunFolder(out).mlflow_db.resolve()}"
+def tracking_uri(folder: RunFolder, uri: str | None = None) -> str:
+    """``uri`` when given, else the run folder's SQLite store (an absolute path)."""
+    return uri or f"sqlite:///{folder.mlflow_db}"
 
 
 def _artifact_location(uri: str) -> str | None:
-    """Artifacts beside a local SQLite store (``<out>/mlartifacts``); MLflow's default is
-    ``./mlruns`` in whatever folder the job happens to run from."""
+    """Artifacts in ``mlartifacts`` beside a local SQLite store; MLflow's default is ``./mlruns``
+    in whatever folder the job happens to run from."""
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
@@ -157,17 +157,17 @@ def log_training_run(uri: str, train_section: dict, history: list[dict], compres
     return run.run_id
 
 
-def log_results(uri: str, run_id: str, out: Path) -> None:
-    """Attach ``out``'s results.json, results.md and plot to a run, and its test scores."""
+def log_results(uri: str, run_id: str, folder: RunFolder) -> None:
+    """Attach the run folder's results, their table and plot to an MLflow run, and its test
+    scores."""
     run = RunLogger(uri, "", "", {}, run_id=run_id)
-    results_path = RunFolder(Path(out)).results
+    results_path = folder.results
     if results_path.is_file():
         rows = json.loads(results_path.read_text())["rows"]
         run.log_metrics({f"{'holdout' if r.get('split') == 'holdout' else 'test'}_ndcg_at_10."
                          f"{r['method']}.d{r['dims']}": r["ndcg_at_10"]
                          for r in rows if r["precision"] == "float32" and not r.get("rescore")},
                         0)
-    folder = RunFolder(Path(out))
     for path in (folder.results, folder.results_table, folder.plot):
         run.log_artifact(path)
     run.end()

@@ -6,7 +6,7 @@ data on the worker's device (its GPU with ``train.use_gpu``) and runs
 the end of every stage and, with ``train.checkpoint_every_steps: K``, every K steps inside a
 stage (the finished stages, the training history, and the stage in progress: weights,
 optimiser, RNG, position, S-XBM memory), through a :class:`RayTrainReporter`. It runs alone
-too (``train_func(config, FolderReporter(out))``) for debugging. :func:`run_train` wraps it in
+too (``train_func(config, FolderReporter(run))``) for debugging. :func:`run_train` wraps it in
 a ``TorchTrainer`` with
 ``FailureConfig(max_failures=train.max_failures)`` — a dead worker restarts the group from the
 last checkpoint — resumes from the last checkpoint of the run folder with ``resume``, shares
@@ -39,21 +39,20 @@ from smec.training.engine import Reporter, train_method
 
 
 class FolderReporter(Reporter):
-    """A plain process: every finished stage saved to ``out/compressor`` with the history,
-    every epoch's metrics printed as one JSON line."""
+    """A plain process: every finished stage saved to the run folder's ``compressor/`` with
+    the history, every epoch's metrics printed as one JSON line."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, run: RunFolder) -> None:
         super().__init__()
-        self.out = Path(out)
+        self.run = run
 
     def log(self, metrics: dict) -> None:
         super().log(metrics)
         print(json.dumps(metrics), flush=True)
 
     def stage_done(self, compressor: AdapterCompressor) -> None:
-        run = RunFolder(self.out)
-        compressor.save(run.compressor)
-        run.history.write_text(json.dumps(self.history))
+        compressor.save(self.run.compressor)
+        self.run.history.write_text(json.dumps(self.history))
 
 
 class RayTrainReporter(Reporter):
@@ -102,7 +101,7 @@ def train_func(config: dict, reporter: Reporter | None = None) -> None:
     :class:`MemoryActor` handle)}.
 
     Without ``reporter`` it runs as a Ray Train worker (resuming from the run's last
-    checkpoint); ``train_func(config, FolderReporter(out))`` runs it alone, for debugging."""
+    checkpoint); ``train_func(config, FolderReporter(run))`` runs it alone, for debugging."""
     from smec.pipelines.supervision import training_data
     cfg = TrainConfig(**config["train"])
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
@@ -213,28 +212,27 @@ def follow(path: Path, on_line) -> Iterator[None]:
         thread.join()
 
 
-def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = False,
+def run_train(paths: BeirPaths | None, run: RunFolder, cfg: Config, resume: bool = False,
               mlflow_uri: str | None = None, track: bool = True,
               store: Path | None = None, echo=console.echo,
               live: TextIO | None = None) -> dict:
-    """Train with ``TorchTrainer`` and write ``out/compressor`` (atomically).
+    """Train with ``TorchTrainer`` and write ``run.compressor`` (atomically).
 
     Ray Train resumes a run that has the same name and storage path from its last checkpoint;
     unless ``resume`` is set, the previous run's folder is cleared so a changed config starts
     over. With ``track``, the run is logged to MLflow (``mlflow_uri``, default
-    ``sqlite:///<out>/mlflow.db``); the returned dict has its ``mlflow_run_id``.
+    ``sqlite:///<run>/mlflow.db``); the returned dict has its ``mlflow_run_id``.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from smec.pipelines.runtime import init_ray, root_cause
     from smec.pipelines.supervision import label_free_notice, training_inputs
-    run = RunFolder(out)
     corpus = (store or run.corpus).resolve()
     _, _, meta = read_embeddings(corpus)   # fails early, in one line, if missing
     check_stages(cfg.train, int(meta["dim"]))
     init_ray()
-    inputs = training_inputs(paths, out, cfg, corpus)   # qrels read, pseudo queries embedded
+    inputs = training_inputs(paths, run, cfg, corpus)   # qrels read, pseudo queries embedded
     # the method's own defaults, once the supervision is known
     cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method,
                                                                 inputs.supervision)})
@@ -293,7 +291,7 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
                "supervision": inputs.supervision}
     if track:
         from smec.pipelines.tracking import log_training_run, tracking_uri
-        summary["mlflow_uri"] = tracking_uri(out, mlflow_uri)
+        summary["mlflow_uri"] = tracking_uri(run, mlflow_uri)
         summary["mlflow_run_id"] = log_training_run(
             summary["mlflow_uri"], cfg.train.model_dump(), history, run.compressor,
             run_name=f"{dataset}-{cfg.train.method}",
@@ -302,9 +300,9 @@ def run_train(paths: BeirPaths | None, out: Path, cfg: Config, resume: bool = Fa
     return summary
 
 
-def load_trained(out: Path) -> AdapterCompressor:
-    compressor = load_compressor(RunFolder(out).compressor)
+def load_trained(run: RunFolder) -> AdapterCompressor:
+    compressor = load_compressor(run.compressor)
     if not isinstance(compressor, AdapterCompressor):
-        raise SmecError(f"{RunFolder(out).compressor}: expected a trained adapter compressor, got "
+        raise SmecError(f"{run.compressor}: expected a trained adapter compressor, got "
                         f"{compressor.kind}")
     return compressor

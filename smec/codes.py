@@ -166,13 +166,11 @@ def compressor_models(path: Path | str) -> list[dict]:
     meta = json.loads((path / "compressor.json").read_text())
     if meta.get("inputs"):
         return meta["inputs"]
-    for run in path.parents[:3]:   # RUN/compressor, RUN/compressors/NAME(/seedK)
-        corpus = RunFolder(run).corpus
-        if any(corpus.glob("part-*.parquet")):
-            models = store_models(corpus)
-            queries = RunFolder(run).queries
-            if len(models) == 1 and any(queries.glob("part-*.parquet")):
-                models[0]["query_prompt"] = store_models(queries)[0]["query_prompt"]
+    for run in map(RunFolder, path.parents[:3]):   # RUN/compressor, RUN/compressors/NAME(/seedK)
+        if any(run.corpus.glob("part-*.parquet")):
+            models = store_models(run.corpus)
+            if len(models) == 1 and any(run.queries.glob("part-*.parquet")):
+                models[0]["query_prompt"] = store_models(run.queries)[0]["query_prompt"]
             return models
     raise SmecError(f"{path}: cannot tell which model's embeddings this compressor takes (no "
                     "'inputs' in compressor.json and no embeddings in its run folder)")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from smec.io import atomic_path
+
+if TYPE_CHECKING:
+    from smec.runfolder import RunFolder
 
 METHOD_ORDER = ["raw", "truncation", "pca", "pca_uncentred", "smec"]
 
@@ -184,15 +188,13 @@ def gradient_variance(histories: dict[str, list[dict]], path: Path) -> dict:
     return result
 
 
-def publish(out: Path, dataset: str, model: str, split: str, rows: list, timings_s: dict,
+def publish(run: RunFolder, dataset: str, model: str, split: str, rows: list, timings_s: dict,
             table=markdown_table, plot=plot_ndcg_vs_bytes, plot_path: Path | None = None,
             **extra) -> dict:
-    """Write ``out/results.json`` (:func:`smec.results.write_results`), its table
-    (``results.md``) and its plot (default ``ndcg_vs_bytes.png``); return the results as read
+    """Write the run folder's results (:func:`smec.results.write_results`), its table and
+    its plot (default ``run.plot``); return the results as read
     back."""
     from smec.results import read_results, write_results
-    from smec.runfolder import RunFolder
-    run = RunFolder(out)
     write_results(run.results, dataset, model, split, rows, timings_s, **extra)
     results = read_results(run.results)
     with atomic_path(run.results_table) as tmp:

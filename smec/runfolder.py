@@ -4,6 +4,7 @@ layout of a training checkpoint (:class:`Checkpoint`).
     embeddings/{corpus,queries}/   smec embed (Ray Data)        pseudo/     label-free queries
     compressor/ (+ history.json)   smec train                   compressors/ bench, concat
     results.json, .md, .png        smec evaluate, bench         ray.log     Ray's own output
+    gradient_variance.png, mteb/   smec bench                   teacher/    train.teacher's stores
     ray_train/                     Ray Train's checkpoints      timings.json, mlflow.db
     tune/, tune_summary.json,      smec tune
     best_config.yaml, default/
@@ -67,6 +68,17 @@ class RunFolder:
     def compressors(self) -> Path:
         return self.root / "compressors"
 
+    def bench_compressor(self, label: str, seed: int) -> Path:
+        """The compressor `smec bench compression` trained for ``label`` with ``seed``."""
+        return self.compressors / label / f"seed{seed}"
+
+    def bench_compressors(self) -> list[tuple[int, Path]]:
+        """Every (seed, folder) a bench saved, in label then seed order."""
+        found = [(int(path.name.removeprefix("seed")), path)
+                 for path in self.compressors.glob("*/seed*")
+                 if path.name.removeprefix("seed").isdigit()]
+        return sorted(found, key=lambda item: (item[1].parent.name, item[0]))
+
     @property
     def timings(self) -> Path:
         return self.root / "timings.json"
@@ -78,6 +90,16 @@ class RunFolder:
     @property
     def plot(self) -> Path:
         return self.root / "ndcg_vs_bytes.png"
+
+    @property
+    def gradient_variance_plot(self) -> Path:
+        """`smec bench compression`: MRL's adapter-gradient variance against SMRL's."""
+        return self.root / "gradient_variance.png"
+
+    @property
+    def mteb(self) -> Path:
+        """`smec bench compression --mteb`: MTEB's own result files."""
+        return self.root / "mteb"
 
     @property
     def best_config(self) -> Path:
@@ -191,6 +213,11 @@ class PseudoSet:
     @property
     def info(self) -> Path:
         return Path(self.root) / "pseudo.json"
+
+    def as_run_folder(self) -> RunFolder:
+        """Embedded with several models (``smec concat``), a pseudo set is laid out as a run
+        folder: ``embeddings/{corpus,queries}``, a column per model."""
+        return RunFolder(self.root)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from conftest import write_beir
 from smec.config import Config
 from smec.data import resolve_beir_dir
 from smec.io import write_json
+from smec.runfolder import RunFolder
 from smec.store import embedding_table, write_part
 
 
@@ -39,7 +40,7 @@ def test_bench_rows_seeds_and_mteb_agreement(synthetic_run):
                                            "neighbours": 3, "hard_pool": 10,
                                            "adapter_hidden": 8},
                                  "eval": {"precisions": ["float32", "binary"]}})
-    run_compression_bench(paths, out, cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
+    run_compression_bench(paths, RunFolder(out), cfg, ["mrl", "mrl+smrl", "smec"], [8, 4],
                           seeds=2, mteb=True, memory=[20, 40], echo=lambda *a: None)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == 2 and on_disk["model"] == "synthetic"
@@ -104,7 +105,7 @@ def test_bench_trains_label_free_and_scores_transferred_compressors(synthetic_ru
                                            "adapter_hidden": 8, "probe_docs": 8,
                                            "val_corpus_docs": 80}})
     lines: list[str] = []
-    run_compression_bench(paths, out, cfg, ["mrl", "smec"], [8, 4], seeds=1, memory=[],
+    run_compression_bench(paths, RunFolder(out), cfg, ["mrl", "smec"], [8, 4], seeds=1, memory=[],
                           echo=lines.append, supervision=["none", "qrels"])
     rows = json.loads((out / "results.json").read_text())["rows"]
     trained = {(r["method"], r["split"]) for r in rows}
@@ -120,8 +121,8 @@ def test_bench_trains_label_free_and_scores_transferred_compressors(synthetic_ru
     other_root = shutil.copytree(paths.root, tmp_path / "other-set")
     other = tmp_path / "other-run"
     shutil.copytree(out / "embeddings", other / "embeddings")
-    run_compression_bench(resolve_beir_dir(other_root), other, cfg, ["mrl"], [8, 4], seeds=1,
-                          memory=[], echo=lambda *a: None, transfer_from=out)
+    run_compression_bench(resolve_beir_dir(other_root), RunFolder(other), cfg, ["mrl"], [8, 4],
+                          seeds=1, memory=[], echo=lambda *a: None, transfer_from=RunFolder(out))
     moved = [r for r in json.loads((other / "results.json").read_text())["rows"]
              if r["method"].endswith(":from-synthetic")]
     assert {r["method"] for r in moved} == {"mrl:from-synthetic", "smec:from-synthetic",

@@ -27,8 +27,9 @@ def concat_run(mini_cut, tmp_path_factory):
         "concat": {"models": MODELS, "single_models": [], "d_max": 64, "levels": [32, 16],
                    "schedules": ["mrl", "smec"]}}))
     cfg = load_config(cfg_path)
+    from smec.runfolder import RunFolder
     out = root / "run"
-    results = run_concat(resolve_beir_dir(mini_cut), out, cfg, echo=lambda *a: None)
+    results = run_concat(resolve_beir_dir(mini_cut), RunFolder(out), cfg, echo=lambda *a: None)
     return out, results, cfg
 
 
@@ -72,7 +73,8 @@ def test_second_run_reuses_the_embeddings(concat_run):
     out, _, cfg = concat_run
     from smec.pipelines.concat import load_or_embed
     said = []
-    data = load_or_embed(None, out, cfg, MODELS, said.append)   # never reaches the ETL
+    from smec.runfolder import RunFolder
+    data = load_or_embed(None, RunFolder(out), cfg, MODELS, said.append)   # never reaches the ETL
     assert any("reusing" in line for line in said)
     assert set(data["corpus"][1]) == set(MODELS)
 

@@ -85,9 +85,9 @@ def test_train_run_metrics_read_back_from_mlflow(tmp_path):
     cfg = TrainConfig(**TINY)
     train_func({"train": cfg.model_dump(), "inputs": TrainingInputs(
                     "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels)},
-               FolderReporter(tmp_path))
+               FolderReporter(RunFolder(tmp_path)))
     history = json.loads((tmp_path / "compressor" / "history.json").read_text())
-    uri = tracking_uri(tmp_path)
+    uri = tracking_uri(RunFolder(tmp_path))
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     run_id = log_training_run(uri, cfg.model_dump(), history, tmp_path / "compressor", "t")
 
@@ -191,12 +191,12 @@ def test_killed_worker_resumes_from_the_last_checkpoint(mini_cut, mini_cut_embed
             if name == "killed":
                 killer.start()
             try:
-                summary = run_train(paths, out, cfg)
+                summary = run_train(paths, RunFolder(out), cfg)
             finally:
                 stop.set()
                 if killer.is_alive():
                     killer.join()
-            results = run_evaluate(paths, out, cfg)
+            results = run_evaluate(paths, RunFolder(out), cfg)
             scores[name] = {r["dims"]: r["ndcg_at_10"] for r in results["rows"]
                             if r["method"] == "smec" and r["split"] == "test"}
             history = json.loads((out / "compressor" / "history.json").read_text())

@@ -137,16 +137,17 @@ from smec.data import resolve_beir_dir
 from smec.encoders import encode, load_model, resolve_model
 from smec.store import read_columns
 from smec.pipelines.embed import run_embed_models
+from smec.runfolder import RunFolder
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 models = ["all-MiniLM-L6-v2", "tokenlearn-static-64d"]
 cfg = Config()
 cfg.embed.num_cpus_per_actor = 0.5
-first = run_embed_models(resolve_beir_dir(data), out, cfg, models)
+first = run_embed_models(resolve_beir_dir(data), RunFolder(out), cfg, models)
 import ray
 ray.shutdown()          # time the skip path itself, not Ray winding down
 start = time.perf_counter()
-second = run_embed_models(resolve_beir_dir(data), out, cfg, models)
+second = run_embed_models(resolve_beir_dir(data), RunFolder(out), cfg, models)
 ids, cols, meta = read_columns(out / "embeddings" / "corpus")
 model = load_model(resolve_model(models[0]))
 texts = [json.loads(l)["title"] + " " + json.loads(l)["text"] for l in open(data / "corpus.jsonl")]

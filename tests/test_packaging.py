@@ -42,3 +42,23 @@ print(len([m for m in sys.modules if m.startswith("smec.")]), loaded)
     assert result.returncode == 0, result.stderr[-2000:]
     count, loaded = result.stdout.split(" ", 1)
     assert int(count) >= 20 and loaded.strip() == "[]", result.stdout
+
+
+def test_run_folder_names_are_spelled_only_in_runfolder():
+    """Every file and folder a job writes into a run folder is named once, in
+    smec/runfolder.py: no job joins one of those names onto a path by hand (BEIR's own
+    corpus.jsonl/queries.jsonl, in smec/data.py, are the input folder's, not the run's)."""
+    import re
+    source = (REPO / "smec" / "runfolder.py").read_text()
+    names = {n for n in re.findall(r'"([A-Za-z_][\w.-]*)"', source)} - {"cpu"}
+    assert {"results.json", "compressor", "embeddings", "mlflow.db", "teacher"} <= names
+    spelled = []
+    for folder in ("smec", "pipelines", "tune", "cluster"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path.name == "runfolder.py" or path.relative_to(REPO).as_posix() == "smec/data.py":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                for name in names:
+                    if re.search(rf"""/\s*["']{re.escape(name)}["']""", line):
+                        spelled.append(f"{path.relative_to(REPO)}:{number}: {name}")
+    assert not spelled, spelled

@@ -105,12 +105,14 @@ def test_the_teacher_is_embedded_once_per_corpus_and_read_row_for_row(mini_cut, 
     cfg = load_config(None)
     cfg.train.teacher = "tokenlearn-static-64d"
     paths = resolve_beir_dir(mini_cut)
-    out = tmp_path / "run"
-    store, models = teacher_store(paths, out, cfg, echo=lambda _: None)
-    teacher_run = out / "teacher" / "tokenlearn-static-64d"
+    from smec.runfolder import RunFolder
+    run = RunFolder(tmp_path / "run")
+    store, models = teacher_store(paths, run, cfg, echo=lambda _: None)
+    teacher_run = run.teacher("tokenlearn-static-64d")
     assert calls == [["tokenlearn-static-64d"]]
-    assert store == (teacher_run / "embeddings" / "corpus").resolve()
-    again = teacher_store(paths, out, cfg, echo=lambda _: None)
+    assert store == (tmp_path / "run" / "teacher" / "tokenlearn-static-64d" / "embeddings"
+                     / "corpus").resolve()
+    again = teacher_store(paths, run, cfg, echo=lambda _: None)
     loaded = load_or_embed(paths, teacher_run, cfg, list(models), echo=lambda _: None)
     assert again == (store, models) and len(calls) == 1   # reused, by training and by concat
     doc_ids = loaded["corpus"][0][::-1]                     # any order: rows follow the ids

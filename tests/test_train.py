@@ -5,6 +5,7 @@ import torch
 
 from smec.compressors import load_compressor
 from smec.config import TrainConfig
+from smec.runfolder import RunFolder
 from smec.store import embedding_table, write_part
 from smec.training.engine import lr_at
 from smec.training.prepare import (
@@ -38,7 +39,7 @@ def test_train_func_runs_alone_without_ray(tmp_path):
     write_part(tmp_path / "emb" / "queries", 0, embedding_table(query_ids, queries))
     train_func({"train": TrainConfig(**TINY).model_dump(), "inputs": TrainingInputs(
                     "qrels", tmp_path / "emb" / "corpus", tmp_path / "emb" / "queries", qrels)},
-               FolderReporter(tmp_path))
+               FolderReporter(RunFolder(tmp_path)))
     compressor = load_compressor(tmp_path / "compressor")
     assert [s.dim for s in compressor.stages] == [16, 8, 4]
     assert compressor.encode(docs, 4).shape == (120, 4)

@@ -120,9 +120,9 @@ def trainable(config: dict, data=None, base: dict | None = None, uri: str = "",
         raise
 
 
-def _prepare(paths: BeirPaths, out: Path, cfg: Config, echo) -> tuple:
+def _prepare(paths: BeirPaths, run: RunFolder, cfg: Config, echo) -> tuple:
     from smec.pipelines.embed import embedded
-    loaded, _ = embedded(paths, RunFolder(out), cfg, echo)   # once; every trial reuses it
+    loaded, _ = embedded(paths, run, cfg, echo)   # once; every trial reuses it
     doc_ids, doc_vecs, query_ids, query_vecs = loaded.as_tuple()
     meta = loaded.meta
     from smec.config import check_stages
@@ -148,7 +148,7 @@ def _evaluate_in(paths: BeirPaths, folder: RunFolder, cfg: Config, compressor_di
     if folder.compressor.resolve() != compressor_dir.resolve():
         shutil.rmtree(folder.compressor, ignore_errors=True)
         shutil.copytree(compressor_dir, folder.compressor)
-    return run_evaluate(paths, folder.root, cfg, embeddings=embeddings)
+    return run_evaluate(paths, folder, cfg, embeddings=embeddings)
 
 
 def _ndcg(results: dict, method: str, dims: int) -> float | None:
@@ -156,7 +156,7 @@ def _ndcg(results: dict, method: str, dims: int) -> float | None:
                  if r["method"] == method and r["dims"] == dims), None)
 
 
-def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None = None,
+def run_tune(paths: BeirPaths, run: RunFolder, cfg: Config, num_samples: int | None = None,
              mlflow_uri: str | None = None, echo=console.echo) -> dict:
     from smec.pipelines.runtime import init_ray
     from smec.pipelines.tracking import log_results, tracking_uri
@@ -166,7 +166,6 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
                         "as its own teacher; set train.teacher: self (or tune by hand with "
                         "`smec bench compression --teachers`)")
     start = time.perf_counter()
-    run = RunFolder(out)
     # the method's own defaults are the base every trial's sampled keys replace
     cfg = cfg.model_copy(update={"train": cfg.train.for_method(cfg.train.method)})
     tcfg = cfg.tune
@@ -175,8 +174,8 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
             raise SmecError(f"--num-samples must be >= 1, got {num_samples}")
         tcfg = tcfg.model_copy(update={"num_samples": num_samples})
     init_ray()
-    data, meta = _prepare(paths, run.root, cfg, echo)
-    uri = tracking_uri(run.root, mlflow_uri)
+    data, meta = _prepare(paths, run, cfg, echo)
+    uri = tracking_uri(run, mlflow_uri)
     parent, trials = _search(run, cfg, tcfg, data, meta, paths, uri, echo)
     tune_seconds = round(time.perf_counter() - start, 2)
     done = [t for t in trials if t["completed"] and t["checkpoint"]]
@@ -187,8 +186,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     best = max(done, key=lambda t: t["val_score_target"])
     best_train = trial_train_config(cfg.train.model_dump(), best["config"])
     results = _best_on_test(paths, run, cfg.model_copy(update={"train": best_train}), best, echo)
-    default_trial, default_results = _default_on_test(paths, run.root, cfg, tcfg, done, data,
-                                                      echo)
+    default_trial, default_results = _default_on_test(paths, run, cfg, tcfg, done, data, echo)
     target = min(best_train.stages)
     summary = {"dataset": paths.name, "trials": trials, "best": best,
                "best_config": str(run.best_config),
@@ -210,7 +208,7 @@ def run_tune(paths: BeirPaths, out: Path, cfg: Config, num_samples: int | None =
     for artifact in (run.best_config, run.tune_summary):
         parent.log_artifact(artifact)
     parent.log_artifact(run.compressor, "compressor")
-    log_results(uri, parent.run_id, run.root)      # results.json, table, plot; ends the run
+    log_results(uri, parent.run_id, run)      # results.json, table, plot; ends the run
     _close_stopped_runs(parent)
     return summary
 
@@ -312,13 +310,12 @@ def _trials(grid, tcfg) -> list[dict]:
     return trials
 
 
-def _default_on_test(paths: BeirPaths, out: Path, cfg: Config, tcfg, done: list[dict], data,
+def _default_on_test(paths: BeirPaths, run: RunFolder, cfg: Config, tcfg, done: list[dict], data,
                      echo) -> tuple[dict | None, dict]:
     """The default train section's test results, for the comparison: its trial's compressor,
     or, where ASHA stopped it, one trained alone. (its trial or None, the results)"""
     point = {k: decode(v) for k, v in default_point(tcfg, cfg.train).items()}
     trial = next((t for t in done if _same(t["config"], point)), None)
-    run = RunFolder(out)
     if trial is not None:
         return trial, _evaluate_in(paths, run.default_trial, cfg,
                                    Checkpoint(Path(trial["checkpoint"])).compressor, run)

@@ -50,12 +50,11 @@ def dispatch(argv: list[str] | None = None) -> int:
     on_one_file = pipeline.on_one_file(args)
     if on_one_file is not None:
         return on_one_file(args)
-    cfg, paths, out = prepare_run(args)
+    cfg, paths, run = prepare_run(args)
     interactive = sys.stderr.isatty()   # before Ray's output is pointed at the log
     from smec.pipelines.runtime import ray_output
-    from smec.runfolder import RunFolder
-    with ray_output(RunFolder(out).ray_log, args.verbose or args.command == "evaluate"):
-        return ON_A_RUN_FOLDER[args.command](args, cfg, paths, out, interactive)
+    with ray_output(run.ray_log, args.verbose or args.command == "evaluate"):
+        return ON_A_RUN_FOLDER[args.command](args, cfg, paths, run, interactive)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smec.console import RAY_LOG, echo
 from smec.errors import SmecError
+
+if TYPE_CHECKING:
+    from smec.runfolder import RunFolder
 
 SUPERVISION = ("qrels", "pseudo", "none")
 TEACHER_HELP = ("whose similarities the unsupervised term distils: self, concat (the "
@@ -104,7 +108,9 @@ def set_options(cfg, section: str, given: dict[str, tuple[str, object]]) -> None
                                          {key: flag for key, (flag, _) in given.items()}))
 
 
-def prepare_run(args: argparse.Namespace):
+def prepare_run(args: argparse.Namespace) -> tuple:
+    """(the validated config, the BEIR folder's paths, the run folder, made): everything a
+    command on a run folder needs, its inputs checked before Ray or a model starts."""
     from smec.config import load_config
     from smec.data import check_inputs, resolve_beir_dir
     cfg = load_config(args.config)
@@ -116,10 +122,11 @@ def prepare_run(args: argparse.Namespace):
     if out.exists() and not out.is_dir():
         raise SmecError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    return cfg, paths, out
+    from smec.runfolder import RunFolder
+    return cfg, paths, RunFolder(out)
 
 
-def print_results(results: dict, out: Path) -> None:
+def print_results(results: dict, run: RunFolder) -> None:
     from smec.report import markdown_table
     echo()
     echo(markdown_table(results))
@@ -127,8 +134,6 @@ def print_results(results: dict, out: Path) -> None:
     echo("timings (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()))
     if results.get("recipe_summary"):
         echo(results["recipe_summary"])
-    from smec.runfolder import RunFolder
-    run = RunFolder(out)
     echo(f"results: {run.results}  plot: {run.plot}")
 
 

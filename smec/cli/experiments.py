@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smec.cli.common import (
     SUPERVISION,
@@ -14,6 +15,9 @@ from smec.cli.common import (
 )
 from smec.console import echo
 from smec.errors import SmecError
+
+if TYPE_CHECKING:   # imported where used: `smec --help` stays light (no torch)
+    from smec.runfolder import RunFolder
 
 
 def add_parsers(sub) -> None:
@@ -92,36 +96,34 @@ def _bench_parser(sub) -> None:
                                   "a smoke run, not a result")
 
 
-def _tune(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
-    from smec.runfolder import RunFolder
+def _tune(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.tune.run import run_tune
-    summary = run_tune(paths, out, cfg, args.num_samples, args.mlflow_uri)
+    summary = run_tune(paths, run, cfg, args.num_samples, args.mlflow_uri)
     scores = summary["test_ndcg_at_10_at_target"]
     echo(f"best config: {summary['best_config']} ({len(summary['trials'])} trials)")
     echo(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
          f"default {scores['default']}")
-    echo(f"results: {RunFolder(out).results}  MLflow: {summary['mlflow_uri']}")
+    echo(f"results: {run.results}  MLflow: {summary['mlflow_uri']}")
     return 0
 
 
-def _concat(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _concat(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.concat import run_concat
     from smec.report import concat_table
-    from smec.runfolder import RunFolder
     set_options(cfg, "concat", {"models": ("--models", args.models),
                              "single_models": ("--single-models", args.single_models),
                              "supervision": ("--supervision", args.supervision)})
-    results = run_concat(paths, out, cfg)
+    results = run_concat(paths, run, cfg)
     echo()
     echo(concat_table(results))
     echo()
     for name, target in results["targets"].items():
         echo(f"target {name}: {target}")
-    echo(f"results: {RunFolder(out).results}  plot: {RunFolder(out).concat_plot}")
+    echo(f"results: {run.results}  plot: {run.concat_plot}")
     return 0
 
 
-def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _bench(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.bench import (
         DEFAULT_METHODS,
         check_methods,
@@ -138,14 +140,14 @@ def _bench(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -
     if seeds < 1:
         raise SmecError(f"--seeds must be >= 1, got {seeds}")
     methods = check_methods(args.methods or DEFAULT_METHODS)
-    transfer = args.transfer_from
-    if transfer is not None and not RunFolder(transfer).compressors.is_dir():
-        raise SmecError(f"--transfer-from {transfer}: no compressors/ folder; run `smec "
+    transfer = None if args.transfer_from is None else RunFolder(args.transfer_from)
+    if transfer is not None and not transfer.compressors.is_dir():
+        raise SmecError(f"--transfer-from {args.transfer_from}: no compressors/ folder; run `smec "
                         "bench compression` on the source dataset first")
-    results = run_compression_bench(paths, out, cfg, methods, args.dims, seeds, args.mteb,
+    results = run_compression_bench(paths, run, cfg, methods, args.dims, seeds, args.mteb,
                                     memory, supervision=args.supervision,
                                     transfer_from=transfer, teachers=args.teachers)
-    print_results(results, out)
+    print_results(results, run)
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smec.cli.common import (
     SUPERVISION,
@@ -21,6 +22,9 @@ from smec.cli.common import (
 )
 from smec.console import RAY_LOG, echo, progress_stream
 from smec.errors import SmecError
+
+if TYPE_CHECKING:   # imported where used: `smec --help` stays light (no torch)
+    from smec.runfolder import RunFolder
 
 
 def add_parsers(sub) -> None:
@@ -144,60 +148,58 @@ def _train_store(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from smec.pipelines.runtime import ray_output
     from smec.runfolder import RunFolder
-    with ray_output(RunFolder(args.out).ray_log, args.verbose):
-        trained = run_train(None, args.out, cfg, resume=args.resume,
+    run = RunFolder(args.out)
+    with ray_output(run.ray_log, args.verbose):
+        trained = run_train(None, run, cfg, resume=args.resume,
                             mlflow_uri=args.mlflow_uri, store=args.store)
     echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
-         f"{args.out / 'compressor'}")
+         f"{run.compressor}")
     return 0
 
 
-def _demo(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _demo(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.demo import run_demo
     set_options(cfg, "train", {"supervision": ("--supervision", args.supervision),
                                "teacher": ("--teacher", args.teacher)})
     live = progress_stream() if interactive else None
-    print_results(run_demo(paths, out, cfg, mlflow_uri=args.mlflow_uri, live=live), out)
-    echo(f"output folder: {out.resolve()}")
+    print_results(run_demo(paths, run, cfg, mlflow_uri=args.mlflow_uri, live=live), run)
+    echo(f"output folder: {run.root}")
     return 0
 
 
-def _embed(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _embed(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.embed import run_embed
     from smec.pipelines.evaluate import record_timing
-    from smec.runfolder import RunFolder
     set_options(cfg, "model", {"name": ("--model", args.model)})
     start = time.perf_counter()
-    summary = run_embed(paths, out, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
+    summary = run_embed(paths, run, cfg, resume=args.resume, on_bad_row=args.on_bad_row,
                         progress=interactive)
-    record_timing(out, "embed", time.perf_counter() - start)
-    run = RunFolder(out)
+    record_timing(run, "embed", time.perf_counter() - start)
     for kind, store in (("corpus", run.corpus), ("queries", run.queries)):
         echo(f"{kind}: {embed_line(summary[kind], store)}")
     return 0
 
 
-def _train(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _train(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.evaluate import record_timing
     from smec.pipelines.train import run_train
-    from smec.runfolder import RunFolder
     set_options(cfg, "train", {"supervision": ("--supervision", args.supervision),
                                "teacher": ("--teacher", args.teacher)})
     start = time.perf_counter()
-    trained = run_train(paths, out, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
+    trained = run_train(paths, run, cfg, resume=args.resume, mlflow_uri=args.mlflow_uri,
                         live=progress_stream() if interactive else None)
-    record_timing(out, "train", time.perf_counter() - start)
+    record_timing(run, "train", time.perf_counter() - start)
     echo(f"trained stages {trained['stages']} ({trained['supervision']}) into "
-         f"{RunFolder(out).compressor}")
+         f"{run.compressor}")
     echo(f"MLflow run {trained['mlflow_run_id']} in {trained['mlflow_uri']}")
     return 0
 
 
-def _evaluate(args: argparse.Namespace, cfg, paths, out: Path, interactive: bool) -> int:
+def _evaluate(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
     from smec.pipelines.evaluate import run_evaluate
     other = args.compressor
-    print_results(run_evaluate(paths, out, cfg, compressor_dir(other) if other else None),
-                   out)
+    print_results(run_evaluate(paths, run, cfg, compressor_dir(other) if other else None),
+                  run)
     return 0
 
 
