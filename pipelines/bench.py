@@ -171,7 +171,7 @@ def bench_data(supervision: str, paths: BeirPaths, run: RunFolder, cfg: Config,
 def trainable(methods: list[str], supervision: str) -> list[str]:
     """The methods that can train under ``supervision`` (none: those with an unsupervised
     term)."""
-    return [m for m in methods if supervision != "none" or METHODS[m].unsup != "none"]
+    return [m for m in methods if supervision != "none" or METHODS[m].unsup is not None]
 
 
 def transferred_rows(source: RunFolder, paths: BeirPaths, run: RunFolder, embeddings: tuple,

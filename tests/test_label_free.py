@@ -146,14 +146,14 @@ def test_qrels_stay_the_default_where_they_exist(tiny_beir):
 
 
 def test_the_similarity_term_is_chosen_by_supervision_unless_set():
-    from smec.training.engine import unsup_loss_kind
+    from smec.training.engine import resolved_unsup_loss
     ids, docs = synthetic_corpus()
     corpus_only = prepare_unlabelled_data(ids, docs, TrainConfig(**TINY))
-    assert unsup_loss_kind(TrainConfig(), corpus_only) == "distill"
+    assert resolved_unsup_loss(TrainConfig(), corpus_only) == "distill"
     labelled = type("Labelled", (), {"label_free": False})()
-    assert unsup_loss_kind(TrainConfig(supervision="qrels"), labelled) == "preserve"
-    assert unsup_loss_kind(TrainConfig(supervision="pseudo"), labelled) == "distill"
-    assert unsup_loss_kind(TrainConfig(supervision="pseudo", unsup_loss="preserve"),
+    assert resolved_unsup_loss(TrainConfig(supervision="qrels"), labelled) == "preserve"
+    assert resolved_unsup_loss(TrainConfig(supervision="pseudo"), labelled) == "distill"
+    assert resolved_unsup_loss(TrainConfig(supervision="pseudo", unsup_loss="preserve"),
                            labelled) == "preserve"
 
 

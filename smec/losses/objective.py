@@ -9,8 +9,8 @@ from smec.losses.distill import SimilarityDistillationLoss
 from smec.losses.matryoshka_adaptor import MatryoshkaAdaptorLoss
 from smec.losses.similarity import SimilarityPreservationLoss
 
-UNSUPERVISED = ("none", "sxbm", "matryoshka_adaptor")
-SIMILARITY = ("preserve", "smooth", "distill")
+UNSUPERVISED = ("sxbm", "matryoshka_adaptor")   # the unsupervised term; None: none
+UNSUP_LOSSES = ("preserve", "smooth", "distill")   # the form of the sxbm term (train.unsup_loss)
 
 #: the S-XBM neighbours of a batch: (the neighbours' input features [U, D], the index of each
 #: item's K neighbours into them [B, K], the teacher's cosines to them [B, K])
@@ -31,9 +31,9 @@ class CompressionObjective(nn.Module):
             + \alpha \sum_{h \in H} L_{unsup}(h)
 
     One head is one SMRL stage (SMEC Eq. 5: no other level's loss), several heads the parallel
-    Matryoshka schedule (MRL, Eq. 4). ``L_unsup`` is ``none``, ``sxbm`` (each unlabelled
-    document against its top-K neighbours from the S-XBM memory, SMEC Eq. 7: |t − s| summed
-    over the neighbours with ``similarity="preserve"``, its Huber form averaged over them with
+    Matryoshka schedule (MRL, Eq. 4). ``L_unsup`` is absent (``unsup=None``), ``sxbm`` (each
+    unlabelled document against its top-K neighbours from the S-XBM memory, SMEC Eq. 7:
+    |t − s| summed over the neighbours with ``unsup_loss="preserve"``, its Huber form averaged over them with
     ``"smooth"``, or :class:`SimilarityDistillationLoss` over the neighbours and the batch with
     ``"distill"``) or ``matryoshka_adaptor`` (:class:`MatryoshkaAdaptorLoss`). Without labels
     (``queries is None``) only the unsupervised term trains.
@@ -60,19 +60,19 @@ class CompressionObjective(nn.Module):
     documents themselves). Returns ``(loss, rank, unsup)``.
     """
 
-    def __init__(self, rank_loss: nn.Module, unsup: str = "none", alpha: float = 1.0,
-                 similarity: str = "preserve", distill_temperature: float = 0.05,
+    def __init__(self, rank_loss: nn.Module, unsup: str | None = None, alpha: float = 1.0,
+                 unsup_loss: str = "preserve", distill_temperature: float = 0.05,
                  neighbours: int = 10, neighbour_grad: bool = True, huber_delta: float = 0.02,
                  teacher: nn.Module | None = None, served: nn.Module | None = None) -> None:
         super().__init__()
-        if unsup not in UNSUPERVISED:
-            raise ValueError(f"unsup must be one of {UNSUPERVISED}, got {unsup!r}")
-        if similarity not in SIMILARITY:
-            raise ValueError(f"similarity must be one of {SIMILARITY}, got {similarity!r}")
+        if unsup is not None and unsup not in UNSUPERVISED:
+            raise ValueError(f"unsup must be None or one of {UNSUPERVISED}, got {unsup!r}")
+        if unsup_loss not in UNSUP_LOSSES:
+            raise ValueError(f"unsup_loss must be one of {UNSUP_LOSSES}, got {unsup_loss!r}")
         self.rank_loss, self.unsup, self.alpha = rank_loss, unsup, alpha
-        self.distill = similarity == "distill"
-        self.similarity = SimilarityDistillationLoss(distill_temperature) if self.distill \
-            else SimilarityPreservationLoss(huber_delta, "mean") if similarity == "smooth" \
+        self.distill = unsup_loss == "distill"
+        self.sxbm_loss = SimilarityDistillationLoss(distill_temperature) if self.distill \
+            else SimilarityPreservationLoss(huber_delta, "mean") if unsup_loss == "smooth" \
             else SimilarityPreservationLoss()
         self.matryoshka_adaptor = MatryoshkaAdaptorLoss(neighbours)
         self.neighbour_grad = neighbour_grad
@@ -121,9 +121,9 @@ class CompressionObjective(nn.Module):
             z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]
             student = (z_self[:, None, :] * z_nbr).sum(-1)
             if self.distill:   # the batch's other items compete too
-                loss = loss + self.similarity(
+                loss = loss + self.sxbm_loss(
                     torch.cat([teacher, _off_diagonal(batch_teacher)], 1),
                     torch.cat([student, _off_diagonal(z_self @ z_self.T)], 1))
             else:
-                loss = loss + self.similarity(teacher, student)
+                loss = loss + self.sxbm_loss(teacher, student)
         return loss

@@ -304,19 +304,19 @@ class FrozenLevel(torch.nn.Module):
         return F.normalize(self.adapter(e)[:, self.index], dim=-1)
 
 
-def _objective(cfg: TrainConfig, data: TrainingData, unsup: str,
+def _objective(cfg: TrainConfig, data: TrainingData, unsup: str | None,
                teacher: torch.nn.Module | None = None) -> CompressionObjective:
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
-    return CompressionObjective(rank_loss, unsup, cfg.alpha, unsup_loss_kind(cfg, data),
+    return CompressionObjective(rank_loss, unsup, cfg.alpha, resolved_unsup_loss(cfg, data),
                                 cfg.distill_temperature, cfg.neighbours,
                                 cfg.sxbm_neighbour_grad, cfg.huber_delta, teacher,
                                 ServedDocuments(cfg.serve_precision))
 
 
 def train_step(state: StageState, objective: CompressionObjective, data: TrainingData,
-               rows: torch.Tensor, cfg: TrainConfig, unsup: str, n_unlabelled: int, lr: float,
-               tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+               rows: torch.Tensor, cfg: TrainConfig, unsup: str | None, n_unlabelled: int,
+               lr: float, tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One optimiser step on the batch of training ``rows`` (queries; label-free, documents),
     on ``data.device``: sample the heads and the batch, ask the memory, the objective forward,
     its gradient balance at the epoch's first step where each term pushes, backward, step.
@@ -356,7 +356,7 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
 
 
 def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
-                heads: list[torch.nn.Module], unsup: str, memory: Memory | None,
+                heads: list[torch.nn.Module], unsup: str | None, memory: Memory | None,
                 stage_no: int, max_epochs: int, reporter: Reporter,
                 partial: dict | None = None, level: torch.Tensor | None = None) -> StageResult:
     """Train ``adapter`` and ``heads`` jointly on :class:`CompressionObjective`.
@@ -444,7 +444,7 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     return state.best
 
 
-def unsup_loss_kind(cfg: TrainConfig, data: TrainingData) -> str:
+def resolved_unsup_loss(cfg: TrainConfig, data: TrainingData) -> str:
     """``cfg.unsup_loss`` with ``auto`` decided: ``preserve`` with judged queries, ``distill``
     label-free (the pipelines resolve pseudo supervision to ``distill`` before training)."""
     if cfg.unsup_loss != "auto":
@@ -505,10 +505,10 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     spec = METHODS[method]
-    if data.label_free and (spec.unsup == "none" or cfg.alpha <= 0):
-        unsupervised = sorted(m for m, s in METHODS.items() if s.unsup != "none")
+    if data.label_free and (spec.unsup is None or cfg.alpha <= 0):
+        unsupervised = sorted(m for m, s in METHODS.items() if s.unsup is not None)
         raise ValueError(f"method {method} has no unsupervised term to train on without labels"
-                         f"{' (alpha is 0)' if spec.unsup != 'none' else ''}; use one of "
+                         f"{' (alpha is 0)' if spec.unsup is not None else ''}; use one of "
                          f"{', '.join(unsupervised)} with alpha > 0, or supervision: pseudo")
     torch.manual_seed(cfg.seed)
     input_dim = data.corpus.shape[1]
@@ -525,7 +525,7 @@ def train_method(data: TrainingData, cfg: TrainConfig, method: str = "smec",
     def partial_for(stage_no: int) -> dict | None:
         return resume_partial if resume_partial is not None \
             and resume_partial["stage_no"] == stage_no else None
-    unsup = spec.unsup if cfg.alpha > 0 else "none"
+    unsup = spec.unsup if cfg.alpha > 0 else None
 
     def fresh_adapter() -> torch.nn.Module:
         return build_adapter(cfg.adapter, input_dim, cfg.adapter_hidden, out_dim,

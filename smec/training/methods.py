@@ -11,19 +11,19 @@ class MethodSpec:
 
     schedule: str   # sequential (SMRL) | parallel (MRL) | per_level (one model per level)
     head: str       # prefix | ads | projection
-    unsup: str      # none | sxbm | matryoshka_adaptor
+    unsup: str | None   # the unsupervised term: sxbm | matryoshka_adaptor | None (none)
 
 
 METHODS: dict[str, MethodSpec] = {
     "smec": MethodSpec("sequential", "ads", "sxbm"),
-    "mrl": MethodSpec("parallel", "prefix", "none"),
-    "mrl+smrl": MethodSpec("sequential", "prefix", "none"),
-    "mrl+ads": MethodSpec("parallel", "ads", "none"),
+    "mrl": MethodSpec("parallel", "prefix", None),
+    "mrl+smrl": MethodSpec("sequential", "prefix", None),
+    "mrl+ads": MethodSpec("parallel", "ads", None),
     "mrl+sxbm": MethodSpec("parallel", "prefix", "sxbm"),
     # SMEC with plain truncation in place of ADS: the same adapter, schedule and memory, so
     # smec vs this is ADS vs truncation alone
     "smec-ads": MethodSpec("sequential", "prefix", "sxbm"),
     "matryoshka_adaptor": MethodSpec("parallel", "prefix", "matryoshka_adaptor"),
-    "search_adaptor": MethodSpec("per_level", "projection", "none"),
+    "search_adaptor": MethodSpec("per_level", "projection", None),
 }
 
