@@ -113,7 +113,7 @@ def run_concat(paths: BeirPaths, run: RunFolder, cfg: Config, echo=console.echo)
     doc_ids, doc_cols = data["corpus"]
     query_ids, query_cols = data["queries"]
     test_qrels = paths.read_test_qrels()
-    quant_options = {"ranges": ccfg.int8_ranges, "threshold": ccfg.binary_threshold}
+    quant_options = {"ranges": ccfg.int8_ranges}
     grid = precisions_of(ccfg.precisions, ccfg.rescore_multiplier)
 
     def score(method: str, queries: np.ndarray, docs: np.ndarray, precision) -> None:

@@ -362,7 +362,6 @@ class ConcatConfig(_Section):
     rescore_multiplier: int = Field(4, ge=0, description="binary: rescore the top k·r with "
                                     "the float query (0: no rescored rows)")
     int8_ranges: Literal["percentile", "minmax"] = "percentile"
-    binary_threshold: Literal["zero", "median"] = "zero"
 
     @model_validator(mode="before")
     @classmethod
@@ -370,6 +369,9 @@ class ConcatConfig(_Section):
         if isinstance(data, dict) and "beta" in data:
             raise ValueError("beta was renamed alpha (the weight of the S-XBM term, as "
                              "train.alpha); write alpha instead")
+        if isinstance(data, dict) and "binary_threshold" in data:
+            raise ValueError("binary_threshold was removed: list binary-median (or "
+                             "binary-itq, binary-rotated) in precisions instead")
         return data
 
     @model_validator(mode="after")

@@ -166,17 +166,16 @@ class Quantizer:
 
     @classmethod
     def fit(cls, precision: str, calibration: np.ndarray, ranges: str = "percentile",
-            percentile: float = 0.1, threshold: str = "zero") -> Quantizer:
-        """Calibrate on corpus embeddings (``ranges``: percentile|minmax, ``threshold``:
-        zero|median of plain binary; pqM/opqM train their codebooks with faiss, binary-<fit>
-        its threshold and rotation); float32 is the identity, float16 a cast."""
+            percentile: float = 0.1) -> Quantizer:
+        """Calibrate on corpus embeddings (``ranges`` of int8: percentile|minmax; pqM/opqM
+        train their codebooks with faiss, binary-<fit> its threshold and rotation); float32 is
+        the identity, float16 a cast, binary the sign at zero."""
         calibration = _check_float(calibration, "calibration embeddings")
         product = product_quantizer(check_precision(precision))
         if product is not None:
             return cls(precision, calibration.shape[1], _fit_product(*product, calibration))
         fit = binary_fit(precision)
-        calibrated = precision == "int8" or fit not in (None, "zero") or \
-            (fit == "zero" and threshold == "median")
+        calibrated = precision == "int8" or fit not in (None, "zero")
         if calibrated and len(calibration) < MIN_CALIBRATION:
             warnings.warn(f"calibrating {precision} on {len(calibration)} vectors (< "
                           f"{MIN_CALIBRATION}); ranges will be noisy", stacklevel=2)
@@ -194,13 +193,7 @@ class Quantizer:
             return cls(precision, dim, {"lo": lo.astype(np.float32),
                                         "hi": hi.astype(np.float32)})
         if precision == "binary":
-            if threshold == "zero":
-                t = np.zeros(dim, np.float32)
-            elif threshold == "median":
-                t = np.median(calibration, axis=0).astype(np.float32)
-            else:
-                raise ValueError(f"threshold must be zero or median, got {threshold!r}")
-            return cls(precision, dim, {"threshold": t})
+            return cls.uncalibrated(precision, dim)
         return cls(precision, dim, {})
 
     @classmethod

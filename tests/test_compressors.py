@@ -87,12 +87,12 @@ def test_concat_compressor_with_quantizers_roundtrips(tmp_path):
     x = comp.concatenate(columns)
     comp.fit(x)
     comp.quantize("int8", 6, x)
-    comp.quantize("binary", 3, x, threshold="median")
+    comp.quantize("binary-median", 3, x)
     comp.save(tmp_path / "c")
     back = load_compressor(tmp_path / "c")
     assert isinstance(back, ConcatCompressor) and back.models == models
     np.testing.assert_array_equal(back.encode(x, 6), comp.encode(x, 6))
-    assert set(back.quantizers) == {(6, "int8"), (3, "binary")}
+    assert set(back.quantizers) == {(6, "int8"), (3, "binary-median")}
     for key, quantizer in comp.quantizers.items():
         codes = quantizer.encode(comp.encode(x, key[0]))
         np.testing.assert_array_equal(back.quantizers[key].encode(back.encode(x, key[0])), codes)

@@ -70,3 +70,6 @@ def test_a_renamed_key_says_what_to_write(tmp_path):
     with pytest.raises(SmecError, match="beta was renamed alpha"):
         load_config(tmp_path / "old.yaml")
     assert load_config(None).concat.alpha == 1.0
+    (tmp_path / "gone.yaml").write_text("concat:\n  binary_threshold: median\n")
+    with pytest.raises(SmecError, match="binary_threshold was removed: list binary-median"):
+        load_config(tmp_path / "gone.yaml")

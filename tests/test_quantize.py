@@ -46,7 +46,7 @@ def test_binary_packs_bits_and_unpacks_to_signs():
 
 def test_median_threshold_splits_each_dim_in_half():
     x = _data() + 0.3
-    q = Quantizer.fit("binary", x, threshold="median")
+    q = Quantizer.fit("binary-median", x)
     bits = np.unpackbits(q.encode(x), axis=1, count=x.shape[1])
     np.testing.assert_allclose(bits.mean(0), 0.5, atol=0.01)
 
@@ -152,8 +152,8 @@ def test_guardrails():
 
 def test_save_load_identical(tmp_path):
     x = _data()
-    for precision in ("int8", "binary"):
-        q = Quantizer.fit(precision, x, threshold="median")
+    for precision in ("int8", "binary-median"):
+        q = Quantizer.fit(precision, x)
         q.save(tmp_path / f"{precision}.npz")
         back = Quantizer.load(tmp_path / f"{precision}.npz")
         assert back.precision == precision and back.dim == q.dim
