@@ -204,7 +204,7 @@ def main() -> None:
         holdout = holdout_qrels(paths.read_train_qrels(), doc_ids, query_ids,
                                 updated(cfg.train, seed=seed))
         units = [(name, compressor) for name, compressor in recipes.items()]
-        units += [(m, args.run / "compressors" / m / f"seed{seed}") for m in args.methods]
+        units += [(m, run.bench_compressor(m, seed)) for m in args.methods]
         for name, compressor in units:
             unit = f"{name}/seed{seed}" + (f"@{','.join(args.precisions)}"
                                            if args.precisions else "")   # resume: same grid

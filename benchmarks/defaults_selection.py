@@ -33,6 +33,7 @@ from smec.data import resolve_beir_dir
 from smec.io import write_json
 from smec.losses import RankLoss
 from smec.modules import build_adapter
+from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.training.engine import Reporter, train_method
 from smec.training.prepare import prepare_data, sample_batch
@@ -57,8 +58,8 @@ def load_dataset(spec: str) -> dict:
     """``DATA_DIR:RUN_DIR[:TRAIN_SPLIT]`` -> embeddings and *training* qrels only."""
     data_dir, run, *split = spec.split(":")
     paths = resolve_beir_dir(data_dir, split[0] if split else "train")
-    doc_ids, doc_vecs, meta = read_embeddings(Path(run) / "embeddings" / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(Path(run) / "embeddings" / "queries")
+    doc_ids, doc_vecs, meta = read_embeddings(RunFolder(run).corpus)
+    query_ids, query_vecs, _ = read_embeddings(RunFolder(run).queries)
     return {"name": paths.name, "model": meta.get("model"), "doc_ids": doc_ids,
             "doc_vecs": doc_vecs, "query_ids": query_ids, "query_vecs": query_vecs,
             "train_qrels": paths.read_train_qrels()}

@@ -42,6 +42,7 @@ from smec.config import TrainConfig, updated
 from smec.data import group_split, resolve_beir_dir
 from smec.eval import exact_search, per_query_metrics
 from smec.io import write_json
+from smec.runfolder import RunFolder
 from smec.store import read_embeddings
 from smec.training.engine import Reporter, train_method
 from smec.training.prepare import prepare_data
@@ -101,8 +102,8 @@ def load_dataset(spec: str) -> dict:
     """``DATA_DIR:RUN_DIR[:TRAIN_SPLIT]`` -> embeddings, training qrels, two folds, the start."""
     data_dir, run, *split = spec.split(":")
     paths = resolve_beir_dir(data_dir, split[0] if split else "train")
-    doc_ids, doc_vecs, meta = read_embeddings(Path(run) / "embeddings" / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(Path(run) / "embeddings" / "queries")
+    doc_ids, doc_vecs, meta = read_embeddings(RunFolder(run).corpus)
+    query_ids, query_vecs, _ = read_embeddings(RunFolder(run).queries)
     qrels = paths.read_train_qrels()   # split-test: the training half only
     known = set(query_ids)
     qrels = {q: j for q, j in qrels.items() if q in known and any(g > 0 for g in j.values())}

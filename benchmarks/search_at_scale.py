@@ -180,16 +180,17 @@ def main() -> None:
     from smec.data import resolve_beir_dir
     from smec.eval import evaluate_run
     from smec.index import Searcher, build_index
+    from smec.runfolder import RunFolder
     from smec.store import read_embeddings
 
-    doc_ids, real, meta = read_embeddings(args.run / "embeddings" / "corpus")
-    query_ids, query_vecs, _ = read_embeddings(args.run / "embeddings" / "queries")
+    doc_ids, real, meta = read_embeddings(RunFolder(args.run).corpus)
+    query_ids, query_vecs, _ = read_embeddings(RunFolder(args.run).queries)
     data = Config().data
     qrels = resolve_beir_dir(args.data_dir, data.train_split, data.test_split,
                              data.split_test_frac).read_test_qrels()
     judged = [i for i, q in enumerate(query_ids) if q in qrels]
     qids, queries = [query_ids[i] for i in judged], np.ascontiguousarray(query_vecs[judged])
-    fit_on = np.concatenate([real] + [read_embeddings(r / "embeddings" / "corpus")[1]
+    fit_on = np.concatenate([real] + [read_embeddings(RunFolder(r).corpus)[1]
                                       for r in args.fit_on])
     started = time.perf_counter()
     corpus, mixture = mixture_corpus(real, fit_on, args.size, args.components)
