@@ -34,6 +34,7 @@ from smec.pipelines.shards import (
     ShardWriter,
     actor_resources,
     finished,
+    input_stat,
     load_manifest,
     run_jobs,
     stage_seconds,
@@ -289,14 +290,15 @@ def plan_corpus(source: Source, compressor_path: Path, dim: int, precision: str,
     encoders = [EncoderSpec(m["name"], str(resolve_model(m["name"])), m["document_prompt"],
                             "embedding" if single else f"embedding:{m['name']}") for m in want]
     columns = [e.column for e in encoders]
-    fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
+    read, stat = source.identity(input_stat(out) if resume else None)
+    fingerprint = {**read, "shard_rows": cfg.embed.shard_rows,
                    "max_seq_length": cfg.model.max_seq_length,
                    "encoders": [e.__dict__ for e in encoders], **identity}
     meta = _codes_meta(compressor, compressor_path, identity, want)
     job = ShardJob(out, fingerprint, "compress", [], dataset=None,
                    table=partial(_codes_table, meta=meta),
-                   action=f"compressing {source.path}")
-    if resume and (done := finished(out, fingerprint)):
+                   action=f"compressing {source.path}", input_stat=stat)
+    if resume and (done := finished(out, fingerprint, stat)):
         job.done = done
         return job
     job.shards, counts = parallel_plan(source, cfg.embed.shard_rows, "stop")

@@ -29,6 +29,7 @@ from smec.pipelines.shards import (
     ShardWriter,
     actor_resources,
     finished,
+    input_stat,
     run_jobs,
     stage_seconds,
 )
@@ -202,14 +203,15 @@ def parallel_plan(source: Source, shard_rows: int | None, on_bad_row: OnBadRow =
 def plan_job(source: Source, out_dir: Path, cfg: Config, encoders: list[EncoderSpec],
              metadata: dict, *, resume: bool, on_bad_row: OnBadRow, label: str) -> ShardJob:
     """Validate ``source`` (parallel checks) unless ``out_dir`` already holds its result."""
-    fingerprint = {**source.describe(), "shard_rows": cfg.embed.shard_rows,
+    identity, stat = source.identity(input_stat(out_dir) if resume else None)
+    fingerprint = {**identity, "shard_rows": cfg.embed.shard_rows,
                    "max_seq_length": cfg.model.max_seq_length,
                    "encoders": [asdict(e) for e in encoders], "metadata": metadata}
     job = ShardJob(out_dir, fingerprint, label, [],
                    dataset=partial(embed_dataset, source=source, encoders=encoders, cfg=cfg),
                    table=partial(_store_table, encoders=encoders, metadata=metadata),
-                   action=f"embedding {source.path}")
-    if resume and (done := finished(out_dir, fingerprint)):
+                   action=f"embedding {source.path}", input_stat=stat)
+    if resume and (done := finished(out_dir, fingerprint, stat)):
         job.done = done
         return job
     if on_bad_row == "quarantine":

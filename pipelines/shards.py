@@ -80,6 +80,7 @@ class ShardJob:
     bad_rows: int = 0
     unit: str = "docs"
     done: dict | None = None       # the manifest of an already complete folder
+    input_stat: dict | None = None  # the input's size, mtime and digest (Source.identity)
 
 
 def load_manifest(out_dir: Path) -> dict | None:
@@ -89,10 +90,35 @@ def load_manifest(out_dir: Path) -> dict | None:
         return None
 
 
-def finished(out_dir: Path, fingerprint: dict) -> dict | None:
-    """The manifest of ``out_dir`` if it is complete for exactly ``fingerprint``."""
+def input_stat(out_dir: Path) -> dict | None:
+    """The input's stat an earlier run recorded in ``out_dir`` (see ``Source.identity``)."""
+    return (load_manifest(out_dir) or {}).get("input_stat")
+
+
+def same_fingerprint(manifest: dict | None, fingerprint: dict, stat: dict | None) -> bool:
+    """``manifest`` was written for ``fingerprint``. A store written before inputs were named
+    by their digest recorded their mtime instead: it still matches while the input's size and
+    mtime are the ones it recorded (then the bytes are those it read)."""
+    if manifest is None:
+        return False
+    recorded = manifest.get("fingerprint")
+    if isinstance(recorded, dict) and "mtime_ns" in recorded and "sha256" not in recorded \
+            and stat is not None and (recorded.get("size"), recorded["mtime_ns"]) == \
+            (stat["size"], stat["mtime_ns"]):
+        recorded = {**{k: v for k, v in recorded.items() if k != "mtime_ns"},
+                    "sha256": stat["sha256"]}
+    return recorded == fingerprint
+
+
+def finished(out_dir: Path, fingerprint: dict, stat: dict | None = None) -> dict | None:
+    """The manifest of ``out_dir`` if it is complete for exactly ``fingerprint``; the
+    fingerprint and the input's ``stat`` are brought up to date there, so the next run need
+    not read the input again."""
     manifest = load_manifest(out_dir)
-    if manifest and manifest.get("complete") and manifest.get("fingerprint") == fingerprint:
+    if manifest and manifest.get("complete") and same_fingerprint(manifest, fingerprint, stat):
+        if (manifest["fingerprint"], manifest.get("input_stat")) != (fingerprint, stat):
+            manifest |= {"fingerprint": fingerprint, "input_stat": stat}
+            write_json(out_dir / store.MANIFEST, manifest)
         return manifest
     return None
 
@@ -144,7 +170,7 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
     if job.done is not None:
         return {**job.done["summary"], "new_rows": 0, "bytes_written": 0, "skipped": True}
     manifest = load_manifest(out_dir)
-    if not resume or manifest is None or manifest.get("fingerprint") != job.fingerprint:
+    if not resume or not same_fingerprint(manifest, job.fingerprint, job.input_stat):
         if manifest is not None and resume:
             print(f"smec: {out_dir}: written from another input, model or settings; "
                   "starting over", file=progress_stream())
@@ -155,7 +181,8 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
     for stale in [*out_dir.glob(".*.tmp"), *done_dir.glob(".*.tmp")]:
         stale.unlink()   # temp files of a killed run (their renames never happened)
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": False,
-                                           "shards": len(job.shards)})
+                                           "shards": len(job.shards),
+                                           "input_stat": job.input_stat})
     width = store.part_width(len(job.shards))
     # the markers of a resumed run, read once; this run's own come back as counts rows
     markers = {store.part_index(p): json.loads(p.read_text())
@@ -188,7 +215,8 @@ def execute_job(job: ShardJob, *, resume: bool, progress: bool) -> dict:
                "worker_seconds": {k: round(v, 2) for k, v in seconds.items()},
                **_steady_state(rows, start)}
     write_json(out_dir / store.MANIFEST, {"fingerprint": job.fingerprint, "complete": True,
-                                           "shards": len(job.shards), "summary": summary})
+                                           "shards": len(job.shards), "summary": summary,
+                                           "input_stat": job.input_stat})
     return summary
 
 

@@ -60,11 +60,25 @@ class Source:
     def format(self) -> str:
         return "parquet" if self.path.suffix.lower() in (".parquet", ".pq") else "jsonl"
 
-    def describe(self) -> dict:
+    def identity(self, known: dict | None = None) -> tuple[dict, dict]:
+        """(what the input is: its path, format, size, the SHA-256 of its bytes and the fields
+        read; its stat: size, mtime and that digest, for the next run).
+
+        A store made from this input is reused while its bytes are the same: a copy or a touch
+        that leaves them alone keeps the identity, an edit of the same length does not. The
+        digest reads the whole file once per change of size or mtime only: ``known``, the
+        stat an earlier run recorded, is trusted while both are unchanged."""
         stat = self.path.stat()
-        return {"input": str(self.path.resolve()), "format": self.format, "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns, "id_fields": list(self.id_fields),
-                "text_field": self.text_field, "title_field": self.title_field}
+        if known and known.get("sha256") and (known.get("size"), known.get("mtime_ns")) == \
+                (stat.st_size, stat.st_mtime_ns):
+            digest = known["sha256"]
+        else:
+            with self.path.open("rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        return ({"input": str(self.path.resolve()), "format": self.format,
+                 "size": stat.st_size, "sha256": digest, "id_fields": list(self.id_fields),
+                 "text_field": self.text_field, "title_field": self.title_field},
+                {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest})
 
 
 @dataclass

@@ -82,6 +82,42 @@ def test_changed_file_is_detected(tmp_path):
         read_shard(Source(path), shards[0])
 
 
+def test_identity_follows_the_bytes_not_the_mtime(tmp_path):
+    """A store is reused while its input's bytes are the same (a copy or a touch keeps the
+    identity; an edit of the same length does not), and the bytes are read only when the
+    size or mtime moved since the stat a run recorded."""
+    import os
+    import shutil
+    from smec.pipelines.shards import finished
+    from smec.io import write_json
+    path = write_lines(tmp_path / "c.jsonl", [good(i) for i in range(4)])
+    first, stat = Source(path).identity()
+    assert "mtime_ns" not in first and stat["sha256"] == first["sha256"]
+    os.utime(path, ns=(stat["mtime_ns"] + 10**9, stat["mtime_ns"] + 10**9))   # touched
+    assert Source(path).identity(stat)[0] == first
+    copy = shutil.copy(path, tmp_path / "copy.jsonl")
+    assert Source(copy).identity()[0]["sha256"] == first["sha256"]
+    now = Source(path).identity()[1]
+    assert Source(path).identity({**now, "sha256": "recorded"})[0]["sha256"] == "recorded"
+    write_lines(path, [good(0), good(1), good(2), good(3).replace("text 3", "text 9")])
+    assert Source(path).identity(now)[0]["sha256"] != first["sha256"]   # same size, new bytes
+    # a complete store keeps its manifest, brought up to the input's new stat
+    write_json(tmp_path / "store" / "manifest.json",
+               {"fingerprint": first, "complete": True, "input_stat": stat})
+    assert finished(tmp_path / "store", first, now)["input_stat"] == now
+    assert json.loads((tmp_path / "store" / "manifest.json").read_text())["input_stat"] == now
+    assert finished(tmp_path / "store", {**first, "sha256": "other"}, now) is None
+    # a store from before digests (its fingerprint has the mtime) is kept while it is untouched
+    edited = Source(path).identity()
+    old = {**{k: v for k, v in edited[0].items() if k != "sha256"},
+           "mtime_ns": edited[1]["mtime_ns"]}
+    write_json(tmp_path / "old" / "manifest.json", {"fingerprint": old, "complete": True})
+    assert finished(tmp_path / "old", *edited)["fingerprint"] == edited[0]
+    write_json(tmp_path / "older" / "manifest.json",
+               {"fingerprint": {**old, "mtime_ns": 1}, "complete": True})
+    assert finished(tmp_path / "older", *edited) is None
+
+
 def test_generic_fields(tmp_path):
     path = write_lines(tmp_path / "c.jsonl", [json.dumps({"doc": 7, "body": "hello"}),
                                               json.dumps({"doc": 8, "body": "world"})])
