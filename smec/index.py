@@ -56,7 +56,6 @@ RESCORE_QUANTIZER = "codes_quantizer.npz"
 MANIFEST_FILE = "manifest.json"
 KINDS = ("flat", "hnsw", "ivf")
 IVF_SAMPLE_PER_LIST = 64     # coarse k-means training rows per list (faiss warns below 39)
-RESCORE_BLOCK = 1 << 24      # decoded candidate floats held at once while rescoring (64 MiB)
 
 
 def _product_index(quantizer: Quantizer, kind: str, nlist: int = 0,
@@ -373,27 +372,12 @@ class Searcher:
         probe = self.quantizer.encode(queries) if is_binary(self.precision) else queries
         _, cand = self.index.search(np.ascontiguousarray(probe), first)
         results = []
-        block = max(1, RESCORE_BLOCK // (first * self.dim))
-        for start in range(0, len(queries), block):
-            results += self._rescored(cand[start:start + block], queries[start:start + block], k)
+        for row, query in zip(cand, queries):
+            rows = np.sort(row[row >= 0])      # sorted: cheap reads of the memory-mapped codes
+            scores = self.rescorer.decode(np.asarray(self.codes[rows])) @ query
+            best = np.argsort(-scores, kind="stable")[:k]
+            results.append([(self.ids[rows[i]], float(scores[i])) for i in best])
         return results
-
-    def _rescored(self, cand: np.ndarray, queries: np.ndarray, k: int
-                  ) -> list[list[tuple[str, float]]]:
-        """The candidates ``[n, first]`` (row numbers, -1 where the index found fewer) of a
-        block of queries ranked by the float query against their decoded rescoring codes: each
-        code read once per block, in row order (cheap reads of the memory-mapped codes), all
-        scores in one batched product; ties go to the lower row."""
-        missing = np.iinfo(np.int64).max
-        cand = np.sort(np.where(cand >= 0, cand, missing), axis=1)
-        valid = cand != missing
-        rows, where = np.unique(np.where(valid, cand, 0), return_inverse=True)
-        decoded = self.rescorer.decode(np.asarray(self.codes[rows]))
-        scores = np.einsum("nfd,nd->nf", decoded[where.reshape(cand.shape)], queries)
-        scores[~valid] = -np.inf
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[(self.ids[cand[q, i]], float(scores[q, i])) for i in best[q] if valid[q, i]]
-                for q in range(len(cand))]
 
     def search(self, texts: list[str], k: int = 10, rescore: int = 1
                ) -> list[list[tuple[str, float]]]:

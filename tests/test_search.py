@@ -90,14 +90,12 @@ def test_ivf_index_scanning_every_list_finds_what_the_flat_index_finds(tmp_path,
         build_index(codes, tmp_path / "bad", "ivf", nlist=601)
 
 
-@pytest.mark.parametrize("block", [1 << 24, 1])
-def test_batched_rescoring_ranks_as_one_query_at_a_time(tmp_path, monkeypatch, block):
-    """Every query's candidates decoded and scored exactly as alone, missing candidates (-1:
-    IVF scanning one short list) dropped, ties to the lower row; in blocks of any size."""
-    import smec.index
-    monkeypatch.setattr(smec.index, "RESCORE_BLOCK", block)
+def test_rescoring_drops_missing_candidates_and_ranks_by_the_float_query(tmp_path):
+    """R·k candidates from an IVF list shorter than R·k (faiss pads with -1) are dropped, the
+    rest ranked by the float query against their decoded rescoring codes, ties to the lower
+    row."""
     docs = _vectors(300, 32)
-    docs[7] = docs[5]                                    # a tie the order must break the same way
+    docs[7] = docs[5]                                    # a tie the order must break
     queries = docs[:25] + 0.05 * _vectors(25, 32, seed=1)
     build_index(_codes_folder(tmp_path, docs, "int8"), tmp_path / "ivf", "ivf", nlist=30)
     searcher = Searcher(tmp_path / "ivf", nprobe=1)
@@ -105,13 +103,13 @@ def test_batched_rescoring_ranks_as_one_query_at_a_time(tmp_path, monkeypatch, b
     probe = np.ascontiguousarray(queries, dtype=np.float32)
     _, cand = searcher.index.search(probe, 40)
     assert (cand < 0).any()                              # some lists hold fewer than 40
+    decoded = searcher.rescorer.decode(np.asarray(searcher.codes))
     for query, row, got in zip(probe, cand, hits):
-        rows = np.sort(row[row >= 0])
-        scores = searcher.rescorer.decode(np.asarray(searcher.codes[rows])) @ query
-        best = np.argsort(-scores, kind="stable")[:10]
-        want = [(searcher.ids[rows[i]], float(scores[i])) for i in best]
-        assert [d for d, _ in got] == [d for d, _ in want]
-        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+        rows = sorted(int(r) for r in row if r >= 0)
+        want = sorted(rows, key=lambda r: (-float(decoded[r] @ query), r))[:10]
+        assert [d for d, _ in got] == [searcher.ids[r] for r in want]
+        assert np.allclose([s for _, s in got], [decoded[r] @ query for r in want], atol=1e-5)
+    assert [d for d, _ in hits[5]][:2] == ["d5", "d7"]
 
 
 def test_int8_index_stores_exactly_our_codes(tmp_path):
