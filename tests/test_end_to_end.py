@@ -165,9 +165,10 @@ def test_a_test_only_dataset_trains_on_split_test(mini_cut, mini_cut_embeddings,
 
 def test_a_folder_without_training_qrels_trains_label_free(mini_cut, mini_cut_embeddings,
                                                            tmp_path):
-    """No train/dev qrels and no setting: `smec train` mines pseudo queries from the corpus
-    (titles here), says so in one line, and the compressor records it; `smec evaluate` then
-    labels its rows and records both datasets."""
+    """No train/dev qrels and no setting: `smec train` trains label-free in the default mode
+    (with `pseudo`, on queries mined from the corpus: titles here), says so in one line, and
+    the compressor records it; `smec evaluate` then labels its rows and records both
+    datasets."""
     from smec.pipelines.supervision import LABEL_FREE_DEFAULT
     root = make_test_only(mini_cut, tmp_path)
     out = tmp_path / "run"
