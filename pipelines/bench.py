@@ -6,6 +6,8 @@ hold-out of *train* queries; test qrels are only read for the final scores.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tempfile
 import time
@@ -22,9 +24,10 @@ from smec.compare import (
     precisions_of,
     recipe_report,
 )
-from smec.compressors import load_compressor
+from smec.compressors import Compressor, load_compressor
 from smec.config import Config, TrainConfig, updated
 from smec.data import BeirPaths, load_qrels
+from smec.io import write_json
 from smec.pseudo import with_rewritten
 from smec.report import gradient_variance, publish
 from smec.runfolder import RunFolder
@@ -244,6 +247,30 @@ def training_costs(train_s: dict[str, list[float]],
     return timings, extra
 
 
+def trained_unit(run: RunFolder, label: str, seed: int, data: TrainingData,
+                 mcfg: TrainConfig, method: str, clock: Progress, trained_on: dict,
+                 echo=console.echo) -> tuple[Compressor, list[dict], float]:
+    """(compressor, history, train seconds) of ``method`` for (``label``, ``seed``): trained
+    and saved, or loaded when an earlier run of the bench finished this unit on the same
+    config and the same training data, so a stopped bench resumes at the unit it was in."""
+    folder, record = run.bench_compressor(label, seed), run.bench_unit(label, seed)
+    key = hashlib.sha256(f"{method}\n{mcfg.model_dump_json()}\n{data.fingerprint()}"
+                         .encode()).hexdigest()[:16]
+    if record.is_file() and folder.is_dir():
+        done = json.loads(record.read_text())
+        if done.get("key") == key:
+            echo(f"seed {seed} {label}: finished by an earlier run, loaded from {folder}")
+            return load_compressor(folder), done["history"], done["train_s"]
+    record.unlink(missing_ok=True)   # the compressor about to be saved is not the recorded one
+    start = time.perf_counter()
+    compressor = train_method(data, mcfg, method, clock)
+    seconds = time.perf_counter() - start
+    compressor.trained_on = trained_on
+    compressor.save(folder)
+    write_json(record, {"key": key, "train_s": seconds, "history": clock.history})
+    return compressor, clock.history, seconds
+
+
 def run_compression_bench(paths: BeirPaths, run: RunFolder, cfg: Config, methods: list[str],
                           dims: list[int] | None, seeds: int, mteb: bool = False,
                           memory: list[int] | None = None, echo=console.echo,
@@ -300,16 +327,14 @@ def run_compression_bench(paths: BeirPaths, run: RunFolder, cfg: Config, methods
                     paths.read_train_qrels(), doc_ids, query_ids, tcfg)
             for method in trainable(methods, sup):
                 label = method_label(method, sup, teacher)
-                start = time.perf_counter()
                 clock.start(f"seed {seed} {label}")
-                compressor = train_method(data, scfg.for_method(method, sup), method, clock)
+                compressor, history, seconds = trained_unit(
+                    run, label, seed, data, scfg.for_method(method, sup), method, clock,
+                    {"dataset": paths.name, "supervision": sup,
+                     **({} if teacher == "self" else {"teacher": teacher})}, echo)
                 clock.unit_done()
-                history = clock.history
-                train_s.setdefault(label, []).append(time.perf_counter() - start)
+                train_s.setdefault(label, []).append(seconds)
                 epochs.setdefault(label, []).append(len(history))
-                compressor.trained_on = {"dataset": paths.name, "supervision": sup,
-                                         **({} if teacher == "self" else {"teacher": teacher})}
-                compressor.save(run.bench_compressor(label, seed))
                 if seed == 0:
                     histories[label], seed0[label] = history, compressor
                 new = compare(doc_ids, doc_vecs, query_ids, query_vecs, test_qrels,

@@ -72,6 +72,11 @@ class RunFolder:
         """The compressor `smec bench compression` trained for ``label`` with ``seed``."""
         return self.compressors / label / f"seed{seed}"
 
+    def bench_unit(self, label: str, seed: int) -> Path:
+        """What a bench knows of a finished (label, seed): the key of its inputs, its train
+        seconds and history; beside the compressor, so a re-run can skip it."""
+        return self.compressors / label / f"seed{seed}.json"
+
     def bench_compressors(self) -> list[tuple[int, Path]]:
         """Every (seed, folder) a bench saved, in label then seed order."""
         found = [(int(path.name.removeprefix("seed")), path)

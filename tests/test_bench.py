@@ -115,7 +115,7 @@ def test_bench_trains_label_free_and_scores_transferred_compressors(synthetic_ru
     assert any(line.startswith("  seed 0 smec:none: level 4 d trained (1/3)")
                and "min left" in line for line in lines)
     assert sorted(p.relative_to(out / "compressors").as_posix()
-                  for p in (out / "compressors").glob("*/seed*")) == \
+                  for p in (out / "compressors").glob("*/seed*") if p.is_dir()) == \
         ["mrl/seed0", "smec/seed0", "smec:none/seed0"]
 
     other_root = shutil.copytree(paths.root, tmp_path / "other-set")
@@ -133,3 +133,61 @@ def test_bench_trains_label_free_and_scores_transferred_compressors(synthetic_ru
     for r in moved:   # the same vectors and queries: the scores the source bench wrote
         assert r["ndcg_at_10"] == pytest.approx(source[(r["method"][:-len(":from-synthetic")],
                                                         r["dims"])])
+
+
+def test_a_rerun_bench_loads_the_units_it_finished_and_retrains_what_changed(synthetic_run):
+    """A bench stopped after seed 0 and run again with more seeds loads seed 0 (same rows, same
+    train seconds) and trains only seed 1; a changed config retrains."""
+    from smec.pipelines.bench import run_compression_bench
+    paths, out = synthetic_run
+    settings = {"max_epochs_per_stage": 2, "batch_queries": 8, "hard_pool": 10,
+                "adapter_hidden": 8}
+    cfg = Config.model_validate({"train": settings})
+
+    def bench(config: Config, seeds: int) -> tuple[list[str], dict]:
+        lines: list[str] = []
+        run_compression_bench(paths, RunFolder(out), config, ["mrl"], [8, 4], seeds=seeds,
+                              memory=[], echo=lines.append)
+        return lines, json.loads((out / "results.json").read_text())
+
+    def seed0(results: dict) -> dict:
+        return {(r["dims"], r["precision"], r["split"]): r["ndcg_at_10"]
+                for r in results["rows"] if r["method"] == "mrl" and r["seed"] == 0}
+
+    _, first = bench(cfg, 1)
+    record = RunFolder(out).bench_unit("mrl", 0)
+    kept = record.read_text()
+    lines, second = bench(cfg, 2)
+    loaded = [line for line in lines if "finished by an earlier run" in line]
+    assert [line.split(":")[0] for line in loaded] == ["seed 0 mrl"]
+    assert any(line.startswith("  seed 1 mrl: level 4 d trained") for line in lines)
+    assert seed0(second) == seed0(first)
+    assert record.read_text() == kept   # seed 0's train seconds and history, as recorded
+    assert second["epochs_trained"]["mrl"] == pytest.approx(np.mean(
+        [len(json.loads(RunFolder(out).bench_unit("mrl", s).read_text())["history"])
+         for s in (0, 1)]))
+
+    changed = Config.model_validate({"train": {**settings, "lr": 0.01}})
+    lines, _ = bench(changed, 1)
+    assert not any("finished by an earlier run" in line for line in lines)
+
+
+def test_training_data_fingerprint_follows_every_value():
+    import dataclasses
+
+    import torch
+
+    from smec.data import Qrels
+    from smec.training.prepare import TrainingData
+    data = TrainingData(corpus=torch.eye(4), doc_ids=list("abcd"), queries=torch.eye(4)[:2],
+                        positives=[[(0, 1)], [(1, 1)]], hard_pools=[torch.tensor([2, 3])] * 2,
+                        val_queries=np.eye(4, dtype=np.float32)[2:], val_query_ids=["q2", "q3"],
+                        val_qrels=Qrels({"q2": {"c": 1}, "q3": {"d": 1}}),
+                        val_doc_rows=torch.arange(4))
+    assert data.fingerprint() == dataclasses.replace(data, corpus=torch.eye(4)).fingerprint()
+    nudged = torch.eye(4)
+    nudged[3, 3] = 0.999
+    for change in ({"corpus": nudged}, {"hard_pools": [torch.tensor([3, 2])] * 2},
+                   {"positives": [[(0, 2)], [(1, 1)]]}, {"teacher": torch.eye(4)},
+                   {"val_qrels": Qrels({"q2": {"c": 1}, "q3": {"c": 1}})}):
+        assert dataclasses.replace(data, **change).fingerprint() != data.fingerprint(), change

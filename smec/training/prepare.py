@@ -9,6 +9,8 @@ with a CPU generator, so a seed gives the same batches on every device.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -55,6 +57,29 @@ class TrainingData:
     @property
     def device(self) -> torch.device:
         return self.corpus.device
+
+    def fingerprint(self) -> str:
+        """A hash of every field: two sets with the same fingerprint train the same network
+        under the same config and seed (a resumed bench keeps a unit only if it matches)."""
+        digest = hashlib.sha256()
+
+        def feed(value) -> None:
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().numpy()
+            if isinstance(value, np.ndarray):
+                digest.update(f"{value.dtype}{value.shape}".encode())
+                digest.update(np.ascontiguousarray(value).tobytes())
+            elif isinstance(value, (list, tuple)) and any(
+                    isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
+                for v in value:
+                    feed(v)
+            else:
+                digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+
+        for field in dataclasses.fields(self):
+            digest.update(field.name.encode())
+            feed(getattr(self, field.name))
+        return digest.hexdigest()[:16]
 
     def to(self, device: str | torch.device) -> TrainingData:
         """The same data with its vectors on ``device``; row indices stay on the CPU, where
