@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from smec.errors import SmecError
-from smec.results import check_precision
+from smec.results import check_precision, check_serve_precision
 from smec.training.methods import METHODS
 
 #: float32 | float16 | int8 | binary | pqM | opqM (a product quantiser of M bytes per vector)
@@ -159,11 +159,14 @@ class TrainConfig(_Section):
         "(the paper), or the step's own candidates (the documents the rank loss moves)")
     distill_temperature: float = Field(0.05, gt=0, description="unsup_loss distill: softmax "
                                        "temperature")
-    serve_precision: Literal["float32", "int8", "binary"] = Field(
+    serve_precision: str = Field(
         "float32", description="precision-aware training: the rank loss and the hold-out "
-        "score the float query against the documents as they will be served (int8: fake "
-        "quantisation with ranges of the documents in hand; binary: sign/sqrt(d), what the "
-        "float query is rescored against), straight-through gradients")
+        "score the float query against the documents as they will be served: float32, int8 "
+        "(fake quantisation with ranges of the documents in hand, straight-through), binary "
+        "(sign/sqrt(d), what the float query is rescored against; tanh relaxation), or pqM "
+        "(an M-byte product quantiser fitted on the validation documents before every "
+        "epoch; softmax codeword assignment annealed to the nearest; levels whose dims M "
+        "does not divide train in float)")
     memory_size: int = Field(5000, gt=0)
     sxbm_neighbour_grad: bool = Field(True, description="S-XBM: train through the neighbours' "
                                       "adapter pass too (false: neighbours are constants, a "
@@ -194,6 +197,11 @@ class TrainConfig(_Section):
                     "queries' hold-outs, so no baseline inherits SMEC's): when that method "
                     "trains on qrels, they replace the shared keys the config leaves at their "
                     "defaults")
+
+    @field_validator("serve_precision")
+    @classmethod
+    def _servable(cls, precision: str) -> str:
+        return check_serve_precision(precision)
 
     @field_validator("teacher")
     @classmethod

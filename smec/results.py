@@ -37,6 +37,19 @@ def product_quantizer(precision: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
+SERVE_PRECISIONS = ("float32", "int8", "binary", "pqM")   # what training can serve
+
+
+def check_serve_precision(precision: str) -> str:
+    """``precision`` if training can serve it (``train.serve_precision``): float32, int8,
+    binary or pqM."""
+    product = product_quantizer(precision)
+    if precision not in SERVE_PRECISIONS[:3] and (product is None or product[0] != "pq"):
+        raise ValueError(f"serve_precision must be one of {', '.join(SERVE_PRECISIONS)} (M: "
+                         f"the bytes per vector, e.g. pq48), got {precision!r}")
+    return precision
+
+
 def binary_fit(precision: str) -> str | None:
     """How a binary precision places its threshold: ``zero`` (``binary``, the sign, as
     sentence-transformers does) or the fit of ``binary-median`` / ``binary-itq`` /

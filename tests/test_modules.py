@@ -139,5 +139,45 @@ def test_served_binary_scores_with_the_sign_and_trains_through_an_annealed_tanh(
     assert 0 < (soft - hard).abs().max() and x.grad.abs().sum() > 0   # relaxed, gradient flows
     module.progress = 1.0
     assert (module(x) - hard).abs().max() < (soft - hard).abs().max()  # annealed to the sign
-    with pytest.raises(ValueError, match="serve_precision must be one of"):
-        ServedDocuments("pq48")
+    from smec.config import TrainConfig
+    for unknown in ("opq8", "pq", "binary-itq"):
+        with pytest.raises(ValueError, match="serve_precision must be one of"):
+            ServedDocuments(unknown)
+        with pytest.raises(ValueError, match="serve_precision must be one of"):
+            TrainConfig(serve_precision=unknown)
+    assert TrainConfig(serve_precision="pq48").serve_precision == "pq48"
+
+
+def test_served_pq_scores_with_the_fitted_codewords_and_trains_through_an_annealed_softmax():
+    import numpy as np
+
+    from smec.modules.serving import ServedDocuments
+    from smec.quantize import Quantizer
+    x = _unit_rows(n=600).requires_grad_()
+    module = ServedDocuments("pq8")
+    with pytest.raises(RuntimeError, match="no codebooks for 32 dims"):
+        module(x)               # training before any scoring has fitted them
+    with torch.no_grad():       # scoring: fit on the documents in hand, the nearest codewords
+        hard = module(x)
+    q = Quantizer.fit("pq8", x.detach().numpy())
+    np.testing.assert_allclose(hard.numpy(), q.decode(q.encode(x.detach().numpy())), atol=1e-5)
+    assert module.codebooks[32].shape == (8, 256, 4)
+    module.progress = 0.0
+    soft = module(x)
+    soft.sum().backward()
+    assert 0 < (soft - hard).abs().max() and x.grad.abs().sum() > 0   # relaxed, gradient flows
+    module.progress = 1.0
+    annealed = module(x)
+    assert (annealed - hard).abs().max() < 0.5 * (soft - hard).abs().max()
+    assert (annealed - hard).abs().mean() < 1e-3                       # hardened to the codes
+    moved = torch.nn.functional.normalize(x.detach() + 0.3 * _unit_rows(n=600, seed=1), dim=-1)
+    stale = module.codebooks[32]
+    with torch.no_grad():       # re-fitted on the moved documents, from the last codebooks
+        refit = module(moved)
+    assert not torch.equal(module.codebooks[32], stale)
+    stale_nearest = Quantizer("pq8", 32, {"codebooks": stale.numpy()})
+    stale_error = ((stale_nearest.decode(stale_nearest.encode(moved.numpy())) - moved.numpy())
+                   ** 2).sum()
+    assert ((refit - moved) ** 2).sum() < 0.9 * stale_error
+    narrow = torch.randn(5, 12)   # 12 dims do not divide by 8: that level is served float
+    assert torch.equal(module(narrow), narrow)

@@ -397,6 +397,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
         state.best = StageResult.of(validate(data, adapter, heads, served=objective.served), -1,
                                     adapter, heads)
         state.start_score = state.best.score
+    elif objective.served.pq_bytes:   # resumed: fit the codebooks scoring fits (pqM)
+        validate(data, adapter, heads, served=objective.served)
     loss_rank = loss_unsup = data.corpus.new_zeros(())
     lr, tau = lr_at(state.step % cycle, cycle, cfg.lr, cfg.warmup_frac), \
         anneal_tau(state.step, total, cfg.tau0, cfg.tau_min)
