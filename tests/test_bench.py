@@ -180,14 +180,16 @@ def test_training_data_fingerprint_follows_every_value():
     from smec.data import Qrels
     from smec.training.prepare import TrainingData
     data = TrainingData(corpus=torch.eye(4), doc_ids=list("abcd"), queries=torch.eye(4)[:2],
-                        positives=[[(0, 1)], [(1, 1)]], hard_pools=[torch.tensor([2, 3])] * 2,
+                        positives=[[(0, 1)], [(1, 1)]], hard_pools=[torch.arange(2000)] * 2,
                         val_queries=np.eye(4, dtype=np.float32)[2:], val_query_ids=["q2", "q3"],
                         val_qrels=Qrels({"q2": {"c": 1}, "q3": {"d": 1}}),
                         val_doc_rows=torch.arange(4))
     assert data.fingerprint() == dataclasses.replace(data, corpus=torch.eye(4)).fingerprint()
     nudged = torch.eye(4)
     nudged[3, 3] = 0.999
-    for change in ({"corpus": nudged}, {"hard_pools": [torch.tensor([3, 2])] * 2},
+    pool = torch.arange(2000)
+    pool[1000] = 7   # a middle value: str(tensor) elides it, so only the bytes can tell
+    for change in ({"corpus": nudged}, {"hard_pools": [torch.arange(2000), pool]},
                    {"positives": [[(0, 2)], [(1, 1)]]}, {"teacher": torch.eye(4)},
                    {"val_qrels": Qrels({"q2": {"c": 1}, "q3": {"c": 1}})}):
         assert dataclasses.replace(data, **change).fingerprint() != data.fingerprint(), change
