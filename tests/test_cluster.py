@@ -1,8 +1,11 @@
 """A real Ray head on loopback: submit the demo as a job, wait for SUCCEEDED, stop the head."""
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +17,32 @@ def smec(*args, env=None, timeout=900, cwd=None):
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
-def raylets_of(temp_dir):
-    out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout
-    return [p for p in out.split() if p]
+def live(*pgrep_args):
+    """PIDs pgrep finds, zombies left out (they have exited; init reaps them)."""
+    out = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True).stdout
+    return [p for p in out.split()
+            if Path(f"/proc/{p}/stat").exists()
+            and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
 
 
-def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
+@pytest.fixture
+def ray_agent_port_held():
+    """Ray's default agent port (52365) held, as a Ray still winding down on the machine
+    holds it."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("", 52365))
+            holder.listen()
+        except OSError:
+            pass                                    # held already: the same situation
+        yield
+
+
+def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path, ray_agent_port_held):
+    """CI's README run failed on a held agent port: an agent that cannot bind stays up without
+    HTTP and every submission is refused. And `down` must leave no process of the head
+    behind, the renamed agents and the Ray Client server included."""
     env = {**os.environ, "SMEC_HOME": str(tmp_path / "home")}
     up = smec("cluster", "up", "--port", "6391", "--dashboard-port", "8291", env=env)
     assert up.returncode == 0, up.stderr[-2000:]
@@ -48,7 +71,11 @@ def test_cluster_up_submit_demo_jobs_down(mini_cut, tmp_path):
     finally:
         down = smec("cluster", "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert raylets_of(state["temp_dir"]) == []
+    assert live("-f", state["temp_dir"]) == []
+    deadline = time.monotonic() + 10
+    while live("-s", str(state["session"])) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert live("-s", str(state["session"])) == []
     assert not (tmp_path / "home" / "cluster.json").exists()
 
 
@@ -79,3 +106,15 @@ def test_submit_waits_for_a_head_whose_job_agent_is_still_starting():
     assert other.calls == 1
     with pytest.raises(RuntimeError, match="No available agent"):
         _submit_when_ready(StartingHead(99, busy), "smec demo", {}, wait_s=0)
+
+
+def test_cluster_up_names_the_agent_log_when_the_job_agent_never_answers(tmp_path):
+    from smec.cluster.head import free_port, wait_for_job_agent
+    from smec.errors import SmecError
+    logs = tmp_path / "session_2026" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "dashboard_agent.log").write_text(
+        "INFO agent.py:1 -- starting\nERROR agent.py:2 -- Failed to start HTTP server: "
+        "[Errno 98] address already in use\nINFO agent.py:3 -- still alive\n")
+    with pytest.raises(SmecError, match=r"did not answer on port \d+ within 2 s.*Errno 98"):
+        wait_for_job_agent(str(tmp_path), free_port(), wait_s=2)
