@@ -179,3 +179,54 @@ def test_compression_objective_reads_its_teacher_from_a_frozen_snapshot():
                       - float(z_items[i] @ z_memory[inverse[i, k]]))
                   for i in range(2) for k in range(2)) / 2
     assert float(unsup) == pytest.approx(by_hand, rel=1e-5)
+
+
+@pytest.mark.parametrize("neighbour_grad", [True, False])
+@pytest.mark.parametrize("unsup_loss", ["preserve", "distill"])
+def test_sxbm_reuses_the_rank_pass_for_rows_it_shares_with_the_same_loss_and_gradients(
+        neighbour_grad, unsup_loss):
+    """The S-XBM term reads the rank pass's outputs for the unlabelled documents and the
+    neighbours that are candidates too (SMEC's `sxbm_batch: candidates`): one adapter pass per
+    row, and the loss and every gradient those of two separate passes."""
+    from smec.losses.objective import CompressionObjective
+    from smec.modules import build_adapter
+    from smec.modules.heads import PrefixHead
+    from smec.training.prepare import positions_in
+    gen = torch.Generator().manual_seed(0)
+    corpus = torch.nn.functional.normalize(torch.randn(40, 16, generator=gen), dim=-1)
+    queries = torch.randn(4, 16, generator=gen)
+    candidate_rows = torch.tensor([3, 17, 5, 30, 22, 9, 11, 2])
+    labels = (torch.rand(4, 8, generator=gen) > 0.7).float()
+    unlabelled = torch.tensor([17, 22, 35])                      # 35 is no candidate
+    neighbour_rows = torch.tensor([5, 38, 9, 1, 22])             # 5, 9, 22 are candidates
+    inverse = torch.tensor([[0, 1], [2, 3], [4, 0]])
+    teacher = torch.rand(3, 2, generator=gen)
+    objective = CompressionObjective(RankLoss(20.0), "sxbm", 0.5, unsup_loss,
+                                     neighbour_grad=neighbour_grad)
+    heads = [PrefixHead(torch.arange(16), 8)]
+
+    def loss_and_grads(shared):
+        torch.manual_seed(0)
+        adapter = build_adapter("residual_mlp", 16, hidden=32)
+        with torch.no_grad():                    # off its identity start: every weight pushes
+            for p in adapter.parameters():
+                p.add_(0.1 * torch.randn(p.shape))
+        passes = []
+        adapter.register_forward_hook(lambda module, args, out: passes.append(len(args[0])))
+        loss, rank, unsup = objective(adapter, heads, [None], queries, corpus[candidate_rows],
+                                      labels, corpus[unlabelled],
+                                      (corpus[neighbour_rows], inverse, teacher), None, shared)
+        loss.backward()
+        return (loss.item(), unsup.item(), [p.grad.clone() for p in adapter.parameters()],
+                passes)
+
+    shared = (positions_in(unlabelled, candidate_rows), positions_in(neighbour_rows, candidate_rows))
+    assert shared[0].tolist() == [1, 4, -1] and shared[1].tolist() == [2, -1, 5, -1, 4]
+    apart, together = loss_and_grads(None), loss_and_grads(shared)
+    assert together[1] > 0
+    assert together[0] == pytest.approx(apart[0], rel=1e-6)
+    for a, b in zip(apart[2], together[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    passed = sum(together[3]) - 4 - 8                       # rows past queries and candidates
+    assert passed == 3                                      # only rows 35, 38, 1 are new
+    assert sum(apart[3]) - 4 - 8 == 3 + 5

@@ -57,7 +57,9 @@ class CompressionObjective(nn.Module):
     unlabelled documents ``unlabelled`` ``[B_u, D]`` and, for ``sxbm``, the memory's
     ``neighbours`` of them (``None`` while the memory fills), and optionally the teacher's
     vectors of the unlabelled documents ``unlabelled_teacher`` ``[B_u, D_t]`` (default: the
-    documents themselves). Returns ``(loss, rank, unsup)``.
+    documents themselves), and ``shared``: where the unlabelled documents ``[B_u]`` and the
+    neighbours ``[U]`` sit among ``candidates`` (−1: not a candidate), so the adapter passes
+    each row once. Returns ``(loss, rank, unsup)``.
     """
 
     def __init__(self, rank_loss: nn.Module, unsup: str | None = None, alpha: float = 1.0,
@@ -83,17 +85,20 @@ class CompressionObjective(nn.Module):
                 queries: torch.Tensor | None, candidates: torch.Tensor | None,
                 labels: torch.Tensor | None, unlabelled: torch.Tensor,
                 neighbours: Neighbours | None = None,
-                unlabelled_teacher: torch.Tensor | None = None
+                unlabelled_teacher: torch.Tensor | None = None,
+                shared: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loss_rank = unlabelled.new_zeros(())
+        hc = None
         if queries is not None:
             hq, hc = adapter(queries), adapter(candidates)
             loss_rank = sum(self.rank_loss(head(hq, s) @ self.served(head(hc, s)).T, labels)
                             for head, s in zip(heads, samples))
         loss_unsup = unlabelled.new_zeros(())
         if self.unsup == "sxbm" and neighbours is not None:
+            known = (hc, *shared) if hc is not None and shared is not None else None
             loss_unsup = self._sxbm(adapter, heads, samples, unlabelled, neighbours,
-                                    unlabelled_teacher)
+                                    unlabelled_teacher, known)
         elif self.unsup == "matryoshka_adaptor":
             h_u = adapter(unlabelled)
             for head, s in zip(heads, samples):
@@ -101,21 +106,49 @@ class CompressionObjective(nn.Module):
                                                                   unlabelled_teacher)
         return loss_rank + self.alpha * loss_unsup, loss_rank, loss_unsup
 
+    def _passes(self, adapter: nn.Module, e_u: torch.Tensor, nbr_feats: torch.Tensor,
+                known: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapter's outputs of the unlabelled documents and of their neighbours. Rows the
+        rank loss already passed (``known``: its outputs ``hc`` and, per row, the position
+        there or −1) are taken from that pass, graph included, so each row is passed once: the
+        same values and gradients as a second pass, for the cost of the other rows only."""
+        if known is None:
+            known = (e_u.new_zeros(0, 0), e_u.new_full((len(e_u),), -1, dtype=torch.long),
+                     e_u.new_full((len(nbr_feats),), -1, dtype=torch.long))
+        hc, u_at, n_at = known
+        u_new, n_new = u_at < 0, n_at < 0
+
+        def rows_of(at: torch.Tensor, new: torch.Tensor, first: int) -> torch.Tensor:
+            index = at.clone()
+            index[new] = first + torch.arange(int(new.sum()), device=at.device)
+            return index
+
+        if self.neighbour_grad:   # one pass over the batch and its neighbours not yet passed
+            fresh = adapter(torch.cat([e_u[u_new], nbr_feats[n_new]]))
+            pool = torch.cat([hc, fresh]) if len(hc) else fresh
+            return (pool[rows_of(u_at, u_new, len(hc))],
+                    pool[rows_of(n_at, n_new, len(hc) + int(u_new.sum()))])
+        # neighbours as constants, as XBM treats them
+        fresh = adapter(e_u[u_new])
+        pool = torch.cat([hc, fresh]) if len(hc) else fresh
+        with torch.no_grad():
+            fresh_nbr = adapter(nbr_feats[n_new])
+            pool_nbr = torch.cat([hc.detach(), fresh_nbr]) if len(hc) else fresh_nbr
+        return pool[rows_of(u_at, u_new, len(hc))], pool_nbr[rows_of(n_at, n_new, len(hc))]
+
     def _sxbm(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
               e_u: torch.Tensor, neighbours: Neighbours,
-              t_u: torch.Tensor | None = None) -> torch.Tensor:
+              t_u: torch.Tensor | None = None,
+              known: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+              ) -> torch.Tensor:
         nbr_feats, inverse, teacher = neighbours
         batch_teacher = e_u @ e_u.T if t_u is None else t_u @ t_u.T
         if self.teacher is not None:
             with torch.no_grad():
                 t_self, t_nbr = self.teacher(e_u), self.teacher(nbr_feats)[inverse]
                 teacher, batch_teacher = (t_self[:, None, :] * t_nbr).sum(-1), t_self @ t_self.T
-        if self.neighbour_grad:   # one pass over the batch and its neighbours
-            h_self, h_nbr = adapter(torch.cat([e_u, nbr_feats])).split([len(e_u), len(nbr_feats)])
-        else:                     # neighbours as constants, as XBM treats them
-            h_self = adapter(e_u)
-            with torch.no_grad():
-                h_nbr = adapter(nbr_feats)
+        h_self, h_nbr = self._passes(adapter, e_u, nbr_feats, known)
         loss = e_u.new_zeros(())
         for head, s in zip(heads, samples):
             z_self, z_nbr = head(h_self, s), head(h_nbr, s)[inverse]   # [B_u, K, d]

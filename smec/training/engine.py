@@ -41,6 +41,7 @@ from smec.training.prepare import (
     TrainingData,
     draw_batch,
     epoch_order_seed,
+    positions_in,
     sampling_seed,
 )
 
@@ -325,22 +326,26 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
     for group in state.opt.param_groups:
         group["lr"] = lr * group["lr_mult"]
     samples = [head.sample(tau, state.gen) for head in state.heads]
-    queries, candidates, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
-                                                         n_unlabelled)
+    queries, candidate_rows, labels, unlabelled = draw_batch(data, rows, cfg, state.gen,
+                                                             n_unlabelled)
+    candidates = None if candidate_rows is None else data.corpus[candidate_rows]
     e_u = data.corpus[unlabelled]
     t_u = None if data.teacher is None else data.teacher[unlabelled]
-    found = None
+    found = shared = None
     if unsup == "sxbm" and state.memory is not None:   # query, then enqueue (the teacher's
         found = state.memory.exchange(e_u if t_u is None else t_u, unlabelled,   # vectors)
                                       cfg.neighbours)
         if found is not None:   # the student reads its own inputs of the neighbours
+            if candidate_rows is not None:   # rows the rank loss passes already
+                shared = tuple(positions_in(r.to(candidate_rows.device), candidate_rows)
+                               .to(data.device) for r in (unlabelled, found[0]))
             found = (data.corpus[found[0]], *found[1:])
     # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16; the
     # memory's teacher cosines above and AdamW stay in float32
     with torch.autocast(data.device.type, torch.bfloat16) if cfg.autocast_bf16 \
             else contextlib.nullcontext():
         loss, loss_rank, loss_unsup = objective(state.adapter, state.heads, samples, queries,
-                                                candidates, labels, e_u, found, t_u)
+                                                candidates, labels, e_u, found, t_u, shared)
     if not loss.requires_grad:
         return loss_rank, loss_unsup, False
     if any(math.isnan(norm) and term.requires_grad

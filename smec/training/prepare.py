@@ -325,9 +325,9 @@ class EpochPlan:
 
 def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
                gen: torch.Generator, n_unlabelled: int) -> tuple:
-    """One step's inputs: (the queries of ``rows``, their candidates, labels — ``None``
-    label-free —, and the rows of the unlabelled documents of the unsupervised term, which
-    label-free are ``rows``' own documents)."""
+    """One step's inputs: (the queries of ``rows``, the corpus rows of their candidates,
+    labels — ``None`` label-free —, and the rows of the unlabelled documents of the
+    unsupervised term, which label-free are ``rows``' own documents)."""
     if data.label_free:
         return None, None, None, data.train_docs[rows]
     candidates, labels = sample_batch(data, rows, cfg, gen)
@@ -337,4 +337,13 @@ def draw_batch(data: TrainingData, rows: torch.Tensor, cfg: TrainConfig,
     else:
         unlabelled = torch.unique(torch.randint(len(data.corpus), (n_unlabelled,),
                                                 generator=gen))
-    return data.queries[rows], data.corpus[candidates], labels.to(data.device), unlabelled
+    return data.queries[rows], candidates, labels.to(data.device), unlabelled
+
+
+def positions_in(rows: torch.Tensor, among: torch.Tensor) -> torch.Tensor:
+    """For each of ``rows``, its position in ``among`` (distinct rows), or −1 where absent."""
+    order = torch.argsort(among)
+    ordered = among[order]
+    at = torch.searchsorted(ordered, rows).clamp(max=max(len(among) - 1, 0))
+    hit = (ordered[at] == rows) if len(among) else torch.zeros_like(rows, dtype=torch.bool)
+    return torch.where(hit, order[at], torch.full_like(rows, -1))
