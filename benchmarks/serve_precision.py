@@ -28,20 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from defaults_selection_v2 import STAGES, load_dataset  # noqa: E402
-
-from smec.compare import score_vectors  # noqa: E402
-from smec.config import TrainConfig, updated  # noqa: E402
-from smec.io import atomic_path, write_json  # noqa: E402
-from smec.training.engine import Reporter, train_method  # noqa: E402
-from smec.training.prepare import prepare_data  # noqa: E402
+from smec.compare import score_vectors
+from smec.config import TrainConfig, updated
+from smec.io import atomic_path, write_json
+from smec.selection import STAGES, load_dataset
+from smec.training.engine import Reporter, train_method
+from smec.training.prepare import prepare_data
 
 #: (precision, rescore multiplier, level) scored for every arm: what each costs 24-96 B
 SERVED = [("binary", 4, 384), ("binary", 4, 192), ("int8", 0, 96), ("int8", 0, 48),

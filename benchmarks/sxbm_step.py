@@ -19,20 +19,17 @@ Only timings: no hold-out or test score is read. ::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from defaults_selection_v2 import STAGES, load_dataset  # noqa: E402
-
-from smec.config import TrainConfig, updated  # noqa: E402
-from smec.io import write_json  # noqa: E402
-from smec.training import engine  # noqa: E402
-from smec.training.prepare import positions_in, prepare_data  # noqa: E402
+from smec.config import TrainConfig, updated
+from smec.io import write_json
+from smec.selection import STAGES, load_dataset
+from smec.training import engine
+from smec.training.prepare import positions_in, prepare_data
 
 ARMS = {"no S-XBM term": ({"alpha": 0.0}, True), "S-XBM, two passes": ({}, False),
         "S-XBM": ({}, True), "S-XBM, neighbours as constants": ({"sxbm_neighbour_grad": False}, True)}

@@ -8,6 +8,7 @@ layout of a training checkpoint (:class:`Checkpoint`).
     ray_train/                     Ray Train's checkpoints      timings.json, mlflow.db
     tune/, tune_summary.json,      smec tune
     best_config.yaml, default/
+    selection.json, selection.md  smec tune --cv (with tune/ and best_config.yaml)
 """
 from __future__ import annotations
 
@@ -123,6 +124,19 @@ class RunFolder:
     @property
     def tune_summary(self) -> Path:
         return self.root / "tune_summary.json"
+
+    @property
+    def selection(self) -> Path:
+        """``smec tune --cv``'s record: every setting's cross-validated score, the pick."""
+        return self.root / "selection.json"
+
+    @property
+    def selection_table(self) -> Path:
+        return self.root / "selection.md"
+
+    @property
+    def select_parent_run_id(self) -> Path:
+        return self.tune / "select_mlflow_parent_run_id"
 
     @property
     def default_trial(self) -> RunFolder:

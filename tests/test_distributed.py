@@ -294,3 +294,55 @@ def test_smec_tune_best_config_test_results_mlflow_and_restore(tmp_path):
     again = smec_tune()
     assert again.returncode == 0, again.stderr[-3000:]
     assert "restoring the experiment" in again.stdout
+
+
+@pytest.mark.slow
+def test_smec_tune_cv_picks_over_two_datasets_folds_without_test_and_restores(
+        mini_cut, mini_cut_embeddings, tmp_path):
+    """`smec tune --cv`: every trial runs both folds of both datasets (4 units), the pick
+    comes from the cross-validated gains, the test qrels are never read (they are not even
+    qrels here), every trial is an MLflow run with one `cv_gain` per unit, and a second call
+    restores the experiment instead of training again."""
+    from mlflow.tracking import MlflowClient
+
+    from smec.config import load_config
+    specs = []
+    for name in ("cut-a", "cut-b"):
+        shutil.copytree(mini_cut, tmp_path / name)
+        (tmp_path / name / "qrels" / "test.tsv").write_text("this is not read\n")
+        specs += ["--cv", f"{tmp_path / name}:{mini_cut_embeddings}"]
+    (tmp_path / "select.yaml").write_text(
+        "train:\n  method: mrl\n  max_epochs_per_stage: 1\n  patience: 1\n"
+        "tune:\n  space:\n    lr: {choice: [0.0003, 0.003]}\n  num_samples: 2\n"
+        "  grace_period: 4\n  max_concurrent_trials: 2\n")
+    out = tmp_path / "select"
+
+    def smec_select():
+        return subprocess.run([sys.executable, "-m", "smec.cli", "tune", *specs, "--config",
+                               str(tmp_path / "select.yaml"), "--out", str(out)],
+                              capture_output=True, text=True, timeout=900, check=False)
+
+    first = smec_select()
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "chosen for mrl" in first.stdout
+    summary = json.loads((out / "selection.json").read_text())
+    assert summary["test_qrels_read"] == 0 and summary["units_per_trial"] == 4
+    assert set(summary["datasets"]) == {"cut-a", "cut-b"}
+    rows = summary["picks"]["mrl"]["rows"]
+    assert len(rows) == 2 and sum(r["chosen"] for r in rows) == 1
+    assert {json.dumps(r["setting"]) for r in rows} <= {"{}", '{"lr": 0.0003}',
+                                                        '{"lr": 0.003}'}
+    chosen = next(r for r in rows if r["chosen"])
+    best = load_config(out / "best_config.yaml")          # `smec train --config` accepts it
+    assert best.train.method == "mrl" and best.train.stages == [192, 96, 48, 24]
+    assert best.train.lr == chosen["setting"].get("lr", TrainConfig().for_method("mrl").lr)
+    client = MlflowClient(tracking_uri=summary["mlflow_uri"])
+    exp = client.get_experiment_by_name("smec-select")
+    children = [r for r in client.search_runs([exp.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == summary["mlflow_parent_run_id"]]
+    assert len(children) == 2
+    assert all(len(client.get_metric_history(r.info.run_id, "cv_gain")) == 4 for r in children)
+    again = smec_select()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "restoring the experiment" in again.stdout
+    assert json.loads((out / "selection.json").read_text())["picks"] == summary["picks"]

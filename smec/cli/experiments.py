@@ -34,6 +34,16 @@ def add_parsers(sub) -> None:
                           help="trials (default: tune.num_samples of the config)")
     tune_cmd.add_argument("--mlflow-uri", default=None,
                           help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
+    tune_cmd.add_argument("--cv", action="append", default=None,
+                          metavar="DATA_DIR:RUN_DIR[:TRAIN_SPLIT]",
+                          help="choose defaults by grouped 2-fold cross-validation on the "
+                               "training queries of each dataset given (repeat; RUN_DIR holds "
+                               "its embeddings; TRAIN_SPLIT split-test trains on a hashed half "
+                               "of the test queries and never reads the other): one trial per "
+                               "setting, ASHA over its units, scored by the gain over the "
+                               "untrained start at 96/48/24 d, a loss on any dataset refused; "
+                               "writes OUT/selection.json, selection.md, best_config.yaml. "
+                               "Test qrels are not read. --data-dir is not used")
     concat_cmd = sub.add_parser(
         "concat", help="concat-encode-quantize: several models -> decoder -> int8/binary; "
                        "table of nDCG@10 retained vs compression factor",
@@ -97,6 +107,8 @@ def _bench_parser(sub) -> None:
 
 
 def _tune(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: bool) -> int:
+    if args.cv:
+        return _select(args, cfg, run)
     from smec.tune.run import run_tune
     summary = run_tune(paths, run, cfg, args.num_samples, args.mlflow_uri)
     scores = summary["test_ndcg_at_10_at_target"]
@@ -104,6 +116,21 @@ def _tune(args: argparse.Namespace, cfg, paths, run: RunFolder, interactive: boo
     echo(f"test nDCG@10 at {summary['target_dim']} d: best {scores['best']}, "
          f"default {scores['default']}")
     echo(f"results: {run.results}  MLflow: {summary['mlflow_uri']}")
+    return 0
+
+
+def _select(args: argparse.Namespace, cfg, run: RunFolder) -> int:
+    from smec.tune.select import run_selection
+    if args.out is None:
+        raise SmecError("smec tune --cv: give --out DIR (the search's folder)")
+    summary = run_selection(args.cv, run, cfg, args.num_samples, args.mlflow_uri)
+    pick = next(iter(summary["picks"].values()))
+    echo(f"chosen for {pick['method']}: {pick['chosen'] or 'its current defaults'} "
+         f"(cross-validated gain over the start {pick['chosen_score']:+.4f}; best "
+         f"{pick['best'] or 'current defaults'} {pick['best_score']:+.4f}; "
+         f"{summary['trials']} trials)")
+    echo(f"selection: {run.selection_table}  config: {run.best_config}  "
+         f"MLflow: {summary['mlflow_uri']}")
     return 0
 
 
