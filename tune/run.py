@@ -34,7 +34,7 @@ from smec.tune.search import (
     decode,
     default_point,
     max_epochs,
-    param_space,
+    new_tuner,
     trial_train_config,
 )
 
@@ -271,24 +271,14 @@ def _best_on_test(paths: BeirPaths, run: RunFolder, best_cfg: Config, best: dict
 
 def _new_tuner(fn, cfg: Config, tcfg, storage: Path):
     """A Tuner: ASHA on the hold-out score at the final level, the default first."""
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
     points = [default_point(tcfg, cfg.train)] if tcfg.include_default else []
     # max_t one past the longest trial: ASHA must not stop a trial at its last epoch,
     # before the stage-end report that carries the final checkpoint.
     scheduler = ASHAScheduler(time_attr="epochs", max_t=max_epochs(tcfg, cfg.train) + 1,
                               grace_period=tcfg.grace_period,
                               reduction_factor=tcfg.reduction_factor)
-    return tune.Tuner(
-        fn, param_space=param_space(tcfg),
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
-            time_budget_s=tcfg.time_budget_s,
-            search_alg=BasicVariantGenerator(points_to_evaluate=points,
-                                             max_concurrent=tcfg.max_concurrent_trials,
-                                             random_state=tcfg.seed)),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(storage), verbose=0))
+    return new_tuner(fn, tcfg, points, scheduler, METRIC, EXPERIMENT, str(storage))
 
 
 def _trials(grid, tcfg) -> list[dict]:

@@ -57,3 +57,20 @@ def max_epochs(tune_cfg: TuneConfig, train: TrainConfig) -> int:
     else:
         epochs = int(max(per_stage.uniform or per_stage.loguniform))
     return n_levels * epochs
+
+
+def new_tuner(fn, tcfg: TuneConfig, points: list[dict], scheduler, metric: str, name: str,
+              storage: str):
+    """A Tuner over ``tune.space`` maximising ``metric``: ``points`` first (the default
+    trial), then random draws (seeded), ``tcfg.max_concurrent_trials`` at a time."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    return tune.Tuner(
+        fn, param_space=param_space(tcfg),
+        tune_config=tune.TuneConfig(
+            metric=metric, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
+            time_budget_s=tcfg.time_budget_s,
+            search_alg=BasicVariantGenerator(points_to_evaluate=points,
+                                             max_concurrent=tcfg.max_concurrent_trials,
+                                             random_state=tcfg.seed)),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))

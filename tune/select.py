@@ -27,15 +27,23 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from smec.tune.search import decode, default_point, param_space, trial_train_config
+from smec.tune.search import decode, default_point, new_tuner, trial_train_config
 
 from smec import console
 from smec.config import Config
 from smec.errors import SmecError
 from smec.io import write_json
 from smec.runfolder import RunFolder
-from smec.selection import FOLDS, LEVELS, STAGES, gains, load_dataset, pick, run_unit, \
-    selection_table
+from smec.selection import (
+    FOLDS,
+    LEVELS,
+    STAGES,
+    gains,
+    load_dataset,
+    pick,
+    run_unit,
+    selection_table,
+)
 
 EXPERIMENT = "smec-select"
 METRIC = "cv_gain"
@@ -120,7 +128,6 @@ def run_selection(specs: list[str], run: RunFolder, cfg: Config,
             raise SmecError(f"--num-samples must be >= 1, got {num_samples}")
         tcfg = tcfg.model_copy(update={"num_samples": num_samples})
     base_train = cfg.train.for_method(method).model_copy(update={"stages": STAGES})
-    base = base_train.model_dump()
     datasets = {}
     for spec in specs:
         ds = load_dataset(spec)
@@ -196,7 +203,6 @@ def _fit(run: RunFolder, tcfg, base_train, datasets: dict, method: str, uri: str
     """The Ray Tune experiment in ``run.tune`` (restored when one is there)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
     from smec.pipelines.runtime import root_cause
     exp_dir = run.tune / EXPERIMENT
     fn = tune.with_resources(
@@ -213,15 +219,7 @@ def _fit(run: RunFolder, tcfg, base_train, datasets: dict, method: str, uri: str
         scheduler = ASHAScheduler(time_attr="units", max_t=len(units_of(datasets)),
                                   grace_period=min(tcfg.grace_period, len(units_of(datasets))),
                                   reduction_factor=tcfg.reduction_factor)
-        tuner = tune.Tuner(
-            fn, param_space=param_space(tcfg),
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", scheduler=scheduler, num_samples=tcfg.num_samples,
-                time_budget_s=tcfg.time_budget_s,
-                search_alg=BasicVariantGenerator(points_to_evaluate=points,
-                                                 max_concurrent=tcfg.max_concurrent_trials,
-                                                 random_state=tcfg.seed)),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(run.tune), verbose=0))
+        tuner = new_tuner(fn, tcfg, points, scheduler, METRIC, EXPERIMENT, str(run.tune))
     try:
         return tuner.fit()
     except Exception as exc:
