@@ -325,6 +325,7 @@ def test_smec_tune_cv_picks_over_two_datasets_folds_without_test_and_restores(
     first = smec_select()
     assert first.returncode == 0, first.stderr[-3000:]
     assert "chosen for mrl" in first.stdout
+    assert first.stdout.count("unit 4/4 (cut-b fold 1)") == 2     # progress: a line per unit
     summary = json.loads((out / "selection.json").read_text())
     assert summary["test_qrels_read"] == 0 and summary["units_per_trial"] == 4
     assert set(summary["datasets"]) == {"cut-a", "cut-b"}

@@ -60,7 +60,7 @@ def max_epochs(tune_cfg: TuneConfig, train: TrainConfig) -> int:
 
 
 def new_tuner(fn, tcfg: TuneConfig, points: list[dict], scheduler, metric: str, name: str,
-              storage: str):
+              storage: str, callbacks: list | None = None):
     """A Tuner over ``tune.space`` maximising ``metric``: ``points`` first (the default
     trial), then random draws (seeded), ``tcfg.max_concurrent_trials`` at a time."""
     from ray import tune
@@ -73,4 +73,5 @@ def new_tuner(fn, tcfg: TuneConfig, points: list[dict], scheduler, metric: str, 
             search_alg=BasicVariantGenerator(points_to_evaluate=points,
                                              max_concurrent=tcfg.max_concurrent_trials,
                                              random_state=tcfg.seed)),
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                  callbacks=callbacks))

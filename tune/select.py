@@ -98,8 +98,9 @@ def cv_trial(config: dict, datasets: dict | None = None, base: dict | None = Non
             level_gains = gains([record], datasets[name]).mean(0)
             metrics = {METRIC: running_gain(records, datasets), "units": len(records),
                        "completed": int(len(records) == len(plan)),
-                       f"unit_gain.{name}.fold{fold}": float(level_gains.mean())}
-            run.log_metrics(metrics, len(records) - 1)
+                       "unit_gain": float(level_gains.mean()), "unit_epochs": record["epochs"]}
+            run.log_metrics(metrics | {f"unit_gain.{name}.fold{fold}": metrics["unit_gain"]},
+                            len(records) - 1)
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / UNITS_FILE).write_text(json.dumps(
                     {"setting": setting, "units": records, "mlflow_run_id": run.run_id}))
@@ -108,6 +109,25 @@ def cv_trial(config: dict, datasets: dict | None = None, base: dict | None = Non
         run.end("KILLED")      # ASHA stops a trial by ending its function here
         raise
     run.end()
+
+
+def progress(datasets: dict, echo):
+    """A ``tune.Callback`` that prints one line per finished unit (the trial, its dataset and
+    fold, the gain), so a search that runs for hours shows where it is."""
+    from ray import tune
+    plan = units_of(datasets)
+
+    class Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            n = int(result.get("units", 0))
+            if 1 <= n <= len(plan):
+                name, fold = plan[n - 1]
+                echo(f"trial {trial.trial_id}: unit {n}/{len(plan)} ({name} fold {fold}) gain "
+                     f"{result['unit_gain']:+.4f}, cv_gain {result[METRIC]:+.4f} "
+                     f"({sum(t.status == 'TERMINATED' for t in trials)} of {len(trials)} "
+                     "trials ended)")
+
+    return Progress()
 
 
 def run_selection(specs: list[str], run: RunFolder, cfg: Config,
@@ -219,7 +239,8 @@ def _fit(run: RunFolder, tcfg, base_train, datasets: dict, method: str, uri: str
         scheduler = ASHAScheduler(time_attr="units", max_t=len(units_of(datasets)),
                                   grace_period=min(tcfg.grace_period, len(units_of(datasets))),
                                   reduction_factor=tcfg.reduction_factor)
-        tuner = new_tuner(fn, tcfg, points, scheduler, METRIC, EXPERIMENT, str(run.tune))
+        tuner = new_tuner(fn, tcfg, points, scheduler, METRIC, EXPERIMENT, str(run.tune),
+                          [progress(datasets, console.echo)])
     try:
         return tuner.fit()
     except Exception as exc:
