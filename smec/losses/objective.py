@@ -113,9 +113,12 @@ class CompressionObjective(nn.Module):
         rank loss already passed (``known``: its outputs ``hc`` and, per row, the position
         there or −1) are taken from that pass, graph included, so each row is passed once: the
         same values and gradients as a second pass, for the cost of the other rows only."""
-        if known is None:
-            known = (e_u.new_zeros(0, 0), e_u.new_full((len(e_u),), -1, dtype=torch.long),
-                     e_u.new_full((len(nbr_feats),), -1, dtype=torch.long))
+        if known is None:         # nothing passed yet: every row, with no data-dependent shape
+            if self.neighbour_grad:
+                return adapter(torch.cat([e_u, nbr_feats])).split([len(e_u), len(nbr_feats)])
+            with torch.no_grad():
+                h_nbr = adapter(nbr_feats)
+            return adapter(e_u), h_nbr
         hc, u_at, n_at = known
         u_new, n_new = u_at < 0, n_at < 0
 
@@ -126,15 +129,13 @@ class CompressionObjective(nn.Module):
 
         if self.neighbour_grad:   # one pass over the batch and its neighbours not yet passed
             fresh = adapter(torch.cat([e_u[u_new], nbr_feats[n_new]]))
-            pool = torch.cat([hc, fresh]) if len(hc) else fresh
+            pool = torch.cat([hc, fresh])
             return (pool[rows_of(u_at, u_new, len(hc))],
                     pool[rows_of(n_at, n_new, len(hc) + int(u_new.sum()))])
         # neighbours as constants, as XBM treats them
-        fresh = adapter(e_u[u_new])
-        pool = torch.cat([hc, fresh]) if len(hc) else fresh
+        pool = torch.cat([hc, adapter(e_u[u_new])])
         with torch.no_grad():
-            fresh_nbr = adapter(nbr_feats[n_new])
-            pool_nbr = torch.cat([hc.detach(), fresh_nbr]) if len(hc) else fresh_nbr
+            pool_nbr = torch.cat([hc.detach(), adapter(nbr_feats[n_new])])
         return pool[rows_of(u_at, u_new, len(hc))], pool_nbr[rows_of(n_at, n_new, len(hc))]
 
     def _sxbm(self, adapter: nn.Module, heads: list[nn.Module], samples: list,

@@ -336,7 +336,9 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
         found = state.memory.exchange(e_u if t_u is None else t_u, unlabelled,   # vectors)
                                       cfg.neighbours)
         if found is not None:   # the student reads its own inputs of the neighbours
-            if candidate_rows is not None:   # rows the rank loss passes already
+            # rows the rank loss passes already; the plan needs the ids' values, which meta
+            # tensors (the device tests) do not hold: there, two passes
+            if candidate_rows is not None and found[0].device.type != "meta":
                 shared = tuple(positions_in(r.to(candidate_rows.device), candidate_rows)
                                .to(data.device) for r in (unlabelled, found[0]))
             found = (data.corpus[found[0]], *found[1:])
