@@ -86,6 +86,14 @@ def test_a_teacher_setting_names_what_it_accepts(tmp_path):
         TrainConfig(teacher="concat", sxbm_teacher="previous")
 
 
+def test_an_outside_teacher_overrides_a_methods_own_sxbm_teacher():
+    """SMEC's own defaults distil the stage's start (sxbm_teacher: previous); a teacher the
+    user names wins over them, under qrels too, instead of refusing the config."""
+    assert TrainConfig().for_method("smec").sxbm_teacher == "previous"
+    taught = TrainConfig(teacher="concat").for_method("smec")
+    assert taught.sxbm_teacher == "raw" and taught.unsup_loss == "smooth"
+
+
 def test_the_teacher_is_embedded_once_per_corpus_and_read_row_for_row(mini_cut, tmp_path,
                                                                       monkeypatch):
     """`train.teacher` on a run folder: the first run embeds the corpus with the teacher into
