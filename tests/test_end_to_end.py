@@ -42,7 +42,7 @@ def test_demo_writes_results_table_and_plot(demo_run):
     got = {(r["method"], r["dims"]) for r in test_rows}
     assert got == {("raw", 384)} | {(m, d) for m in ("truncation", "pca", "pca_uncentred")
                                   for d in (192, 96, 48)} \
-        | {("smec", d) for d in (384, 192, 96, 48)}   # the full-dim stage, then each level
+        | {("smec", d) for d in (192, 96, 48)}   # SMEC's own defaults: no full-dim stage
     for row in test_rows:
         provenance = {"trained_on", "supervision", "evaluated_on"} if row["method"] == "smec" \
             else set()
@@ -60,7 +60,7 @@ def test_demo_writes_results_table_and_plot(demo_run):
     assert (out / "ndcg_vs_bytes.png").stat().st_size > 10_000
     assert "| smec | float32 |" in result.stdout and "output folder:" in result.stdout
     history = json.loads((out / "compressor" / "history.json").read_text())
-    assert {d for h in history if "dims" in h for d in h["dims"]} == {384, 192, 96, 48}
+    assert {d for h in history if "dims" in h for d in h["dims"]} == {192, 96, 48}
 
 
 def test_demo_console_is_quiet_and_ray_logs_to_the_run_folder(demo_run):
@@ -74,7 +74,7 @@ def test_demo_console_is_quiet_and_ray_logs_to_the_run_folder(demo_run):
         assert noise not in result.stdout + result.stderr
     stages = [line for line in shown if line.lstrip().startswith("stage ")]
     assert [line.split("(")[1].split(")")[0] for line in stages] == \
-        ["384 d", "192 d", "96 d", "48 d"]
+        ["192 d", "96 d", "48 d"]
     assert all("hold-out nDCG@10" in line and "left" in line for line in stages)
     log = (out / "ray.log").read_text()
     assert "TrainingReport" in log and "core_worker" in log
@@ -103,7 +103,7 @@ def test_two_ray_train_workers_run_the_same_code(demo_run, mini_cut, tmp_path):
     trained = smec("train", "--data-dir", mini_cut, "--out", ddp, "--config", config)
     assert trained.returncode == 0, trained.stderr[-3000:]
     from smec.compressors import load_compressor
-    assert [s.dim for s in load_compressor(ddp / "compressor").stages] == [384, 96]
+    assert [s.dim for s in load_compressor(ddp / "compressor").stages] == [96]
 
 
 def test_train_and_evaluate_work_alone_on_written_files(demo_run, mini_cut, tmp_path):
