@@ -101,17 +101,21 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def targets_table(results: dict) -> str:
+    """The targets as a markdown table under a title naming the file's data and seeds."""
+    lines = [f"Targets — {results['dataset']} ({results['split']}, {results.get('seeds', 1)} "
+             "seeds, means)", "", "| target | measured | holds? |", "|---|---|---|"]
+    lines += [f"| {name} | {measured} | {'yes' if ok else '**no**'} |"
+              for name, measured, ok in targets(results)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
-    results = read_results(args.results)
-    lines = [f"Targets — {results['dataset']} ({results['split']}, {results.get('seeds', 1)} "
-             "seeds, means)", "", "| target | measured | holds? |", "|---|---|---|"]
-    lines += [f"| {name} | {measured} | {'yes' if ok else '**no**'} |"
-              for name, measured, ok in targets(results)]
-    text = "\n".join(lines)
+    text = targets_table(read_results(args.results))
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
