@@ -65,10 +65,10 @@ class EmbedConfig(_Section):
 #: grouped 2-fold CV on training-query hold-outs of SciFact and ArguAna, scored by the gain
 #: over the untrained start at 96/48/24 d, test never read: benchmarks/results/
 #: defaults-selection-v2/ (16 settings per method), then `smec tune --cv` (select-smec/: 16
-#: more for SMEC, whose pick this is).
+#: more for SMEC; select-smec-rank-scale/: that pick at the rank_scale MRL chose).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "smec": {"alpha": 0.0039, "alpha_mode": "share", "full_dim_stage": False, "lr": 0.000136,
-             "max_epochs_per_stage": 10, "patience": 8, "sxbm_batch": "corpus",
+             "max_epochs_per_stage": 10, "patience": 8, "rank_scale": 40.0, "sxbm_batch": "corpus",
              "sxbm_teacher": "previous", "unsup_loss": "smooth"},
     "mrl": {"lr": 0.00017, "max_epochs_per_stage": 15, "rank_scale": 40.0},
     "search_adaptor": {"lr": 0.00012, "max_epochs_per_stage": 15, "rank_scale": 40.0},
