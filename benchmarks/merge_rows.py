@@ -5,8 +5,8 @@
 When one method's defaults change, only that method needs training again: run the bench with
 `--methods smec` into NEW, then merge. Every method trained in NEW (its rows) replaces
 that method's rows, timings and per-method records in EARLIER; the untrained recipes (raw, PCA,
-...) come from NEW and must agree with EARLIER's to 1e-6, so both files scored the same data
-the same way. FOLDER gets results.json, results.md, ndcg_vs_bytes.png and targets.md, and
+...) stay EARLIER's; at float32 they must agree with NEW's to 1e-3, so both files scored
+the same data the same way (the largest difference of any recipe row is recorded). FOLDER gets results.json, results.md, ndcg_vs_bytes.png and targets.md, and
 results.json says which methods came from which file. Nothing is trained or scored here.
 """
 from __future__ import annotations
@@ -39,12 +39,19 @@ def merge(earlier: dict, new: dict) -> dict:
             raise SmecError(f"the two files differ in {key}: {earlier[key]!r} vs {new[key]!r}")
     retrained = sorted({r["method"] for r in new["rows"] if _trained(r)})
     fixed_new = {_key(r): r["ndcg_at_10"] for r in new["rows"] if not _trained(r)}
+    # Re-embedding moves vectors by float noise, which can swap near-tied documents at a low
+    # level (~1e-4), and quantised recipes refit their codebooks (faiss k-means) per run; a
+    # different dataset, split or model moves float32 scores by far more than 1e-3.
+    drift = 0.0
     for row in earlier["rows"]:
-        if not _trained(row) and _key(row) in fixed_new \
-                and abs(fixed_new[_key(row)] - row["ndcg_at_10"]) > 1e-6:
+        if _trained(row) or _key(row) not in fixed_new:
+            continue
+        gap = abs(fixed_new[_key(row)] - row["ndcg_at_10"])
+        if row["precision"] == "float32" and gap > 1e-3:
             raise SmecError(f"{row['method']} {row['dims']} d {row['precision']} scores "
                             f"{row['ndcg_at_10']:.6f} in one file and "
                             f"{fixed_new[_key(row)]:.6f} in the other: not the same data")
+        drift = max(drift, gap)
     rows = [r for r in earlier["rows"] if r["method"] not in retrained] \
         + [r for r in new["rows"] if r["method"] in retrained]
     merged = {**earlier, "rows": rows,
@@ -53,7 +60,8 @@ def merge(earlier: dict, new: dict) -> dict:
         if isinstance(value, dict) and isinstance(earlier.get(key), dict) and key != "timings_s":
             merged[key] = {**earlier[key], **value}
     merged["merged_from"] = {"retrained": retrained, "kept": sorted(
-        {r["method"] for r in earlier["rows"] if _trained(r)} - set(retrained))}
+        {r["method"] for r in earlier["rows"] if _trained(r)} - set(retrained)),
+        "recipes_max_abs_difference": round(drift, 6)}
     return merged
 
 
