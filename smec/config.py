@@ -75,6 +75,17 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "matryoshka_adaptor": {"alpha": 0.0034, "lr": 0.00087, "patience": 8},
 }
 
+#: An ablation trains with the settings of the method it changes one component of (its own
+#: ``per_method`` entry wins where it has one), so the rows compare that component alone and
+#: not two tunings: ``smec-ads`` is SMEC without ADS; ``mrl+smrl``, ``mrl+ads`` and
+#: ``mrl+sxbm`` are MRL with one of SMEC's parts, the last with SMEC's S-XBM term settings.
+ABLATION_BASE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "smec-ads": ("smec", ()),
+    "mrl+smrl": ("mrl", ()),
+    "mrl+ads": ("mrl", ()),
+    "mrl+sxbm": ("mrl", ("alpha", "alpha_mode", "unsup_loss", "sxbm_teacher", "sxbm_batch")),
+}
+
 METHOD_NAMES = tuple(METHODS)
 
 
@@ -231,12 +242,21 @@ class TrainConfig(_Section):
         ``full_dim_stage``."""
         return ([input_dim] if self.full_dim_stage else []) + list(self.stages)
 
+    def own_settings(self, method: str) -> dict[str, Any]:
+        """``method``'s ``per_method`` entry; for an ablation without one, the entry of the
+        method it ablates (:data:`ABLATION_BASE`)."""
+        if method in self.per_method or method not in ABLATION_BASE:
+            return self.per_method.get(method, {})
+        base, borrowed = ABLATION_BASE[method]
+        return {**self.per_method.get(base, {}),
+                **{k: v for k, v in self.per_method.get("smec", {}).items() if k in borrowed}}
+
     def for_method(self, method: str, supervision: str = "qrels") -> "TrainConfig":
         """The settings ``method`` trains with under ``supervision``: with judged queries its
         ``per_method`` entry replaces each shared key still at its default (a key the config
         or a flag changed wins; label-free training keeps the shared keys, chosen label-free);
         the entry is spent, so applying it twice changes nothing."""
-        entry = self.per_method.get(method, {}) if supervision == "qrels" else {}
+        entry = self.own_settings(method) if supervision == "qrels" else {}
         own = {key: value for key, value in _compatible(entry, self.teacher).items()
                if getattr(self, key) == TrainConfig.model_fields[key].default}
         rest = {m: s for m, s in self.per_method.items() if m != method}

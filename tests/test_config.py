@@ -53,6 +53,11 @@ def test_each_method_trains_with_its_own_defaults_unless_the_config_changed_the_
     assert cfg.for_method("mrl", "none").lr == cfg.lr          # label-free keeps the shared keys
     quick = cfg.model_copy(update={"max_epochs_per_stage": 3}).for_method("mrl")
     assert (quick.lr, quick.max_epochs_per_stage) == (1e-3, 3)  # a changed shared key wins
+    ablation = TrainConfig().for_method("mrl+sxbm")   # MRL's settings, SMEC's S-XBM term
+    assert (ablation.lr, ablation.rank_scale) == (0.00017, 40.0)
+    assert (ablation.alpha_mode, ablation.unsup_loss) == ("share", "smooth")
+    assert TrainConfig().for_method("smec-ads") == TrainConfig().for_method("smec").model_copy(
+        update={"per_method": TrainConfig().for_method("smec-ads").per_method})
     with pytest.raises(ValueError, match="per_method.mrl: 'lrr' is not a train setting"):
         TrainConfig(per_method={"mrl": {"lrr": 1}})
     with pytest.raises(ValueError, match="per_method.mrl.lr"):
