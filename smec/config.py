@@ -64,14 +64,15 @@ class EmbedConfig(_Section):
 #: Each method's own settings over the shared train keys (``train.per_method``), chosen by
 #: grouped 2-fold CV on training-query hold-outs of SciFact and ArguAna, scored by the gain
 #: over the untrained start at 96/48/24 d, test never read: benchmarks/results/
-#: defaults-selection-v2/ (16 settings per method), then `smec tune --cv` (select-smec/: 16
-#: more for SMEC; select-smec-rank-scale/: that pick at the rank_scale MRL chose).
+#: defaults-selection-v2/ (16 settings per method), then `smec tune --cv` with 16 more per
+#: method (select-*/; select-smec-rank-scale/: SMEC's pick at the rank_scale MRL chose).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "smec": {"alpha": 0.0039, "alpha_mode": "share", "full_dim_stage": False, "lr": 0.000136,
              "max_epochs_per_stage": 10, "patience": 8, "rank_scale": 40.0, "sxbm_batch": "corpus",
              "sxbm_teacher": "previous", "unsup_loss": "smooth"},
     "mrl": {"lr": 0.00017, "max_epochs_per_stage": 15, "rank_scale": 40.0},
-    "search_adaptor": {"lr": 0.00012, "max_epochs_per_stage": 15, "rank_scale": 40.0},
+    "search_adaptor": {"lr": 0.000112, "max_epochs_per_stage": 15, "patience": 8,
+                       "rank_scale": 40.0},
     "matryoshka_adaptor": {"alpha": 0.0034, "lr": 0.00087, "patience": 8},
 }
 
