@@ -73,7 +73,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "mrl": {"lr": 0.00017, "max_epochs_per_stage": 15, "rank_scale": 40.0},
     "search_adaptor": {"lr": 0.000112, "max_epochs_per_stage": 15, "patience": 8,
                        "rank_scale": 40.0},
-    "matryoshka_adaptor": {"alpha": 0.0034, "lr": 0.00087, "patience": 8},
+    "matryoshka_adaptor": {"alpha": 0.0079, "lr": 0.00042},
 }
 
 #: An ablation trains with the settings of the method it changes one component of (its own
