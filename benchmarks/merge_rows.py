@@ -3,11 +3,14 @@
     python benchmarks/merge_rows.py EARLIER/results.json NEW/results.json --out FOLDER
 
 When one method's defaults change, only that method needs training again: run the bench with
-`--methods smec` into NEW, then merge. Every method trained in NEW (its rows) replaces
-that method's rows, timings and per-method records in EARLIER; the untrained recipes (raw, PCA,
-...) stay EARLIER's; at float32 they must agree with NEW's to 1e-3, so both files scored
-the same data the same way (the largest difference of any recipe row is recorded). FOLDER gets results.json, results.md, ndcg_vs_bytes.png and targets.md, and
-results.json says which methods came from which file. Nothing is trained or scored here.
+`--methods smec` into NEW, then merge. Every method trained in NEW replaces that method's
+rows, timings and per-method records in EARLIER; the untrained recipes (raw, PCA, ...) stay
+EARLIER's, and at float32 they must agree with NEW's to 1e-3, so both files scored the same
+data the same way (the largest difference of any recipe row is recorded). Cross-method
+figures of EARLIER that are not per-method records (a ratio of two methods' epoch times) are
+kept as they were: drop them when their methods now come from different runs. FOLDER gets
+results.json, results.md, ndcg_vs_bytes.png and targets.md; results.json says which methods
+came from which file. Nothing is trained or scored here.
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import argparse
 from pathlib import Path
 
 from smec.errors import SmecError
+from smec.io import write_json
 from smec.report import markdown_table, plot_ndcg_vs_bytes
 from smec.results import read_results
 from smec.training.methods import METHODS
-from smec.io import write_json
 
 from targets import targets_table   # benchmarks/targets.py, beside this script
 
