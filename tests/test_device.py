@@ -13,7 +13,6 @@ from smec.config import TrainConfig
 from smec.modules import build_adapter
 from smec.modules.memory import SXBM
 from smec.training.engine import (
-    FrozenLevel,
     StageState,
     _head,
     _objective,
@@ -43,14 +42,14 @@ def step_on_meta(data, cfg: TrainConfig, method: str) -> StageState:
     adapter = build_adapter(cfg.adapter, 16, cfg.adapter_hidden, 16, data.corpus)
     head = _head(spec.head, torch.arange(16), 8, data, cfg, adapter)   # built from CPU values
     adapter, head, meta = adapter.to(META), head.to(META), data.to(META)
-    teacher = FrozenLevel(adapter, torch.arange(16)).to(META) \
+    teacher = torch.empty(len(meta.corpus), 16, device=META) \
         if spec.unsup == "sxbm" and cfg.sxbm_teacher == "previous" else None
     state = StageState(0, adapter, [head], _optimizer(cfg, adapter, [head]),
-                       torch.Generator().manual_seed(0), MetaMemory())
+                       torch.Generator().manual_seed(0), MetaMemory(), sxbm_teacher=teacher)
     state.start_epoch(0)
     state.balance = (0.0, 0.0)   # the balance is read as floats once per epoch: not on meta
     rows = torch.arange(len(meta.train_docs) if meta.label_free else len(meta.queries))[:8]
-    _, _, stepped = train_step(state, _objective(cfg, meta, spec.unsup, teacher), meta, rows,
+    _, _, stepped = train_step(state, _objective(cfg, meta, spec.unsup), meta, rows,
                                cfg, spec.unsup, 8, 1e-3, 1.0)
     assert stepped
     return state

@@ -162,25 +162,6 @@ def test_smooth_preservation_is_huber_averaged_over_neighbours():
         SimilarityPreservationLoss(reduction="max")
 
 
-def test_compression_objective_reads_its_teacher_from_a_frozen_snapshot():
-    """``teacher``: the targets are the cosines under that module, not the memory's."""
-    import torch.nn.functional as F
-
-    from smec.losses.objective import CompressionObjective
-    adapter, heads, samples, *_, unlabelled, (memory, inverse, teacher) = _objective_inputs()
-    snapshot = torch.nn.Linear(6, 6)
-    frozen = lambda e: F.normalize(snapshot(e), dim=-1)   # noqa: E731
-    _, _, unsup = CompressionObjective(RankLoss(), "sxbm", 1.0, teacher=frozen)(
-        adapter, heads, samples, None, None, None, unlabelled, (memory, inverse, teacher))
-    z_items, z_memory = F.normalize(unlabelled[:, :4], dim=-1), F.normalize(memory[:, :4], dim=-1)
-    with torch.no_grad():
-        t_items, t_memory = frozen(unlabelled), frozen(memory)
-    by_hand = sum(abs(float(t_items[i] @ t_memory[inverse[i, k]])
-                      - float(z_items[i] @ z_memory[inverse[i, k]]))
-                  for i in range(2) for k in range(2)) / 2
-    assert float(unsup) == pytest.approx(by_hand, rel=1e-5)
-
-
 @pytest.mark.parametrize("neighbour_grad", [True, False])
 @pytest.mark.parametrize("unsup_loss", ["preserve", "distill"])
 def test_sxbm_reuses_the_rank_pass_for_rows_it_shares_with_the_same_loss_and_gradients(

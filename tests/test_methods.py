@@ -199,11 +199,54 @@ def test_the_previous_stage_teacher_is_the_stages_frozen_start(data):
     """sxbm_teacher previous trains, and its first stage's teacher is the raw geometry (the
     pca_residual start keeps every cosine)."""
     from smec.modules import build_adapter
-    from smec.training.engine import FrozenLevel
+    from smec.training.engine import level_vectors
     adapter = build_adapter("pca_residual", 16, 8, init_data=data.corpus)
-    start = FrozenLevel(adapter, torch.arange(16))
-    torch.testing.assert_close(start(data.corpus) @ start(data.corpus).T,
-                               data.corpus @ data.corpus.T, atol=1e-5, rtol=0)
-    assert not any(p.requires_grad for p in start.parameters())
+    start = level_vectors(adapter, torch.arange(16), data.corpus, chunk=7)   # several chunks
+    torch.testing.assert_close(start @ start.T, data.corpus @ data.corpus.T, atol=1e-5, rtol=0)
+    assert not start.requires_grad
     compressor = train_method(data, TrainConfig(**{**TINY, "sxbm_teacher": "previous"}), "smec")
     assert [s.dim for s in compressor.stages] == [16, 8, 4]
+
+
+def test_a_step_reads_the_previous_stage_targets_from_the_stage_start_table(data):
+    """sxbm_teacher previous: the memory finds the neighbours, and the targets the step hands
+    the objective are the cosines of the stage start's vectors (``state.sxbm_teacher``) of each
+    item and its neighbours, not the memory's raw ones."""
+    from smec.modules import build_adapter
+    from smec.modules.heads import PrefixHead
+    from smec.modules.memory import SXBM
+    from smec.training.engine import StageState, _objective, _optimizer, train_step
+    cfg = TrainConfig(**{**TINY, "sxbm_teacher": "previous"})
+    adapter = build_adapter("pca_residual", 16, 8, init_data=data.corpus)
+    head = PrefixHead(torch.arange(16), 8)
+    memory = SXBM(50, 16)
+    memory.enqueue(data.corpus[60:110], torch.arange(60, 110))
+    table = torch.nn.functional.normalize(torch.randn(len(data.corpus), 5), dim=-1)
+    state = StageState(0, adapter, [head], _optimizer(cfg, adapter, [head]),
+                       torch.Generator().manual_seed(0), memory, sxbm_teacher=table)
+    state.start_epoch(0)
+    objective, seen, asked = _objective(cfg, data, "sxbm"), {}, {}
+    forward, exchange = objective.forward, memory.exchange
+
+    def spy_forward(*args):
+        seen["unlabelled"], seen["neighbours"], seen["t_u"] = args[6], args[7], args[8]
+        return forward(*args)
+
+    def spy_exchange(feats, ids, k):
+        asked["ids"], asked["feats"] = ids, feats
+        asked["found"] = exchange(feats, ids, k)
+        return asked["found"]
+
+    objective.forward, memory.exchange = spy_forward, spy_exchange
+    train_step(state, objective, data, torch.arange(8), cfg, "sxbm", 16, 1e-3, 1.0)
+    torch.testing.assert_close(asked["feats"], data.corpus[asked["ids"]])   # searched raw
+    ids, inverse, raw_cosines = asked["found"]
+    feats, seen_inverse, targets = seen["neighbours"]
+    torch.testing.assert_close(feats, data.corpus[ids])
+    assert torch.equal(seen_inverse, inverse)
+    by_hand = torch.stack([torch.stack([table[asked["ids"][i]] @ table[ids[inverse[i, k]]]
+                                        for k in range(inverse.shape[1])])
+                           for i in range(len(inverse))])
+    torch.testing.assert_close(targets, by_hand)
+    assert not torch.allclose(targets, raw_cosines)
+    torch.testing.assert_close(seen["t_u"], table[asked["ids"]])   # the batch's own pairs

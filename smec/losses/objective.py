@@ -42,11 +42,9 @@ class CompressionObjective(nn.Module):
     head into what the index will hold (int8, binary) before the rank loss scores them against
     the float queries: precision-aware training. The unsupervised term stays in float.
 
-    The teacher ``t`` is the frozen cosine the memory returns (full-dim, or that of
-    ``train.teacher``'s vectors, ``unlabelled_teacher`` for the batch's own pairs), or, with ``teacher``
-    (a frozen module ``e -> unit vectors``, e.g. the previous SMRL stage's snapshot at its
-    level), the cosine of the two items under it: the geometry supervision already moved to,
-    rather than the raw model's.
+    The teacher ``t`` is the frozen cosine in ``neighbours`` (the memory's: full-dim, or that
+    of ``train.teacher``'s vectors; or the previous SMRL stage's snapshot at its level, the
+    geometry supervision already moved to), ``unlabelled_teacher`` giving the batch's own pairs.
 
     References: Zhang et al., SMEC (arXiv 2510.12474), Eqs. 4, 5, 7; Kusupati et al., MRL
     (arXiv 2205.13147); Yoon et al., Matryoshka-Adaptor (arXiv 2407.20243).
@@ -65,7 +63,7 @@ class CompressionObjective(nn.Module):
     def __init__(self, rank_loss: nn.Module, unsup: str | None = None, alpha: float = 1.0,
                  unsup_loss: str = "preserve", distill_temperature: float = 0.05,
                  neighbours: int = 10, neighbour_grad: bool = True, huber_delta: float = 0.02,
-                 teacher: nn.Module | None = None, served: nn.Module | None = None) -> None:
+                 served: nn.Module | None = None) -> None:
         super().__init__()
         if unsup is not None and unsup not in UNSUPERVISED:
             raise ValueError(f"unsup must be None or one of {UNSUPERVISED}, got {unsup!r}")
@@ -78,7 +76,6 @@ class CompressionObjective(nn.Module):
             else SimilarityPreservationLoss()
         self.matryoshka_adaptor = MatryoshkaAdaptorLoss(neighbours)
         self.neighbour_grad = neighbour_grad
-        self.teacher = teacher
         self.served = served if served is not None else nn.Identity()
 
     def forward(self, adapter: nn.Module, heads: list[nn.Module], samples: list,
@@ -145,10 +142,6 @@ class CompressionObjective(nn.Module):
               ) -> torch.Tensor:
         nbr_feats, inverse, teacher = neighbours
         batch_teacher = e_u @ e_u.T if t_u is None else t_u @ t_u.T
-        if self.teacher is not None:
-            with torch.no_grad():
-                t_self, t_nbr = self.teacher(e_u), self.teacher(nbr_feats)[inverse]
-                teacher, batch_teacher = (t_self[:, None, :] * t_nbr).sum(-1), t_self @ t_self.T
         h_self, h_nbr = self._passes(adapter, e_u, nbr_feats, known)
         loss = e_u.new_zeros(())
         for head, s in zip(heads, samples):

@@ -197,6 +197,9 @@ class StageState:
     alpha: float | None = None            # alpha_mode share: the weight calibrated last
     start_score: float = float("nan")     # the hold-out score before any step (a saturated
     #                                       hold-out, e.g. trivial pseudo pairs, shows there)
+    # sxbm_teacher previous: the stage start's unit vectors of every corpus row, the S-XBM
+    # targets (derived from the start, so not in the checkpoint)
+    sxbm_teacher: torch.Tensor | None = None
 
     def start_epoch(self, epoch: int) -> None:
         """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
@@ -292,26 +295,22 @@ def _optimizer(cfg: TrainConfig, adapter: torch.nn.Module,
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-class FrozenLevel(torch.nn.Module):
-    """A frozen snapshot read at one level: ``e -> unit(adapter(e)[:, index])`` (the S-XBM
-    teacher ``sxbm_teacher: previous``: the stage's starting point at the level it had)."""
-
-    def __init__(self, adapter: torch.nn.Module, index: torch.Tensor) -> None:
-        super().__init__()
-        self.adapter = copy.deepcopy(adapter).eval().requires_grad_(False)
-        self.register_buffer("index", index.clone())
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(e)[:, self.index], dim=-1)
+@torch.no_grad()
+def level_vectors(adapter: torch.nn.Module, index: torch.Tensor, corpus: torch.Tensor,
+                  chunk: int = 65536) -> torch.Tensor:
+    """``unit(adapter(e)[:, index])`` of every corpus row ``[N, len(index)]``: the S-XBM
+    teacher of ``sxbm_teacher: previous`` (the stage's starting point at the level it had).
+    The snapshot is frozen for the stage, so its vectors are computed once, not per step."""
+    return torch.cat([F.normalize(adapter(corpus[i:i + chunk])[:, index], dim=-1)
+                      for i in range(0, len(corpus), chunk)])
 
 
-def _objective(cfg: TrainConfig, data: TrainingData, unsup: str | None,
-               teacher: torch.nn.Module | None = None) -> CompressionObjective:
+def _objective(cfg: TrainConfig, data: TrainingData, unsup: str | None) -> CompressionObjective:
     rank_loss = InfoNCELoss(cfg.temperature) if cfg.loss == "infonce" \
         else RankLoss(cfg.rank_scale, cfg.rank_reduction)
     return CompressionObjective(rank_loss, unsup, cfg.alpha, resolved_unsup_loss(cfg, data),
                                 cfg.distill_temperature, cfg.neighbours,
-                                cfg.sxbm_neighbour_grad, cfg.huber_delta, teacher,
+                                cfg.sxbm_neighbour_grad, cfg.huber_delta,
                                 ServedDocuments(cfg.serve_precision))
 
 
@@ -336,12 +335,16 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
         found = state.memory.exchange(e_u if t_u is None else t_u, unlabelled,   # vectors)
                                       cfg.neighbours)
         if found is not None:   # the student reads its own inputs of the neighbours
+            ids, inverse, target = found
             # rows the rank loss passes already; the plan needs the ids' values, which meta
             # tensors (the device tests) do not hold: there, two passes
-            if candidate_rows is not None and found[0].device.type != "meta":
+            if candidate_rows is not None and ids.device.type != "meta":
                 shared = tuple(positions_in(r.to(candidate_rows.device), candidate_rows)
-                               .to(data.device) for r in (unlabelled, found[0]))
-            found = (data.corpus[found[0]], *found[1:])
+                               .to(data.device) for r in (unlabelled, ids))
+            if state.sxbm_teacher is not None:   # the neighbours found by the memory, their
+                t_u = state.sxbm_teacher[unlabelled]            # targets the stage start's
+                target = (t_u[:, None, :] * state.sxbm_teacher[ids][inverse]).sum(-1)
+            found = (data.corpus[ids], inverse, target)
     # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16; the
     # memory's teacher cosines above and AdamW stay in float32
     with torch.autocast(data.device.type, torch.bfloat16) if cfg.autocast_bf16 \
@@ -379,15 +382,14 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
     previous stage's; default all), for ``sxbm_teacher: previous``.
     """
     rank, world = _world()
-    teacher = None
-    if unsup == "sxbm" and cfg.sxbm_teacher == "previous":   # the start, before any step
-        width = data.corpus.shape[1] if cfg.output_dim is None else cfg.output_dim
-        teacher = FrozenLevel(adapter, torch.arange(width) if level is None else level
-                              ).to(data.device)
-    objective = _objective(cfg, data, unsup, teacher)
+    objective = _objective(cfg, data, unsup)
     state = StageState(stage_no, adapter, heads, _optimizer(cfg, adapter, heads),
                        torch.Generator().manual_seed(sampling_seed(cfg.seed, stage_no, rank)),
                        memory)
+    if unsup == "sxbm" and cfg.sxbm_teacher == "previous":   # the start, before any step
+        width = data.corpus.shape[1] if cfg.output_dim is None else cfg.output_dim
+        state.sxbm_teacher = level_vectors(adapter, torch.arange(width) if level is None
+                                           else level.to(data.device), data.corpus)
     params = [p for group in state.opt.param_groups for p in group["params"]]
     target_dim = min(cfg.stage_dims(cfg.output_dim or data.corpus.shape[1]))
 
