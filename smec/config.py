@@ -319,9 +319,9 @@ class DataConfig(_Section):
 
 
 TUNABLE = ("tau0", "tau_min", "memory_size", "neighbours", "stages", "max_epochs_per_stage",
-           "lr", "ads_lr_mult", "alpha", "batch_queries", "batch_unlabelled", "rank_scale",
-           "patience", "weight_decay", "serve_precision", "unsup_loss", "alpha_mode",
-           "sxbm_teacher", "sxbm_batch", "sxbm_neighbour_grad", "full_dim_stage")
+           "lr", "ads_lr_mult", "ads_init_scale", "alpha", "batch_queries", "batch_unlabelled",
+           "rank_scale", "patience", "weight_decay", "serve_precision", "unsup_loss",
+           "alpha_mode", "sxbm_teacher", "sxbm_batch", "sxbm_neighbour_grad", "full_dim_stage")
 
 
 class SearchDim(_Section):

@@ -124,15 +124,16 @@ def pick(method: str, units: list[dict], datasets: dict[str, dict]) -> dict:
     """Every setting with all its units scored; refused where it loses on a dataset; the
     simplest within one bootstrap SE of the best. ``units``: records of :func:`run_unit`
     with ``method`` and ``setting`` (the changes from the method's defaults) added."""
-    by_setting: dict[str, dict[str, list[dict]]] = {}
-    for r in units:
+    by_setting: dict[str, dict[str, dict[int, dict]]] = {}
+    for r in units:   # a setting drawn twice (a choice space) scores each unit once: the first
         if r["method"] == method:
             by_setting.setdefault(json.dumps(r["setting"], sort_keys=True), {}).setdefault(
-                r["dataset"], []).append(r)
+                r["dataset"], {}).setdefault(r["fold"], r)
     table = []
-    for key, per in by_setting.items():
-        if set(per) != set(datasets) or any(len(v) != len(FOLDS) for v in per.values()):
+    for key, by_fold in by_setting.items():
+        if set(by_fold) != set(datasets) or any(set(v) != set(FOLDS) for v in by_fold.values()):
             continue   # unfinished
+        per = {name: list(v.values()) for name, v in by_fold.items()}
         g = {name: gains(per[name], datasets[name]) for name in datasets}
         table.append({"setting": json.loads(key), "gains": g, "score": score(g),
                       "per_dataset": {n: round(float(v.mean()), 4) for n, v in g.items()},
