@@ -6,10 +6,12 @@ rounds so that a shared box's load falls on all of them alike. The median step o
 the first three steps of each run left out (warm-up). Arms:
 
 * ``no S-XBM term``: α = 0 (the memory is not asked);
-* ``S-XBM, two passes``: the rows the rank loss passed already are passed again (before the
-  shared pass);
-* ``S-XBM`` (the default): one adapter pass per row, the rank pass's outputs reused;
-* ``S-XBM, neighbours as constants``: ``sxbm_neighbour_grad: false``.
+* ``S-XBM`` (the default): 128 documents a step, the neighbours' adapter pass without a graph
+  (constants, as XBM), the rank pass's outputs reused for rows it passed, the previous
+  stage's targets read from a table computed once per stage;
+* ``S-XBM, neighbours trained through``: ``sxbm_neighbour_grad: true``;
+* ``S-XBM, round 2``: session 17's defaults, 256 documents and neighbours trained through;
+* ``S-XBM, round 2, two passes``: the same with the rows the rank loss passed passed again.
 
 Only timings: no hold-out or test score is read. ::
 
@@ -31,8 +33,12 @@ from smec.selection import STAGES, load_dataset
 from smec.training import engine
 from smec.training.prepare import positions_in, prepare_data
 
-ARMS = {"no S-XBM term": ({"alpha": 0.0}, True), "S-XBM, two passes": ({}, False),
-        "S-XBM": ({}, True), "S-XBM, neighbours as constants": ({"sxbm_neighbour_grad": False}, True)}
+ROUND_2 = {"batch_unlabelled": 256, "sxbm_neighbour_grad": True}   # session 17's defaults
+ARMS = {"no S-XBM term": ({"alpha": 0.0}, True),
+        "S-XBM": ({}, True),
+        "S-XBM, neighbours trained through": ({"sxbm_neighbour_grad": True}, True),
+        "S-XBM, round 2 (256 documents, neighbours trained through)": (ROUND_2, True),
+        "S-XBM, round 2, two passes": (ROUND_2, False)}
 
 
 def main() -> None:

@@ -67,9 +67,11 @@ class EmbedConfig(_Section):
 #: defaults-selection-v2/ (16 settings per method), then `smec tune --cv` with 16 more per
 #: method (select-*/; select-smec-rank-scale/: SMEC's pick at the rank_scale MRL chose).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smec": {"alpha": 0.0039, "alpha_mode": "share", "full_dim_stage": False, "lr": 0.000136,
-             "max_epochs_per_stage": 10, "patience": 8, "rank_scale": 40.0, "sxbm_batch": "corpus",
-             "sxbm_teacher": "previous", "unsup_loss": "smooth"},
+    "smec": {"ads_init_scale": 100.0, "ads_lr_mult": 100.0, "alpha": 0.0039,
+             "alpha_mode": "share", "batch_unlabelled": 128, "full_dim_stage": False,
+             "lr": 0.000136, "max_epochs_per_stage": 10, "patience": 8, "rank_scale": 40.0,
+             "sxbm_batch": "corpus", "sxbm_neighbour_grad": False, "sxbm_teacher": "previous",
+             "unsup_loss": "smooth"},
     "mrl": {"lr": 0.00017, "max_epochs_per_stage": 15, "rank_scale": 40.0},
     "search_adaptor": {"lr": 0.000112, "max_epochs_per_stage": 15, "patience": 8,
                        "rank_scale": 40.0},
@@ -79,12 +81,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 #: An ablation trains with the settings of the method it changes one component of (its own
 #: ``per_method`` entry wins where it has one), so the rows compare that component alone and
 #: not two tunings: ``smec-ads`` is SMEC without ADS; ``mrl+smrl``, ``mrl+ads`` and
-#: ``mrl+sxbm`` are MRL with one of SMEC's parts, the last with SMEC's S-XBM term settings.
+#: ``mrl+sxbm`` are MRL with one of SMEC's parts, the last two with SMEC's settings of it.
 ABLATION_BASE: dict[str, tuple[str, tuple[str, ...]]] = {
     "smec-ads": ("smec", ()),
     "mrl+smrl": ("mrl", ()),
-    "mrl+ads": ("mrl", ()),
-    "mrl+sxbm": ("mrl", ("alpha", "alpha_mode", "unsup_loss", "sxbm_teacher", "sxbm_batch")),
+    "mrl+ads": ("mrl", ("ads_init_scale", "ads_lr_mult")),
+    "mrl+sxbm": ("mrl", ("alpha", "alpha_mode", "batch_unlabelled", "unsup_loss", "sxbm_teacher",
+                         "sxbm_batch", "sxbm_neighbour_grad")),
 }
 
 METHOD_NAMES = tuple(METHODS)

@@ -55,7 +55,10 @@ def test_each_method_trains_with_its_own_defaults_unless_the_config_changed_the_
     assert (quick.lr, quick.max_epochs_per_stage) == (1e-3, 3)  # a changed shared key wins
     ablation = TrainConfig().for_method("mrl+sxbm")   # MRL's settings, SMEC's S-XBM term
     assert (ablation.lr, ablation.rank_scale) == (0.00017, 40.0)
-    assert (ablation.alpha_mode, ablation.unsup_loss) == ("share", "smooth")
+    assert (ablation.alpha_mode, ablation.unsup_loss, ablation.batch_unlabelled,
+            ablation.sxbm_neighbour_grad) == ("share", "smooth", 128, False)
+    with_ads = TrainConfig().for_method("mrl+ads")    # MRL's settings, SMEC's ADS settings
+    assert (with_ads.lr, with_ads.ads_init_scale, with_ads.ads_lr_mult) == (0.00017, 100.0, 100.0)
     assert TrainConfig().for_method("smec-ads") == TrainConfig().for_method("smec").model_copy(
         update={"per_method": TrainConfig().for_method("smec-ads").per_method})
     with pytest.raises(ValueError, match="per_method.mrl: 'lrr' is not a train setting"):
