@@ -65,7 +65,8 @@ class EmbedConfig(_Section):
 #: grouped 2-fold CV on training-query hold-outs of SciFact and ArguAna, scored by the gain
 #: over the untrained start at 96/48/24 d, test never read: benchmarks/results/
 #: defaults-selection-v2/ (16 settings per method), then `smec tune --cv` with 16 more per
-#: method (select-*/; select-smec-rank-scale/: SMEC's pick at the rank_scale MRL chose).
+#: method (select-*/; select-smec-rank-scale/: SMEC's pick at the rank_scale MRL chose), then
+#: SMEC's S-XBM batch, ADS logit scale and rate, and neighbours as constants (select-smec-*/).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "smec": {"ads_init_scale": 100.0, "ads_lr_mult": 100.0, "alpha": 0.0039,
              "alpha_mode": "share", "batch_unlabelled": 128, "full_dim_stage": False,

@@ -45,7 +45,7 @@ def step_on_meta(data, cfg: TrainConfig, method: str) -> StageState:
     teacher = torch.empty(len(meta.corpus), 16, device=META) \
         if spec.unsup == "sxbm" and cfg.sxbm_teacher == "previous" else None
     state = StageState(0, adapter, [head], _optimizer(cfg, adapter, [head]),
-                       torch.Generator().manual_seed(0), MetaMemory(), sxbm_teacher=teacher)
+                       torch.Generator().manual_seed(0), MetaMemory(), teacher_vectors=teacher)
     state.start_epoch(0)
     state.balance = (0.0, 0.0)   # the balance is read as floats once per epoch: not on meta
     rows = torch.arange(len(meta.train_docs) if meta.label_free else len(meta.queries))[:8]

@@ -210,7 +210,7 @@ def test_the_previous_stage_teacher_is_the_stages_frozen_start(data):
 
 def test_a_step_reads_the_previous_stage_targets_from_the_stage_start_table(data):
     """sxbm_teacher previous: the memory finds the neighbours, and the targets the step hands
-    the objective are the cosines of the stage start's vectors (``state.sxbm_teacher``) of each
+    the objective are the cosines of the stage start's vectors (``state.teacher_vectors``) of each
     item and its neighbours, not the memory's raw ones."""
     from smec.modules import build_adapter
     from smec.modules.heads import PrefixHead
@@ -223,7 +223,7 @@ def test_a_step_reads_the_previous_stage_targets_from_the_stage_start_table(data
     memory.enqueue(data.corpus[60:110], torch.arange(60, 110))
     table = torch.nn.functional.normalize(torch.randn(len(data.corpus), 5), dim=-1)
     state = StageState(0, adapter, [head], _optimizer(cfg, adapter, [head]),
-                       torch.Generator().manual_seed(0), memory, sxbm_teacher=table)
+                       torch.Generator().manual_seed(0), memory, teacher_vectors=table)
     state.start_epoch(0)
     objective, seen, asked = _objective(cfg, data, "sxbm"), {}, {}
     forward, exchange = objective.forward, memory.exchange

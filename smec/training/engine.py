@@ -199,7 +199,7 @@ class StageState:
     #                                       hold-out, e.g. trivial pseudo pairs, shows there)
     # sxbm_teacher previous: the stage start's unit vectors of every corpus row, the S-XBM
     # targets (derived from the start, so not in the checkpoint)
-    sxbm_teacher: torch.Tensor | None = None
+    teacher_vectors: torch.Tensor | None = None
 
     def start_epoch(self, epoch: int) -> None:
         """Position at ``epoch``'s first batch, its gradient statistics zeroed (SMEC Fig. 6a/7:
@@ -341,9 +341,9 @@ def train_step(state: StageState, objective: CompressionObjective, data: Trainin
             if candidate_rows is not None and ids.device.type != "meta":
                 shared = tuple(positions_in(r.to(candidate_rows.device), candidate_rows)
                                .to(data.device) for r in (unlabelled, ids))
-            if state.sxbm_teacher is not None:   # the neighbours found by the memory, their
-                t_u = state.sxbm_teacher[unlabelled]            # targets the stage start's
-                target = (t_u[:, None, :] * state.sxbm_teacher[ids][inverse]).sum(-1)
+            if state.teacher_vectors is not None:   # the neighbours found by the memory,
+                t_u = state.teacher_vectors[unlabelled]      # their targets the stage start's
+                target = (t_u[:, None, :] * state.teacher_vectors[ids][inverse]).sum(-1)
             found = (data.corpus[ids], inverse, target)
     # bf16 autocast (train.autocast_bf16): the network passes and losses in bfloat16; the
     # memory's teacher cosines above and AdamW stay in float32
@@ -388,8 +388,8 @@ def train_stage(data: TrainingData, cfg: TrainConfig, adapter: torch.nn.Module,
                        memory)
     if unsup == "sxbm" and cfg.sxbm_teacher == "previous":   # the start, before any step
         width = data.corpus.shape[1] if cfg.output_dim is None else cfg.output_dim
-        state.sxbm_teacher = level_vectors(adapter, torch.arange(width) if level is None
-                                           else level.to(data.device), data.corpus)
+        level = torch.arange(width) if level is None else level
+        state.teacher_vectors = level_vectors(adapter, level.to(data.device), data.corpus)
     params = [p for group in state.opt.param_groups for p in group["params"]]
     target_dim = min(cfg.stage_dims(cfg.output_dim or data.corpus.shape[1]))
 
