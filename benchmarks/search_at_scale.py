@@ -4,8 +4,8 @@ queries/s at 1, 16 and 256 queries per call, the memory-bandwidth bound, recall@
     python benchmarks/search_at_scale.py --run runs/scifact --data-dir ../shared/data/scifact \\
         --fit-on runs/arguana --size 1000000 --out benchmarks/results/search-structured-scifact
     python benchmarks/search_at_scale.py --run runs/scifact --data-dir ../shared/data/scifact \\
-        --fit-on runs/arguana --level runs/scifact/compressors/mrl:96 --size 10000000 \\
-        --configs "PQ48 IVF" "PQ24 IVF" "int8 IVF" --nlist 4096 --out ...
+        --fit-on runs/arguana --level runs/scifact/compressor:96 --size 10000000 \\
+        --configs "PQ48 IVF" "int8 IVF" --nlist 4096 --out benchmarks/results/search-10m-...
 
 ``--level COMPRESSOR:DIM`` searches a compressor's level instead of the raw vectors: the real
 corpus vectors, the vectors the mixture is fitted on, and the queries all go through it. The
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 #: name, precision, kind, rescore Rs, nlist (IVF) or HNSW M, probes: nprobe (IVF) / efSearch.
 #: Names are what ``--configs`` picks by. On the 384-d raw vectors every configuration but the
 #: float32 reference holds 48 B/vector of codes in memory; an IVF adds 8 B of id per vector, so
-#: PQ32 (32 B of codes) is the IVF that stays within 48 B.
+#: PQ32 and OPQ32 (32 B of codes) are the IVFs that stay within 48 B.
 CONFIGS = [
     ("float32 flat (exact)", "float32", "flat", [1], None, [None]),
     ("binary flat + rescore", "binary", "flat", [40, 100], None, [None]),
@@ -209,7 +209,7 @@ def encoded_by(level: str, *vectors: np.ndarray) -> list[np.ndarray]:
     from smec.compressors import load_compressor
     path, _, dim = level.rpartition(":")
     if not path or not dim.isdigit():
-        raise SystemExit(f"--level {level}: write COMPRESSOR:DIM, e.g. runs/scifact/mrl:96")
+        raise SystemExit(f"--level {level}: write COMPRESSOR:DIM, e.g. runs/scifact/compressor:96")
     compressor = load_compressor(path)
     return [np.ascontiguousarray(compressor.encode(v, int(dim)), np.float32) for v in vectors]
 
