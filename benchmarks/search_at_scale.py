@@ -177,18 +177,27 @@ def bandwidth_gbs(array: np.ndarray, repeats: int = 3) -> float:
     return array.nbytes / best / 1e9
 
 
+def calls_per_second(call, budget_s: float = 4.0) -> float:
+    """Calls of ``call(i)`` (``i`` counts them) made per second over about ``budget_s``,
+    after one warm-up call."""
+    call(0)
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < budget_s:
+        call(done)
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
 def timed_qps(searcher, queries: np.ndarray, rescore: int, batch: int, threads: int,
               budget_s: float = 4.0) -> float:
     """Queries answered per second, ``batch`` queries per call, for about ``budget_s``."""
     import faiss
     faiss.omp_set_num_threads(threads)
-    searcher.search_vectors(queries[:batch], 10, rescore)          # warm caches
-    start, done, at = time.perf_counter(), 0, 0
-    while time.perf_counter() - start < budget_s:
-        chunk = np.take(queries, range(at, at + batch), axis=0, mode="wrap")
+
+    def call(i: int) -> None:
+        chunk = np.take(queries, range(i * batch, (i + 1) * batch), axis=0, mode="wrap")
         searcher.search_vectors(chunk, 10, rescore)
-        done, at = done + batch, (at + batch) % len(queries)
-    return done / (time.perf_counter() - start)
+    return batch * calls_per_second(call, budget_s)
 
 
 def chosen_configs(prefixes: list[str] | None, nlist: int | None) -> list[tuple]:
@@ -221,15 +230,13 @@ def scan_qps(searcher, queries: np.ndarray, candidates: int, budget_s: float = 4
     import faiss
     from smec.results import is_binary
     probes = searcher.quantizer.encode(queries) if is_binary(searcher.precision) else queries
+
+    def call(i: int) -> None:
+        searcher.index.search(probes[i % len(probes)][None], candidates)
     best = 0.0
     for threads in (1, 2):
         faiss.omp_set_num_threads(threads)
-        searcher.index.search(probes[:1], candidates)
-        start, done = time.perf_counter(), 0
-        while time.perf_counter() - start < budget_s:
-            searcher.index.search(probes[done % len(probes)][None], candidates)
-            done += 1
-        best = max(best, done / (time.perf_counter() - start))
+        best = max(best, calls_per_second(call, budget_s))
     return best
 
 
