@@ -6,7 +6,7 @@ import numpy as np
 from smec.compressors import PCA, Compressor, Truncation
 from smec.data import Qrels
 from smec.eval import evaluate_run, evaluate_vectors
-from smec.quantize import CODEWORDS, Quantizer, level_problem, quantized_search
+from smec.quantize import Quantizer, level_problem, quantized_search
 from smec.results import BINARY_FITS, ResultRow, is_binary, product_quantizer
 
 DEPTH = 100   # retrieval depth: recall@100, and the rescoring pool is DEPTH × multiplier
@@ -81,8 +81,8 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
         for dim in compressor.dims:
             docs, queries = compressor.encode(doc_vecs, dim), compressor.encode(query_vecs, dim)
             for p in precisions:
-                if level_problem(p[0], dim) or (product_quantizer(p[0]) and
-                                                len(doc_vecs) < CODEWORDS):
+                product = product_quantizer(p[0])
+                if level_problem(p[0], dim) or (product and len(doc_vecs) < product.codewords):
                     continue   # PQ: M must divide the dims, 256 codewords need 256 documents
                 quantizer = None
                 if p[0] != "float32":

@@ -9,17 +9,21 @@
 | int8 | ``IndexScalarQuantizer`` 8-bit with the stored calibration | ``IndexHNSWSQ`` 8-bit |
 | binary | ``IndexBinaryFlat`` (Hamming) | ``IndexBinaryHNSW`` |
 | pqM / opqM | ``IndexPQ`` (asymmetric, inner product; OPQ: in an ``IndexPreTransform``) | – |
+| pqMx4 / opqMx4 | ``IndexPQFastScan`` (the same, 4-bit codes scanned from SIMD registers) | – |
 
 ``kind="ivf"`` (an inverted file, for corpora a flat scan cannot serve: it scans ``nprobe`` of
 ``nlist`` lists) builds ``IndexIVFFlat`` / ``IndexIVFScalarQuantizer`` (fp16, or 8-bit with
 smec's calibration, not residual) / ``IndexIVFPQ`` (smec's codebooks, not residual) /
-``IndexBinaryIVF``; the coarse k-means is trained on a sample of the codes, decoded.
+``IndexBinaryIVF`` (``IndexIVFPQFastScan`` for 4-bit PQ); the coarse k-means is trained on a
+sample of the codes, decoded.
 
 An int8 code ``c`` of smec's quantiser decodes to ``lo + (c + 128)/255 · (hi − lo)``; faiss's
 8-bit scalar quantiser with ``vmin = lo, vdiff = hi − lo`` stores the same byte ``c + 128`` and
 decodes it half a step higher in every dimension, which adds one constant to every inner
 product with a query and so changes no ranking. PQ codes enter ``IndexPQ`` as they are
-(``add_sa_codes``) with smec's codebooks, so the index scores what the evaluation scores. The
+(``add_sa_codes``) with smec's codebooks, so the index scores what the evaluation scores; the
+fast scan of 4-bit codes rounds its lookup tables to 8 bits, so its first pass approximates
+those scores, and the candidates it returns are re-scored exactly (below). The
 index folder holds ``index.faiss``, the id
 map ``ids.txt``, ``codes.npy`` (the codes again, or int8 codes of the same level from a second
 codes folder, memory-mapped at search time, for rescoring without float documents) with their
@@ -61,21 +65,29 @@ IVF_SAMPLE_PER_LIST = 64     # coarse k-means training rows per list (faiss warn
 def _product_index(quantizer: Quantizer, kind: str, nlist: int = 0,
                    sample: np.ndarray | None = None):
     """An empty ``IndexPQ`` (flat) or trained ``IndexIVFPQ`` (not residual) with smec's
-    codebooks, in the OPQ-rotated space when there is a rotation (:func:`_rotated` wraps it
-    once the codes are in)."""
+    codebooks — their fast-scan versions for 4-bit codes — in the OPQ-rotated space when there
+    is a rotation (:func:`_rotated` wraps it once the codes are in)."""
     import faiss
     books = quantizer.params["codebooks"]
     dim, m, ip = quantizer.dim, len(books), faiss.METRIC_INNER_PRODUCT
+    fast_scan = _fast_scan(quantizer)
     if kind == "flat":
-        index = faiss.IndexPQ(dim, m, 8, ip)
+        index = faiss.IndexPQFastScan(dim, m, 4, ip) if fast_scan else \
+            faiss.IndexPQ(dim, m, 8, ip)
     else:
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, ip)
+        index = (faiss.IndexIVFPQFastScan if fast_scan else faiss.IndexIVFPQ)(
+            faiss.IndexFlatIP(dim), dim, nlist, m, 4 if fast_scan else 8, ip)
         index.by_residual = False        # the codes of the vector itself: smec's codes
         index.train(_codewords(quantizer, sample))
     faiss.copy_array_to_vector(np.ascontiguousarray(books, np.float32).ravel(),
                                index.pq.centroids)
     index.is_trained = True
     return index
+
+
+def _fast_scan(quantizer: Quantizer) -> bool:
+    """4-bit PQ codes: faiss scans them with its SIMD fast scan."""
+    return quantizer.asymmetric and quantizer.params["codebooks"].shape[1] == 16
 
 
 def _codewords(quantizer: Quantizer, codes: np.ndarray) -> np.ndarray:
@@ -227,7 +239,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
                 if rescore_ids != ids:
                     raise SmecError(f"--rescore-codes {rescore_dir}: its ids differ from those "
                                     f"of {codes_dir} (compress the same store to both)")
-                if quantizer.asymmetric and kind == "flat":
+                if quantizer.asymmetric and kind == "flat" and not _fast_scan(quantizer):
                     index.add_sa_codes(np.ascontiguousarray(codes))
                 elif quantizer.asymmetric:   # the codewords re-encode to the same codes
                     index.add(_codewords(quantizer, codes))

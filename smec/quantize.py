@@ -19,7 +19,9 @@
   centroids of the calibration sub-vectors — M bytes per vector, whatever the dims. ``opqM``
   first rotates by the orthogonal matrix ``R`` that faiss's ``OPQMatrix`` fits (Ge et al.,
   2013), as ``index_factory("OPQM,PQM")`` does; ``x̂ = R^T pq(R x)``. The dims must divide
-  by M.
+  by M. ``pqMx4`` / ``opqMx4`` keep 16 codewords per sub-vector, two 4-bit codes to a byte
+  (the first in the low nibble, as faiss packs them): M/2 bytes, the codes faiss's fast scan
+  (``IndexPQFastScan``, André et al., 2015) scans from SIMD registers rather than memory.
 
 Search (:func:`quantized_search`) ranks by the quantised index alone — dequantised query ·
 dequantised codes for int8, Hamming distance for binary, the float query · the decoded
@@ -47,9 +49,8 @@ from smec.results import (
     product_quantizer,
 )
 
-PRECISIONS = tuple(PRECISION_BITS)   # and the product quantisers pqM / opqM of any M
+PRECISIONS = tuple(PRECISION_BITS)   # and the product quantisers pqM / opqM (x4) of any M
 MIN_CALIBRATION = 100
-CODEWORDS = 256                      # per PQ sub-vector: one byte
 ENCODE_BLOCK = 65536                 # rows per block when assigning PQ codewords
 ITQ_ROUNDS = 50                      # the ITQ paper's count; the loss has flattened by then
 ITQ_SAMPLE = 50_000                  # rows ITQ fits on: 50 rounds of n·d² each
@@ -59,9 +60,9 @@ HAMMING_BLOCK = 65536                # documents unpacked at a time when countin
 def level_problem(precision: str, dim: int) -> str | None:
     """Why ``precision`` cannot code vectors of ``dim`` dims, or None when it can."""
     product = product_quantizer(check_precision(precision))
-    if product is not None and dim % product[1]:
-        return (f"{precision} cuts a vector into {product[1]} sub-vectors, and {dim} dims do "
-                f"not divide by {product[1]}")
+    if product is not None and dim % product.m:
+        return (f"{precision} cuts a vector into {product.m} sub-vectors, and {dim} dims do "
+                f"not divide by {product.m}")
     return None
 
 
@@ -71,26 +72,28 @@ def code_layout(precision: str, dim: int) -> tuple[np.dtype, int, bool]:
     float codes are one number per dimension."""
     product = product_quantizer(check_precision(precision))
     if product is not None:
-        return np.dtype(np.uint8), product[1], True
+        return np.dtype(np.uint8), product.bytes, True
     if is_binary(precision):
         return np.dtype(np.uint8), (dim + 7) // 8, True
     return np.dtype({"float32": np.float32, "float16": np.float16, "int8": np.int8}[precision]), \
         dim, False
 
 
-def _fit_product(kind: str, m: int, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Codebooks ``[m, 256, dim/m]`` (and the OPQ rotation ``[dim, dim]``) fitted by faiss."""
+def _fit_product(precision: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Codebooks ``[M, 2^bits, dim/M]`` (and the OPQ rotation ``[dim, dim]``) fitted by
+    faiss."""
     import faiss
     n, dim = x.shape
-    problem = level_problem(f"{kind}{m}", dim)
+    problem = level_problem(precision, dim)
     if problem:
         raise ValueError(problem)
-    if n < CODEWORDS:
-        raise ValueError(f"{kind}{m}: {n} calibration vectors cannot train {CODEWORDS} "
-                         f"codewords per sub-vector; give at least {CODEWORDS}")
+    kind, m, bits = spec = product_quantizer(precision)
+    if n < spec.codewords:
+        raise ValueError(f"{precision}: {n} calibration vectors cannot train {spec.codewords} "
+                         f"codewords per sub-vector; give at least {spec.codewords}")
 
     def product(width: int):
-        pq = faiss.ProductQuantizer(width, m, 8)
+        pq = faiss.ProductQuantizer(width, m, bits)
         pq.cp.min_points_per_centroid = 1   # a 5k-document corpus is enough; no warning
         return pq
 
@@ -106,7 +109,7 @@ def _fit_product(kind: str, m: int, x: np.ndarray) -> dict[str, np.ndarray]:
     pq = product(dim)
     pq.train(x)
     params["codebooks"] = faiss.vector_to_array(pq.centroids).reshape(
-        m, CODEWORDS, dim // m).astype(np.float32)
+        m, spec.codewords, dim // m).astype(np.float32)
     return params
 
 
@@ -173,7 +176,7 @@ class Quantizer:
         calibration = _check_float(calibration, "calibration embeddings")
         product = product_quantizer(check_precision(precision))
         if product is not None:
-            return cls(precision, calibration.shape[1], _fit_product(*product, calibration))
+            return cls(precision, calibration.shape[1], _fit_product(precision, calibration))
         fit = binary_fit(precision)
         calibrated = precision == "int8" or fit not in (None, "zero")
         if calibrated and len(calibration) < MIN_CALIBRATION:
@@ -215,7 +218,7 @@ class Quantizer:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Float ``[n, dim]`` → codes: int8 or float16 ``[n, dim]``, packed uint8 ``[n, dim/8]``,
-        PQ codeword indices uint8 ``[n, M]``."""
+        PQ codeword indices uint8 ``[n, M]`` (``[n, M/2]``, two to a byte, for 4 bits)."""
         x = _check_float(x, f"{self.precision} encode")
         if x.shape[1] != self.dim:
             raise ValueError(f"{self.precision} quantiser was fitted on {self.dim} dims, "
@@ -236,7 +239,8 @@ class Quantizer:
         return x
 
     def _product_codes(self, x: np.ndarray) -> np.ndarray:
-        """The nearest codeword of every sub-vector: uint8 ``[n, M]``."""
+        """The nearest codeword of every sub-vector: uint8 ``[n, M]``, packed to ``[n, M/2]``
+        for 16 codewords."""
         if "rotation" in self.params:
             x = x @ self.params["rotation"].T
         books = self.params["codebooks"]
@@ -249,7 +253,7 @@ class Quantizer:
                 part = block[:, j * width:(j + 1) * width]
                 codes[start:start + len(block), j] = np.argmin(norms[j] - 2 * part @ books[j].T,
                                                                axis=1)
-        return codes
+        return codes[:, 0::2] | codes[:, 1::2] << 4 if books.shape[1] == 16 else codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes → float32 ``[n, dim]``: dequantised values (int8), ``±1`` (binary; the fitted
@@ -268,6 +272,8 @@ class Quantizer:
             return x + self.params["threshold"]
         if self.asymmetric:
             books = self.params["codebooks"]
+            if books.shape[1] == 16:     # two 4-bit codes to a byte, the first in the low nibble
+                codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(len(codes), -1)
             x = books[np.arange(len(books)), codes].reshape(len(codes), self.dim)
             return x @ self.params["rotation"] if "rotation" in self.params else x
         return np.asarray(codes, np.float32)

@@ -14,6 +14,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 from smec.errors import SmecError
@@ -26,15 +27,35 @@ PRODUCT_KINDS = ("pq", "opq")
 BINARY_FITS = ("median", "itq", "rotated")   # binary-<fit>: a fitted threshold / rotation
 PRECISION_HELP = ("float32, float16, int8, binary (sign at 0), binary-median (threshold at "
                   "each dim's median), binary-itq or binary-rotated (centred, then an ITQ or "
-                  "a seeded random rotation), or a product quantiser of M bytes: pqM (faiss "
-                  "PQ, M sub-vectors of 8 bits) or opqM (rotated first)")
+                  "a seeded random rotation), or a product quantiser: pqM (faiss PQ, M "
+                  "sub-vectors of 8 bits: M bytes), opqM (rotated first), or pqMx4 / opqMx4 "
+                  "(M sub-vectors of 4 bits, M even: M/2 bytes, searched by faiss's fast scan)")
 
 
-def product_quantizer(precision: str) -> tuple[str, int] | None:
-    """``("pq" | "opq", M)`` for a product-quantiser precision (``pq48``, ``opq24``: faiss's
-    ``PQ48`` / ``OPQ24,PQ24``, M bytes per vector whatever the dims), else None."""
-    match = re.fullmatch(r"(o?pq)([1-9][0-9]*)", precision)
-    return (match.group(1), int(match.group(2))) if match else None
+class ProductSpec(NamedTuple):
+    """A product-quantiser precision: ``kind`` pq | opq, ``m`` sub-vectors of ``bits`` each."""
+    kind: str
+    m: int
+    bits: int
+
+    @property
+    def codewords(self) -> int:
+        return 2 ** self.bits
+
+    @property
+    def bytes(self) -> int:
+        return self.m * self.bits // 8
+
+
+def product_quantizer(precision: str) -> ProductSpec | None:
+    """The :class:`ProductSpec` of a product-quantiser precision, else None: ``pq48`` and
+    ``opq24`` are faiss's ``PQ48`` / ``OPQ24,PQ24`` (8 bits a sub-vector: M bytes per vector,
+    whatever the dims); ``pq96x4`` is faiss's ``PQ96x4fs`` (4 bits: M/2 bytes, the layout
+    faiss's SIMD fast scan reads). A 4-bit M must be even: two codes share a byte."""
+    match = re.fullmatch(r"(o?pq)([1-9][0-9]*)(x4)?", precision)
+    if not match or (match.group(3) and int(match.group(2)) % 2):
+        return None
+    return ProductSpec(match.group(1), int(match.group(2)), 4 if match.group(3) else 8)
 
 
 SERVE_PRECISIONS = ("float32", "int8", "binary", "pqM")   # what training can serve
@@ -44,7 +65,8 @@ def check_serve_precision(precision: str) -> str:
     """``precision`` if training can serve it (``train.serve_precision``): float32, int8,
     binary or pqM."""
     product = product_quantizer(precision)
-    if precision not in SERVE_PRECISIONS[:3] and (product is None or product[0] != "pq"):
+    if precision not in SERVE_PRECISIONS[:3] and (product is None or product.kind != "pq"
+                                                  or product.bits != 8):
         raise ValueError(f"serve_precision must be one of {', '.join(SERVE_PRECISIONS)} (M: "
                          f"the bytes per vector, e.g. pq48), got {precision!r}")
     return precision
@@ -75,7 +97,7 @@ def check_precision(precision: str) -> str:
 def bytes_per_vector(dims: int, precision: str = "float32") -> int:
     product = product_quantizer(check_precision(precision))
     if product is not None:
-        return product[1]
+        return product.bytes
     return math.ceil(dims * PRECISION_BITS["binary" if is_binary(precision) else precision] / 8)
 
 

@@ -260,6 +260,25 @@ def test_product_quantizer_bytes_and_names():
         Quantizer.fit("pq5", _data(300, 48))
     with pytest.raises(ValueError, match="give at least 256"):
         Quantizer.fit("pq4", _data(100, 16))
+    assert bytes_per_vector(384, "pq96x4") == 48 == bytes_per_vector(384, "opq96x4")
+    with pytest.raises(ValueError, match="M even"):      # two 4-bit codes share a byte
+        bytes_per_vector(384, "pq3x4")
+    with pytest.raises(ValueError, match="give at least 16"):
+        Quantizer.fit("pq4x4", _data(10, 16))
+
+
+def test_4_bit_pq_codes_pack_two_to_a_byte_as_faiss_does():
+    import faiss
+    x = _data(1000, 32)
+    q = Quantizer.fit("pq8x4", x)
+    codes = q.encode(x)
+    assert codes.dtype == np.uint8 and codes.shape == (1000, 4) and q.bytes_per_vector() == 4
+    assert q.params["codebooks"].shape == (8, 16, 4)
+    pq = faiss.ProductQuantizer(32, 8, 4)
+    faiss.copy_array_to_vector(q.params["codebooks"].ravel(), pq.centroids)
+    assert (pq.compute_codes(x) == codes).mean() > 0.999
+    np.testing.assert_allclose(q.decode(codes), pq.decode(codes), atol=1e-6)
+    assert (q.decode(codes) - x).std() < (x - x.mean(0)).std()     # it does quantise
 
 
 def test_pq_codes_are_each_sub_vectors_nearest_codeword_and_match_faiss():

@@ -44,7 +44,7 @@ def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary", "binary-itq",
-                                       "pq16", "opq8"])
+                                       "pq16", "opq8", "pq16x4", "opq8x4"])
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
     if kind == "hnsw" and "pq" in precision:
@@ -70,7 +70,7 @@ def test_index_finds_what_the_pipeline_search_finds(tmp_path, precision, kind):
 
 
 @pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary", "binary-itq",
-                                       "pq16", "opq8"])
+                                       "pq16", "opq8", "pq16x4", "opq8x4"])
 def test_ivf_index_scanning_every_list_finds_what_the_flat_index_finds(tmp_path, precision):
     docs = _vectors(600, 64)
     queries = docs[:40] + 0.05 * _vectors(40, 64, seed=1)

@@ -28,10 +28,10 @@ def test_configs_are_picked_by_prefix_with_the_float_reference_first_and_nlist_a
         chosen_configs(["PQ7"], None)
 
 
-def _row(config, kind, qps, recall, size):
+def _row(config, kind, qps, recall, size, vectors=10_000_000):
     return {"config": config, "precision": "float32" if "float" in config else "pq32",
             "kind": kind, "qps_batch_1_best": qps, "recall_at_10": recall,
-            "bytes_per_vector_in_memory": size}
+            "bytes_per_vector_in_memory": size, "vectors": vectors}
 
 
 def test_the_targets_take_the_fastest_small_row_at_the_recall_and_judge_an_ivf_apart():
@@ -46,5 +46,7 @@ def test_the_targets_take_the_fastest_small_row_at_the_recall_and_judge_an_ivf_a
         == {"ratio": 30.0, "holds": True}
     assert not targets["flat scans >= 50% of the bandwidth bound (the faiss scan, 1 query per "
                        "call)"]["holds"]
-    inverted = targets["an IVF at recall@10 >= 0.9 and >= 100x float32 flat queries/s (10M)"]
+    ten_million = "an IVF at recall@10 >= 0.9 and >= 100x float32 flat queries/s (10M)"
+    inverted = targets[ten_million]
     assert inverted["config"] == "faster, too few" and inverted["holds"]
+    assert ten_million not in targets_of([r | {"vectors": 1_000_000} for r in rows])

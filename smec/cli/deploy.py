@@ -46,9 +46,10 @@ def _compress_parser(sub) -> None:
     command.add_argument("--dims", type=int, required=True, help="the level to keep")
     command.add_argument("--precision", default="float32", type=precision_arg,
                          help="float32, float16, int8, binary (or binary-median / -itq / "
-                              "-rotated: a fitted threshold and rotation), or pqM / opqM: a "
+                              "-rotated: a fitted threshold and rotation), pqM / opqM: a "
                               "faiss product quantiser of M bytes per vector (M must divide "
-                              "--dims)")
+                              "--dims), or pqMx4 / opqMx4: M 4-bit codes, M/2 bytes, searched "
+                              "by faiss's fast scan (M even)")
     command.add_argument("--out", type=Path, required=True, help="codes folder to write")
     command.add_argument("--model", default=None, help="--corpus: the base model (default: "
                          "the one the compressor was trained on; another one is refused)")

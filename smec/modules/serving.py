@@ -71,7 +71,7 @@ class ServedDocuments(nn.Module):
         super().__init__()
         self.precision = check_serve_precision(precision)
         product = product_quantizer(precision)
-        self.pq_bytes = product[1] if product else None
+        self.pq_bytes = product.m if product else None
         self.codebooks: dict[int, torch.Tensor] = {}   # pqM: per level dims, fitted when scoring
         self.progress = 0.0   # share of the stage's steps done: anneals the relaxation
 
