@@ -6,7 +6,8 @@ seedK``), so the trained levels are exactly those of the compression tables. Eve
 — raw, truncation, PCA centred and not, each trained level — is scored at every precision of
 :data:`GRID` that its level can take: float32, int8, binary (thresholds at zero, at the
 median, and centred + ITQ or random rotation), each also + rescore ×4, and faiss ``PQ M``
-for M in 24, 48, 96 (M must divide the dims); raw also at ``OPQ M,PQ M``. Quantisers and
+for M in 24, 48, 96 and their 4-bit twins ``PQ 2M x4`` (the same bytes; M must divide the
+dims); raw also at ``OPQ M,PQ M`` (4-bit too). Quantisers and
 codebooks are fitted on the corpus vectors only, once per (compressor, level, precision), and
 the same fitted quantiser scores the hold-out and test.
 
@@ -61,8 +62,11 @@ from smec.training.prepare import holdout_qrels
 #: Every compressor's levels at these; raw at :data:`RAW_PRECISIONS` (OPQ too). OPQ's rotation
 #: search costs 50-90 s per fit on 2 cores at 192 d (faiss's 50 iterations), so the trained
 #: levels and the PCA levels get PQ only.
-GRID = RECIPE_PRECISIONS + [(f"pq{m}", 0) for m in PRODUCT_BYTES]
-RAW_PRECISIONS = RECIPE_PRECISIONS + [(p, 0) for p in RAW_PRODUCTS + OPQ_PRODUCTS]
+#: The 4-bit PQs (faiss's fast scan) hold the same bytes with twice the sub-vectors.
+FAST_SCAN = [f"pq{2 * m}x4" for m in PRODUCT_BYTES]
+GRID = RECIPE_PRECISIONS + [(p, 0) for p in [f"pq{m}" for m in PRODUCT_BYTES] + FAST_SCAN]
+RAW_PRECISIONS = RECIPE_PRECISIONS + [
+    (p, 0) for p in RAW_PRODUCTS + OPQ_PRODUCTS + FAST_SCAN + [f"o{p}" for p in FAST_SCAN]]
 BUDGETS = (24, 48, 96)
 METHODS = ["smec", "mrl", "search_adaptor", "matryoshka_adaptor"]
 
