@@ -30,7 +30,8 @@ INPUTS = [{"name": MODEL, "column": "embedding", "dim": 384, "query_prompt": "",
                                                      ("int8", np.int8, 24),
                                                      ("binary", np.uint8, 3),
                                                      ("pq6", np.uint8, 6),
-                                                     ("opq4", np.uint8, 4)])
+                                                     ("opq4", np.uint8, 4),
+                                                     ("pq8x4", np.uint8, 4)])
 def test_codes_roundtrip_in_their_smallest_type(tmp_path, precision, dtype, width):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 24)).astype(np.float32)
@@ -51,7 +52,8 @@ def test_codes_roundtrip_in_their_smallest_type(tmp_path, precision, dtype, widt
                            "float16": "fixed_size_list<element: halffloat>[24]",
                            "int8": "fixed_size_list<element: int8>[24]",
                            "binary": "fixed_size_binary[3]", "pq6": "fixed_size_binary[6]",
-                           "opq4": "fixed_size_binary[4]"}[precision]
+                           "opq4": "fixed_size_binary[4]",
+                           "pq8x4": "fixed_size_binary[4]"}[precision]
 
 
 def test_codes_of_a_killed_run_are_refused(tmp_path):
@@ -198,7 +200,7 @@ def test_compress_float16_binary_and_pq_equal_encode(tmp_path):
     pca.inputs = INPUTS
     pca.save(tmp_path / "pca")
     want = pca.encode(vectors, 48)
-    for precision in ("float16", "binary", "binary-itq", "opq6"):
+    for precision in ("float16", "binary", "binary-itq", "opq6", "pq12x4"):
         out = tmp_path / precision
         result = subprocess.run(_compress_cmd(store, tmp_path / "pca", out, 48, precision),
                                 cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -207,7 +209,7 @@ def test_compress_float16_binary_and_pq_equal_encode(tmp_path):
         assert got_ids == ids
         if precision == "float16":
             assert np.abs(codes.astype(np.float32) - want).max() < 1e-3
-        elif precision in ("opq6", "binary-itq"):   # fitted on the corpus, saved beside
+        elif precision in ("opq6", "binary-itq", "pq12x4"):   # fitted on the corpus, beside
             quantizer = Quantizer.load(out / "quantizer.npz")
             assert codes.shape == (300, 6) and quantizer.bytes_per_vector() == 6
             assert quantizer.precision == precision

@@ -89,7 +89,8 @@ def _bench_parser(sub) -> None:
     compression.add_argument("--memory-sizes", type=int, nargs="*", default=[1000, 2000, 5000,
                                                                               10000],
                              help="S-XBM sizes to time and score with SMEC, seed 0 "
-                                  "(default 1000 2000 5000 10000; none to skip)")
+                                  "(default 1000 2000 5000 10000; the flag with no sizes "
+                                  "skips the sweep)")
     compression.add_argument("--supervision", nargs="+", choices=SUPERVISION,
                              default=["qrels"],
                              help="what the methods train on, each in turn (default qrels); "
