@@ -83,7 +83,7 @@ def compare(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str],
             for p in precisions:
                 product = product_quantizer(p[0])
                 if level_problem(p[0], dim) or (product and len(doc_vecs) < product.codewords):
-                    continue   # PQ: M must divide the dims, 256 codewords need 256 documents
+                    continue   # PQ: M must divide the dims, k codewords need k documents
                 quantizer = None
                 if p[0] != "float32":
                     quantizer = compressor.quantizers.get((dim, p[0])) or \

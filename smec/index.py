@@ -70,7 +70,7 @@ def _product_index(quantizer: Quantizer, kind: str, nlist: int = 0,
     import faiss
     books = quantizer.params["codebooks"]
     dim, m, ip = quantizer.dim, len(books), faiss.METRIC_INNER_PRODUCT
-    fast_scan = _fast_scan(quantizer)
+    fast_scan = quantizer.nibbles     # 4-bit codes: faiss's SIMD fast scan
     if kind == "flat":
         index = faiss.IndexPQFastScan(dim, m, 4, ip) if fast_scan else \
             faiss.IndexPQ(dim, m, 8, ip)
@@ -83,11 +83,6 @@ def _product_index(quantizer: Quantizer, kind: str, nlist: int = 0,
                                index.pq.centroids)
     index.is_trained = True
     return index
-
-
-def _fast_scan(quantizer: Quantizer) -> bool:
-    """4-bit PQ codes: faiss scans them with its SIMD fast scan."""
-    return quantizer.asymmetric and quantizer.params["codebooks"].shape[1] == 16
 
 
 def _codewords(quantizer: Quantizer, codes: np.ndarray) -> np.ndarray:
@@ -239,7 +234,7 @@ def build_index(codes_dir: Path, out: Path, kind: str = "flat", hnsw_m: int = 32
                 if rescore_ids != ids:
                     raise SmecError(f"--rescore-codes {rescore_dir}: its ids differ from those "
                                     f"of {codes_dir} (compress the same store to both)")
-                if quantizer.asymmetric and kind == "flat" and not _fast_scan(quantizer):
+                if quantizer.asymmetric and kind == "flat" and not quantizer.nibbles:
                     index.add_sa_codes(np.ascontiguousarray(codes))
                 elif quantizer.asymmetric:   # the codewords re-encode to the same codes
                     index.add(_codewords(quantizer, codes))

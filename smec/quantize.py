@@ -212,6 +212,12 @@ class Quantizer:
         return bytes_per_vector(self.dim, self.precision)
 
     @property
+    def nibbles(self) -> bool:
+        """4-bit PQ codes (16 codewords per sub-vector), two to a byte."""
+        product = product_quantizer(self.precision)
+        return product is not None and product.bits == 4
+
+    @property
     def asymmetric(self) -> bool:
         """A product quantiser: queries stay float and meet the decoded codes."""
         return "codebooks" in self.params
@@ -253,7 +259,7 @@ class Quantizer:
                 part = block[:, j * width:(j + 1) * width]
                 codes[start:start + len(block), j] = np.argmin(norms[j] - 2 * part @ books[j].T,
                                                                axis=1)
-        return codes[:, 0::2] | codes[:, 1::2] << 4 if books.shape[1] == 16 else codes
+        return codes[:, 0::2] | codes[:, 1::2] << 4 if self.nibbles else codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes → float32 ``[n, dim]``: dequantised values (int8), ``±1`` (binary; the fitted
@@ -272,7 +278,7 @@ class Quantizer:
             return x + self.params["threshold"]
         if self.asymmetric:
             books = self.params["codebooks"]
-            if books.shape[1] == 16:     # two 4-bit codes to a byte, the first in the low nibble
+            if self.nibbles:     # two 4-bit codes to a byte, the first in the low nibble
                 codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(len(codes), -1)
             x = books[np.arange(len(books)), codes].reshape(len(codes), self.dim)
             return x @ self.params["rotation"] if "rotation" in self.params else x

@@ -14,8 +14,8 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from smec.errors import SmecError
 from smec.io import write_json

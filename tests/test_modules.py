@@ -140,7 +140,7 @@ def test_served_binary_scores_with_the_sign_and_trains_through_an_annealed_tanh(
     module.progress = 1.0
     assert (module(x) - hard).abs().max() < (soft - hard).abs().max()  # annealed to the sign
     from smec.config import TrainConfig
-    for unknown in ("opq8", "pq", "binary-itq"):
+    for unknown in ("opq8", "pq", "binary-itq", "pq96x4"):   # training serves 8-bit PQ only
         with pytest.raises(ValueError, match="serve_precision must be one of"):
             ServedDocuments(unknown)
         with pytest.raises(ValueError, match="serve_precision must be one of"):
