@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from smec.console import RAY_LOG
 from smec.store import read_embeddings
@@ -269,6 +268,7 @@ class Checkpoint:
             compressor.save(self.compressor)
         self.history.write_text(json.dumps(history))
         if partial is not None:
+            import torch        # here, not at the top: the ETL driver imports this module
             torch.save(partial, self.partial)
         if mlflow_run_id is not None:
             self.mlflow_run_id.write_text(mlflow_run_id)
@@ -276,6 +276,8 @@ class Checkpoint:
     def read(self) -> tuple:
         """(the finished stages or ``None``, the history, the stage in progress or ``None``),
         tensors on the CPU whatever device wrote them."""
+        import torch
+
         from smec.compressors import load_compressor
         compressor = load_compressor(self.compressor) if self.compressor.is_dir() else None
         partial = torch.load(self.partial, map_location="cpu", weights_only=False) \

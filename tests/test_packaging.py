@@ -62,3 +62,13 @@ def test_run_folder_names_are_spelled_only_in_runfolder():
                     if re.search(rf"""/\s*["']{re.escape(name)}["']""", line):
                         spelled.append(f"{path.relative_to(REPO)}:{number}: {name}")
     assert not spelled, spelled
+
+
+def test_the_etl_driver_does_not_import_torch():
+    """The embed job's driver plans shards and counts rows: torch (~200 MB of RSS) belongs in
+    the encoder actors only (it crept in once through smec.runfolder)."""
+    code = "import sys, smec.pipelines.embed; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
