@@ -90,14 +90,14 @@ def flops_per_doc(corpus: Path, model_name: str, max_seq_length: int | None) -> 
     token, plus attention's 4 x layers x hidden x length^2), from the tokens it really sees."""
     from smec.corpus import Source, plan_shards, read_shard
     from smec.encoders import load_model, resolve_model
-    from smec.tokens import load_tokenizer, tokenize, tokenizer_spec
+    from smec.tokens import TextTokenizer, tokenizer_spec
     path = resolve_model(model_name)
     spec = tokenizer_spec(path, max_seq_length)
     if spec is None or spec.kind != "transformer":
         return None
     source = Source(corpus)
     shards, _ = plan_shards(source, 1 << 30)
-    _, lengths = tokenize(load_tokenizer(spec), spec, read_shard(source, shards[0])[1])
+    _, lengths = TextTokenizer(spec)(read_shard(source, shards[0])[1])
     module = load_model(path)[0].auto_model
     params = sum(p.numel() for n, p in module.named_parameters() if "embeddings" not in n)
     cfg = module.config

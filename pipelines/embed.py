@@ -51,7 +51,7 @@ from smec.encoders import model_spec, resolve_model
 from smec.errors import SmecError
 from smec.io import atomic_path, write_json
 from smec.runfolder import Embeddings, RunFolder
-from smec.tokens import TokenizerSpec, load_tokenizer, tokenize, tokenizer_spec
+from smec.tokens import TextTokenizer, TokenizerSpec, tokenizer_spec
 
 BAD_ROWS = "bad_rows.jsonl"
 READ_CPUS = 0.25     # a read/check task; Ray's CPUs are logical, this lets several overlap
@@ -100,8 +100,8 @@ def with_seconds(row: dict, stage: str, seconds: float) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer(spec: TokenizerSpec):
-    return load_tokenizer(spec)
+def _tokenizer(spec: TokenizerSpec) -> TextTokenizer:
+    return TextTokenizer(spec)      # one per worker process: its word cache outlives a task
 
 
 def read_and_tokenize(batch: dict[str, np.ndarray], *, source: Source,
@@ -120,7 +120,7 @@ def read_and_tokenize(batch: dict[str, np.ndarray], *, source: Source,
             if tok is None:
                 row["texts"] = _pack_strings(texts)
                 continue
-            flat, lengths = tokenize(_tokenizer(tok), tok, texts, prompt)
+            flat, lengths = _tokenizer(tok)(texts, prompt)
             row[f"tokens:{k}"], row[f"lengths:{k}"] = flat.tobytes(), lengths.tobytes()
         row["t_read"] = read - start
         row["t_tokenize"] = time.perf_counter() - read
@@ -246,7 +246,8 @@ def embed_dataset(todo: list[Shard], writer: ShardWriter | None, *, source: Sour
     ecfg = cfg.embed
     cpus, threads = actor_resources(ecfg.num_actors * len(encoders) + extra_actors,
                                     ecfg.num_cpus_per_actor, ecfg.num_gpus_per_actor)
-    specs = [tokenizer_spec(e.path, cfg.model.max_seq_length) for e in encoders]
+    specs = [tokenizer_spec(e.path, cfg.model.max_seq_length, ecfg.word_cache)
+             for e in encoders]
     dataset = ray.data.from_items([{"shard": s.to_json()} for s in todo],
                                   override_num_blocks=len(todo))
     dataset = dataset.map_batches(

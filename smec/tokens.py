@@ -3,8 +3,9 @@
 ``SentenceTransformer.encode`` tokenises, pads and runs the model in one call, in the process
 that holds the model. At scale the tokeniser (CPU) should run in the read tasks, beside the
 GPU, and the model should see batches of equal token cost. :func:`tokenizer_spec` finds a
-model's ``tokenizer.json`` and its settings; :func:`tokenize` turns texts into one flat int32
-array plus lengths (what travels between Ray stages); :func:`encode_tokens` sorts by length,
+model's ``tokenizer.json`` and its settings; :class:`TextTokenizer` turns texts into one flat
+int32 array plus lengths (what travels between Ray stages), tokenising each distinct word once
+(:mod:`smec.word_cache`); :func:`encode_tokens` sorts by length,
 cuts batches of at most ``batch_tokens`` padded tokens, runs the model's modules on them and
 returns the vectors in input order, equal to ``encode`` (checked in tests/test_encoders.py).
 
@@ -26,10 +27,11 @@ class TokenizerSpec:
     tokenizer_file: str
     kind: str                 # "transformer": padded ids + mask; "static": ids + offsets
     max_length: int | None    # truncation (with special tokens); None: no limit
+    word_cache: bool = True   # tokenise each distinct word once where that is exact
 
 
-def tokenizer_spec(model_path: Path | str, max_seq_length: int | None = None
-                   ) -> TokenizerSpec | None:
+def tokenizer_spec(model_path: Path | str, max_seq_length: int | None = None,
+                   word_cache: bool = True) -> TokenizerSpec | None:
     """How to tokenise for the model at ``model_path`` outside it, or None if unsupported."""
     root = Path(model_path)
     try:
@@ -48,7 +50,10 @@ def tokenizer_spec(model_path: Path | str, max_seq_length: int | None = None
     if not (folder / "tokenizer.json").is_file():
         return None
     if first["type"].endswith("StaticEmbedding"):
-        return TokenizerSpec(str(folder / "tokenizer.json"), "static", None)
+        # sentence-transformers keeps tokenizer.json's own truncation for a static model
+        truncation = json.loads((folder / "tokenizer.json").read_text()).get("truncation")
+        return TokenizerSpec(str(folder / "tokenizer.json"), "static",
+                             (truncation or {}).get("max_length"), word_cache)
     if not first["type"].endswith("Transformer"):
         return None
     config_file = folder / "sentence_bert_config.json"
@@ -56,38 +61,49 @@ def tokenizer_spec(model_path: Path | str, max_seq_length: int | None = None
     if config.get("do_lower_case"):
         return None
     limit = max_seq_length or config.get("max_seq_length")
-    return TokenizerSpec(str(folder / "tokenizer.json"), "transformer", limit)
+    return TokenizerSpec(str(folder / "tokenizer.json"), "transformer", limit, word_cache)
 
 
-def load_tokenizer(spec: TokenizerSpec):
-    from tokenizers import Tokenizer
-    tokenizer = Tokenizer.from_file(spec.tokenizer_file)
-    tokenizer.no_padding()
-    if spec.max_length:
-        tokenizer.enable_truncation(spec.max_length)
-    else:
-        tokenizer.no_truncation()
-    return tokenizer
+TOKENIZE_CHUNK = 2048   # texts per call: encode_batch's Encoding objects cost ~30x the ids
 
 
-TOKENIZE_CHUNK = 2048   # texts per encode_batch call: its Encoding objects cost ~30x the ids
+class TextTokenizer:
+    """A model's tokenizer outside the model: ``tokenizer(texts, prompt) -> (flat, lengths)``,
+    flat int32 token ids and an int32 length per text, special tokens and truncation as the
+    model's ``encode`` has them. Each distinct word is tokenised once per process
+    (:class:`smec.word_cache.WordCache`) where that is exact and ``spec.word_cache`` is on."""
 
+    def __init__(self, spec: TokenizerSpec):
+        from tokenizers import Tokenizer
 
-def tokenize(tokenizer, spec: TokenizerSpec, texts: list[str], prompt: str = ""
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """(flat int32 token ids, int32 length per text); special tokens as the model adds them."""
-    flats, lengths = [], []
-    for start in range(0, len(texts), TOKENIZE_CHUNK):
-        chunk = [prompt + t for t in texts[start:start + TOKENIZE_CHUNK]]
-        encodings = tokenizer.encode_batch_fast(chunk,
-                                                add_special_tokens=spec.kind == "transformer")
-        ids = [e.ids for e in encodings]
-        lengths.append(np.fromiter(map(len, ids), np.int32, len(ids)))
-        flats.append(np.fromiter((i for row in ids for i in row), np.int32,
-                                 int(lengths[-1].sum())))
-    if not flats:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
-    return np.concatenate(flats), np.concatenate(lengths)
+        from smec.word_cache import WordCache
+        self.spec = spec
+        self.backend = Tokenizer.from_file(spec.tokenizer_file)
+        self.backend.no_padding()
+        if spec.max_length:
+            self.backend.enable_truncation(spec.max_length)
+        else:
+            self.backend.no_truncation()
+        self.specials = spec.kind == "transformer"
+        self.words = (WordCache.for_tokenizer(self.backend, self.specials)
+                      if spec.word_cache else None)
+
+    def __call__(self, texts: list[str], prompt: str = "") -> tuple[np.ndarray, np.ndarray]:
+        flats, lengths = [], []
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            chunk = [prompt + t for t in texts[start:start + TOKENIZE_CHUNK]]
+            flat, length = self.words(chunk) if self.words else self._whole(chunk)
+            flats.append(flat)
+            lengths.append(length)
+        if not flats:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        return np.concatenate(flats), np.concatenate(lengths)
+
+    def _whole(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = [e.ids for e in self.backend.encode_batch_fast(
+            texts, add_special_tokens=self.specials)]
+        lengths = np.fromiter(map(len, ids), np.int32, len(ids))
+        return np.fromiter((i for row in ids for i in row), np.int32, int(lengths.sum())), lengths
 
 
 def token_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:

@@ -31,7 +31,8 @@ def test_static_model_rebuilds_and_encodes(tmp_path, monkeypatch):
 
 
 DOCS = ["reset my password", "The quick brown fox jumps over the lazy dog. " * 30,
-        "penguins", "", "a b c d e f g h i j k l m n o p", "Ünïcödé text — with dashes"]
+        "penguins", "", "a b c d e f g h i j k l m n o p", "Ünïcödé text — with dashes",
+        " ".join(f"word{i} of a long document" for i in range(200))]   # > 512 tokens
 
 
 @pytest.mark.parametrize("name, max_seq_length", [("all-MiniLM-L6-v2", None),
@@ -43,13 +44,13 @@ def test_pretokenised_token_budget_vectors_equal_encode(name, max_seq_length):
     import numpy as np
 
     from smec.encoders import encode, load_model
-    from smec.tokens import encode_tokens, load_tokenizer, tokenize, tokenizer_spec
+    from smec.tokens import TextTokenizer, encode_tokens, tokenizer_spec
     path = resolve_model(name)
     model = load_model(path, max_seq_length=max_seq_length)
     spec = tokenizer_spec(path, max_seq_length)
     assert spec is not None
     want = encode(model, DOCS, "query: ", batch_size=4)
-    flat, lengths = tokenize(load_tokenizer(spec), spec, DOCS, "query: ")
+    flat, lengths = TextTokenizer(spec)(DOCS, "query: ")
     if max_seq_length:
         assert lengths.max() == max_seq_length
     for budget in (64, 2):       # several batches (runs, for a static model) per call
