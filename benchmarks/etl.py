@@ -65,7 +65,7 @@ def arm_plain(corpus: Path, model_name: str, batch_size: int, num_gpus: float,
 
 
 def arm_ray(corpus: Path, model_name: str, batch_size: int, out: Path, cpus: float,
-            num_gpus: float, batch_tokens: int, max_seq_length: int | None) -> dict:
+            num_gpus: float, batch_tokens: int | None, max_seq_length: int | None) -> dict:
     from smec.pipelines.embed import run_embed_corpus
     from smec.pipelines.runtime import init_ray
 
@@ -111,7 +111,9 @@ def run_arm(args: argparse.Namespace, arm: str, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--corpus", str(work / "corpus.jsonl"),
            "--model", args.model, "--batch-size", str(args.batch_size),
            "--cpus-per-actor", str(args.cpus_per_actor), "--num-gpus", str(args.num_gpus),
-           "--out", str(work / "store"), "--batch-tokens", str(args.batch_tokens)]
+           "--out", str(work / "store")]
+    if args.batch_tokens:
+        cmd += ["--batch-tokens", str(args.batch_tokens)]
     if args.max_seq_length:
         cmd += ["--max-seq-length", str(args.max_seq_length)]
     result, peak = run_child(cmd, REPO, f"{arm} arm")
@@ -146,8 +148,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     parser.add_argument("--batch-size", type=int, default=64, help="encode batch size, both arms")
-    parser.add_argument("--batch-tokens", type=int, default=16384,
-                        help="Ray arm: padded tokens per model call (embed.batch_tokens)")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="Ray arm: padded tokens per model call (embed.batch_tokens; "
+                             "default: its own, 2048 on a CPU, 65536 on a GPU)")
     parser.add_argument("--max-seq-length", type=int, default=None,
                         help="both arms: truncate documents to this many tokens")
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
@@ -192,7 +195,8 @@ def main() -> None:
     results = {
         "benchmark": "etl", "model": args.model, "docs": args.docs,
         "corpus": f"{data_dir / 'corpus.jsonl'} repeated to {args.docs} docs",
-        "batch_size": args.batch_size, "num_gpus": args.num_gpus, "arms": arms,
+        "batch_size": args.batch_size, "num_gpus": args.num_gpus,
+        "batch_tokens": args.batch_tokens or "embed.batch_tokens' default", "arms": arms,
         "ratio": round(arms["ray"]["docs_per_s"] / arms["plain"]["docs_per_s"], 3),
         # fraction of a dense fp16 peak (H100/H200 SXM: 989 TFLOP/s) at each arm's docs/s
         "fp16_flop_fraction": None if per_doc is None else {

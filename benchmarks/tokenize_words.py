@@ -53,7 +53,7 @@ def arm(model: str) -> dict:
     docs, _ = texts()
     spec = tokenizer_spec(resolve_model(model))
     whole, cached = TextTokenizer(replace(spec, word_cache=False)), TextTokenizer(spec)
-    if cached.words is None:
+    if cached.cache is None:
         return {"model": model, "word_cache": False}
     seconds, digests = {}, {}
     for name, tokenizer in (("whole", whole), ("cold", cached), ("warm", cached)):
@@ -62,8 +62,8 @@ def arm(model: str) -> dict:
         seconds[name] = time.perf_counter() - start
         digests[name] = hashlib.sha1(flat.tobytes() + lengths.tobytes()).hexdigest()
     return {"model": model, "word_cache": True, "docs": len(docs),
-            "tokens": int(np.asarray(lengths).sum()), "raw_words": cached.words.raw,
-            "distinct_words": len(cached.words.index),
+            "tokens": int(np.asarray(lengths).sum()), "raw_words": cached.cache.raw,
+            "distinct_words": len(cached.cache.index),
             "docs_per_s": {k: round(len(docs) / v, 1) for k, v in seconds.items()},
             "speedup_vs_whole": {k: round(seconds["whole"] / seconds[k], 2)
                                  for k in ("cold", "warm")},

@@ -51,7 +51,7 @@ from smec.encoders import model_spec, resolve_model
 from smec.errors import SmecError
 from smec.io import atomic_path, write_json
 from smec.runfolder import Embeddings, RunFolder
-from smec.tokens import TextTokenizer, TokenizerSpec, tokenizer_spec
+from smec.tokens import TextTokenizer, TokenizerSpec, default_batch_tokens, tokenizer_spec
 
 BAD_ROWS = "bad_rows.jsonl"
 READ_CPUS = 0.25     # a read/check task; Ray's CPUs are logical, this lets several overlap
@@ -133,7 +133,7 @@ class EncoderActor:
     row; the last actor of the chain hands the shard to the ``writer`` instead."""
 
     def __init__(self, model_path: str, position: int, tokenizer: TokenizerSpec | None,
-                 prompt: str, batch_tokens: int, encode_batch_size: int,
+                 prompt: str, batch_tokens: int | None, encode_batch_size: int,
                  max_seq_length: int | None, threads: int, use_gpu: bool, column: str,
                  writer: ShardWriter | None = None, columns: tuple[str, ...] = ()) -> None:
         import torch
@@ -145,7 +145,8 @@ class EncoderActor:
         if device == "cuda":
             self.model.half()
         self.position, self.tokenizer, self.prompt = position, tokenizer, prompt
-        self.batch_tokens, self.encode_batch_size = batch_tokens, encode_batch_size
+        self.batch_tokens = batch_tokens or default_batch_tokens(device)
+        self.encode_batch_size = encode_batch_size
         self.column, self.writer, self.columns = column, writer, columns
 
     def _vectors(self, row: dict) -> np.ndarray:

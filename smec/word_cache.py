@@ -1,4 +1,4 @@
-"""Tokenise a word once per process, not once per occurrence: the same ids, 3-4x less CPU.
+"""Tokenise a word once per process, not once per occurrence: the same ids, less CPU.
 
 A tokenizer whose pre-tokenizer first splits on whitespace (``WhitespaceSplit``,
 ``Whitespace``, ``BertPreTokenizer``, then only per-piece steps such as a ``Metaspace`` that
@@ -8,8 +8,9 @@ repeats its words (Zipf), so :class:`WordCache` splits each text with ``str.spli
 word up in a dict and tokenises only the words it has not seen. Assembly, truncation and the
 special tokens are numpy. Two ways to cut words, chosen from ``tokenizer.json``:
 
-- **raw**: the normaliser works per character (``BertNormalizer``, ``Lowercase``, ``NFD``,
-  ``StripAccents``, ``Strip``), so the raw text is split and each raw word goes through the
+- **raw**: the normaliser works within words (``BertNormalizer``, ``Lowercase``, ``NFD``,
+  ``StripAccents``, ``Strip``: per character, or, for NFD's reordering, per run of combining
+  marks, which whitespace ends), so the raw text is split and each raw word goes through the
   whole tokenizer; no text is normalised as a whole (that is half the cost for BERT).
 - **normalised**: any other normaliser (NFKC, a SentencePiece charsmap) runs on each whole text,
   as the tokenizer runs it, and the normalised words go through the tokenizer without it.
@@ -19,9 +20,12 @@ Exactness: a text goes through the tokenizer whole if it holds an added token's 
 ``str.split`` takes for whitespace and this tokenizer does not split at, found by trying each one
 when the cache is built (U+001C..U+001F for Rust's ``char::is_whitespace``; U+000B, U+000C and
 U+0085 too for BERT, whose normaliser deletes control characters). The result equals
-``encode_batch`` id for id (tests/test_tokens.py: the registry's models, real corpora and
-adversarial text). A tokenizer this cannot treat (a ``Metaspace`` first, byte-level BPE, BPE
-dropout, left truncation) gets ``None`` from :meth:`WordCache.for_tokenizer`; the caller
+``encode_batch`` id for id (tests/test_tokens.py: every registry model installed, at least
+all-MiniLM-L6-v2 and the static model, on a real corpus and adversarial text). Per core on
+SciFact + ArguAna (benchmarks/tokenize_words.py): 1.8-2.2x the tokenizer's speed on a cold
+cache, 5-7x warm. A tokenizer this cannot treat (a ``Metaspace`` first, byte-level BPE, BPE
+dropout, truncation from the left or with a stride, padding, special tokens that are not a
+fixed prefix and suffix) gets ``None`` from :meth:`WordCache.for_tokenizer`; the caller
 tokenises whole texts.
 """
 from __future__ import annotations
@@ -35,7 +39,9 @@ WHITESPACE_SPLITS = {"WhitespaceSplit", "Whitespace", "BertPreTokenizer"}
 PER_PIECE_STEPS = WHITESPACE_SPLITS | {"Punctuation", "Digits"}
 PER_CHARACTER_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFD", "StripAccents", "Strip"}
 PY_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
-MAX_WORDS = 500_000                   # cache bound (~60 MB); cleared when full
+MAX_WORDS = 500_000                   # cache bounds (~60 MB of short words); cleared when
+MAX_CHARACTERS = 16_000_000           # either is reached (URLs and hashes are long words)
+PROBES = [("a", "b"), ("th", "e"), ("1", "2"), ("x", "-")]   # contexts a character must split
 SEPARATOR = "\n"                      # joins a chunk's texts for one scan per needle
 
 
@@ -77,32 +83,32 @@ class WordCache:
         from tokenizers import Tokenizer
         config = json.loads(tokenizer.to_str())
         config.update(truncation=None, padding=None)
-        if not raw:
-            config.update(normalizer=None)
-        self.whole, self.specials, self.raw = tokenizer, specials, raw
-        self.words = Tokenizer.from_str(json.dumps(config))
+        self.full_tokenizer, self.specials, self.raw = tokenizer, specials, raw
+        self.untruncated = Tokenizer.from_str(json.dumps(config))
+        self.word_tokenizer = (self.untruncated if raw else
+                               Tokenizer.from_str(json.dumps({**config, "normalizer": None})))
         self.normalize = (str if raw or tokenizer.normalizer is None
                           else tokenizer.normalizer.normalize_str)
         prefix, suffix = _special_tokens(tokenizer, specials)
         self.prefix, self.suffix = np.asarray(prefix, np.int32), np.asarray(suffix, np.int32)
         truncation = tokenizer.truncation
         self.limit = (truncation["max_length"] - len(prefix) - len(suffix)) if truncation else None
-        unsplit = [c for c in PY_WHITESPACE if self._tokens(f"a{c}b") !=
-                   self._tokens("a") + self._tokens("b")]
+        unsplit = [c for c in PY_WHITESPACE if any(
+            self._tokens(f"{a}{c}{b}") != self._tokens(a) + self._tokens(b) for a, b in PROBES)]
         self.needles = [t["content"] for t in config.get("added_tokens", []) if t["content"]]
         self.needles += unsplit
         self.clear()
 
     def _tokens(self, text: str) -> list[int]:
-        return self.whole.encode(text, add_special_tokens=False).ids
+        return self.untruncated.encode(text, add_special_tokens=False).ids
 
     @classmethod
     def for_tokenizer(cls, tokenizer, specials: bool) -> "WordCache | None":
         """A cache for this ``tokenizers.Tokenizer`` (its truncation as set), or None."""
         config = json.loads(tokenizer.to_str())
         truncation = tokenizer.truncation
-        if not word_local(config) or (truncation and (truncation["direction"] != "right"
-                                                      or truncation["stride"])):
+        if not word_local(config) or tokenizer.padding or (
+                truncation and (truncation["direction"] != "right" or truncation["stride"])):
             return None
         around = _special_tokens(tokenizer, specials)
         if around is None or (truncation and truncation["max_length"] <= sum(map(len, around))):
@@ -111,12 +117,14 @@ class WordCache:
 
     def clear(self) -> None:
         self.index: dict[str, int] = {}
+        self.characters = 0
         self.ids = np.zeros(0, np.int32)       # every cached word's ids, end to end
         self.starts = np.zeros(0, np.int64)
         self.lengths = np.zeros(0, np.int64)
 
     def _learn(self, words: list[str]) -> None:
-        encoded = [e.ids for e in self.words.encode_batch_fast(words, add_special_tokens=False)]
+        encoded = [e.ids for e in self.word_tokenizer.encode_batch_fast(
+            words, add_special_tokens=False)]
         lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
         self.starts = np.concatenate([self.starts, len(self.ids) + np.cumsum(lengths) - lengths])
         self.lengths = np.concatenate([self.lengths, lengths])
@@ -124,12 +132,13 @@ class WordCache:
             (i for row in encoded for i in row), np.int32, int(lengths.sum()))])
         first = len(self.index)
         self.index.update(zip(words, range(first, first + len(words))))
+        self.characters += sum(map(len, words))
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         normalized = [self.normalize(t) for t in texts]
-        whole = sorted(self._holding_needles(texts) | (
+        whole_rows = sorted(self._holding_needles(texts) | (
             set() if self.raw else self._holding_needles(normalized)))
-        for i in whole:
+        for i in whole_rows:
             normalized[i] = ""
         split = [n.split() for n in normalized]
         counts = np.fromiter(map(len, split), np.int64, len(split))
@@ -137,14 +146,16 @@ class WordCache:
         at = np.fromiter(map(self.index.get, words, repeat(-1)), np.int64, len(words))
         if (at < 0).any():
             new = list(dict.fromkeys(words[i] for i in np.flatnonzero(at < 0)))
-            if len(self.index) + len(new) > MAX_WORDS:      # full: keep this chunk's words
-                self.clear()
+            if (len(self.index) + len(new) > MAX_WORDS
+                    or self.characters + sum(map(len, new)) > MAX_CHARACTERS):
+                self.clear()                              # full: keep this chunk's words
                 new = list(dict.fromkeys(words))
             self._learn(new)
             at = np.fromiter(map(self.index.__getitem__, words), np.int64, len(words))
         flat, lengths = self._assemble(at, counts)
-        if whole:
-            flat, lengths = self._splice(flat, lengths, whole, [texts[i] for i in whole])
+        if whole_rows:
+            flat, lengths = self._splice(flat, lengths, whole_rows,
+                                         [texts[i] for i in whole_rows])
         return flat, lengths
 
     def _holding_needles(self, texts: list[str]) -> set[int]:
@@ -188,7 +199,7 @@ class WordCache:
     def _splice(self, flat: np.ndarray, lengths: np.ndarray, rows: list[int], texts: list[str]
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Replace the ``rows`` (tokenised as empty) by their texts tokenised whole."""
-        own = [np.asarray(e.ids, np.int32) for e in self.whole.encode_batch_fast(
+        own = [np.asarray(e.ids, np.int32) for e in self.full_tokenizer.encode_batch_fast(
             texts, add_special_tokens=self.specials)]
         pieces = np.split(flat, np.cumsum(lengths)[:-1])
         for row, ids in zip(rows, own):
